@@ -1,0 +1,72 @@
+"""Symptom decoder: compares what the therapist has inferred with what the encoder gave the patient.
+
+The therapist states its inference in a labelled format; each field is compared with the encoded
+one by sentence-embedding cosine similarity. Fields under the threshold are deviations; the
+feedback says what to ask about next (never the encoded answer itself) and goes into the
+therapist's next prompt.
+"""
+
+from __future__ import annotations
+
+from langgraph.runtime import Runtime
+
+from mentalarena.agents import prompts
+from mentalarena.agents.embeddings import load_embeddings, pairwise_similarities
+from mentalarena.agents.encoder import DECODED_FIELDS
+from mentalarena.agents.llm import ask, chat_model
+from mentalarena.agents.parsing import ParseError, parse_labelled_fields
+from mentalarena.agents.therapist import therapist_messages
+
+INFERENCE_LABELS = {
+    "intermediate_belief": ("intermediate beliefs", "intermediate belief"),
+    "intermediate_belief_depression": ("beliefs during depression", "belief during depression", "intermediate beliefs during depression"),
+    "coping_strategies": ("coping strategies", "coping strategy", "coping"),
+    "situation": ("situation, thoughts, emotions and behaviour", "situation, thoughts, emotions and behavior", "situation"),
+    "behaviour_principles": ("behaviour principles", "behavior principles", "behaviour", "behavior"),
+}
+
+
+def write_feedback(similarities: dict[str, float], deviations: list[str], threshold: float) -> str:
+    return "\n".join(
+        prompts.DECODER_FEEDBACK_LINE.format(
+            label=DECODED_FIELDS[key][0], similarity=similarities[key], threshold=threshold, guidance=DECODED_FIELDS[key][1]
+        )
+        for key in deviations
+    )
+
+
+def symptom_decoder(state: dict, runtime: Runtime) -> dict:
+    context = runtime.context
+    encoded: dict[str, str] = state["encoded"]
+    failures = []
+    try:
+        inferred = ask(
+            chat_model(context, "therapist"),
+            therapist_messages(state, prompts.DECODER_INFERENCE),
+            lambda text: parse_labelled_fields(text, INFERENCE_LABELS),
+            context.parse_retries + 1,
+        )
+    except ParseError as exc:
+        inferred = {key: "" for key in encoded}
+        failures.append({"node": "symptom_decoder", "reason": f"inference unparsed, every field counts as a deviation: {exc}"})
+    keys = list(encoded)  # a field the profile leaves empty is not compared
+    scores = pairwise_similarities(load_embeddings(context.embedding_model), [inferred[k] for k in keys], [encoded[k] for k in keys])
+    similarities = dict(zip(keys, scores))
+    deviations = [key for key in keys if similarities[key] < context.similarity_threshold]
+    redirections = state.get("redirections", 0)
+    redirect = bool(deviations) and redirections < context.max_redirections
+    feedback = write_feedback(similarities, deviations, context.similarity_threshold) if deviations else ""
+    round_record = {
+        "round": len(state.get("decoder_rounds", [])) + 1,
+        "inferred": inferred,
+        "similarities": similarities,
+        "deviations": deviations,
+        "feedback": feedback,
+        "redirected": redirect,
+    }
+    return {
+        "decoder_rounds": [round_record],
+        "feedback": feedback if redirect else "",
+        "redirections": redirections + int(redirect),
+        "failures": failures,
+    }

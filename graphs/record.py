@@ -1,0 +1,42 @@
+"""The session record: the seed's fields plus the transcript, decoder rounds and scores."""
+
+from __future__ import annotations
+
+from langgraph.runtime import Runtime
+
+from mentalarena.agents.models import describe_model
+
+
+def best_trial(trials: list[dict]) -> dict | None:
+    """The highest-rated trial; the earliest wins a tie, unrated trials rank last."""
+    return max(trials, key=lambda t: -1 if t["score"] is None else t["score"], default=None)
+
+
+def build_record(state: dict, runtime: Runtime) -> dict:
+    context = runtime.context
+    treatment = best_trial(state.get("treatment_trials", [])) or {}
+    medication = best_trial(state.get("medication_trials", [])) or {}
+    return {
+        "record": {
+            "session_id": state["session_id"],
+            "profile_id": state["patient"]["id"],
+            "presentation": state["patient"].get("presentation", ""),
+            "style": state["style"],
+            "principles_group": state["principles_group"],
+            "symptom_summary": state.get("symptom_summary", ""),
+            "diagnosis_candidates": state.get("diagnosis_candidates", []),
+            "illness": state.get("illness", ""),
+            "treatment": treatment.get("proposal", ""),
+            "treatment_explanation": treatment.get("explanation", ""),
+            "treatment_score": treatment.get("score"),
+            "medicine": medication.get("proposal", ""),
+            "medicine_explanation": medication.get("explanation", ""),
+            "medicine_score": medication.get("score"),
+            "transcript": state.get("transcript", []),
+            "decoder_rounds": state.get("decoder_rounds", []),
+            "treatment_trials": state.get("treatment_trials", []),
+            "medication_trials": state.get("medication_trials", []),
+            "failures": state.get("failures", []),
+            "models": {role: describe_model(context.model_for(role)) for role in ("patient", "therapist", "decoder")},
+        }
+    }

@@ -1,0 +1,96 @@
+"""The arena's state: a narrow input, a narrow output (the session record), and the internals.
+
+Values are plain dicts and lists so that checkpoints, Studio and JSONL exports carry them as-is.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Annotated, Literal, TypedDict
+
+
+class Turn(TypedDict):
+    speaker: Literal["patient", "therapist"]
+    phase: str  # inquiry, followup, diagnosis, treatment, medication
+    text: str
+
+
+class DecoderRound(TypedDict):
+    round: int
+    inferred: dict[str, str]
+    similarities: dict[str, float]
+    deviations: list[str]
+    feedback: str
+    redirected: bool
+
+
+class Trial(TypedDict):
+    proposal: str
+    explanation: str
+    reaction: str
+    score: int | None
+
+
+class Failure(TypedDict):
+    node: str
+    reason: str
+
+
+class SessionRecord(TypedDict):
+    session_id: str
+    profile_id: str
+    presentation: str
+    style: str
+    principles_group: str
+    symptom_summary: str
+    diagnosis_candidates: list[str]
+    illness: str
+    treatment: str
+    treatment_explanation: str
+    treatment_score: int | None
+    medicine: str
+    medicine_explanation: str
+    medicine_score: int | None
+    transcript: list[Turn]
+    decoder_rounds: list[DecoderRound]
+    treatment_trials: list[Trial]
+    medication_trials: list[Trial]
+    failures: list[Failure]
+    models: dict[str, str]
+
+
+class ArenaInput(TypedDict, total=False):
+    """Start a session from a built-in profile id or a full CCD profile (Patient-Psi format)."""
+
+    profile_id: str
+    profile: dict
+    session_id: str
+
+
+class ArenaOutput(TypedDict):
+    record: SessionRecord
+
+
+class ArenaState(ArenaInput, total=False):
+    # Symptom encoder
+    patient: dict  # the validated profile, Patient-Psi format
+    style: str
+    principles_group: str
+    principles: list[str]
+    encoded: dict[str, str]  # what the decoder compares the therapist's inference with
+    # Dialogue
+    transcript: Annotated[list[Turn], operator.add]
+    questions_asked: int
+    # Symptom decoder
+    decoder_rounds: Annotated[list[DecoderRound], operator.add]
+    redirections: int
+    feedback: str  # pending for the therapist's next question; cleared once used
+    # Diagnosis, treatment, medication
+    symptom_summary: str
+    diagnosis_candidates: list[str]
+    illness: str
+    proposal: Trial  # the therapist's latest proposal, not yet rated
+    treatment_trials: Annotated[list[Trial], operator.add]
+    medication_trials: Annotated[list[Trial], operator.add]
+    failures: Annotated[list[Failure], operator.add]
+    record: SessionRecord
