@@ -43,13 +43,15 @@ def parse_score(text: str, low: int = 1, high: int = 10) -> int:
     patterns = (
         r"(\d{1,2})\s*(?:/|out of)\s*10",
         r"(?:score|rating|rate|feel)[^\d\n]{0,25}(\d{1,2})",
-        r"(?<![\d.])(\d{1,2})(?![\d.])",
+        r"(?<![\d./])(\d{1,2})(?![\d.]|\s*/)",
     )
     for pattern in patterns:
-        for match in re.finditer(pattern, lowered):
-            value = int(match.group(1))
+        values = [int(m.group(1)) for m in re.finditer(pattern, lowered)]
+        for value in values:
             if low <= value <= high:
                 return value
+        if values and pattern == patterns[0]:
+            break  # an explicit 'N/10' out of range is not rescued by stray numbers
     for word, value in NUMBER_WORDS.items():
         if re.search(rf"\b{word}\b", lowered) and low <= value <= high:
             return value

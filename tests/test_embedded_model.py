@@ -1,0 +1,39 @@
+"""The real layers, once each: the embedded SmolLM2 model, MiniLM embeddings, SQLite checkpoints."""
+
+import json
+
+import pytest
+
+from mentalarena.agents.models import embedded_model_dir, load_chat_model, GenerationSettings
+from mentalarena.agents.profiles import builtin_profiles
+from mentalarena.graphs.context import Context
+from mentalarena.graphs.run import run_sessions
+
+pytestmark = pytest.mark.real_model
+
+
+def test_the_embedded_model_is_converted_once_and_answers():
+    folder = embedded_model_dir()
+    assert (folder / "config.json").exists() and (folder / "model.safetensors").exists()
+    assert embedded_model_dir() == folder  # cached
+    model = load_chat_model("embedded", GenerationSettings(temperature=0, max_new_tokens=8))
+    reply = model.invoke([("system", "You are terse."), ("human", "Say hello.")])
+    assert reply.text.strip()
+
+
+def test_a_smoke_session_on_the_embedded_model(tmp_path):
+    """A whole session, tiny token budget: every stage runs and the record is complete."""
+    context = Context(model="embedded", inquiry_turns=1, max_redirections=1, treatment_tries=1, medication_tries=1,
+                      max_new_tokens=24, parse_retries=0)
+    summary = run_sessions(builtin_profiles()[:1], context, tmp_path, sessions=1, progress=False)
+    assert summary.done == 1, (tmp_path / "records.jsonl").read_text()
+    record = json.loads((tmp_path / "records.jsonl").read_text())
+    speakers = [t["speaker"] for t in record["transcript"]]
+    assert speakers[:3] == ["patient", "therapist", "patient"]
+    assert {"inquiry", "diagnosis", "treatment", "medication"} <= {t["phase"] for t in record["transcript"]}
+    assert record["decoder_rounds"] and all(0.0 <= s <= 1.0 for r in record["decoder_rounds"] for s in r["similarities"].values())
+    assert len(record["treatment_trials"]) == 1 and len(record["medication_trials"]) == 1
+    assert record["models"]["therapist"].startswith("SmolLM2-135M-Instruct")
+    # Whatever a 135M model could not produce in the format asked is recorded, not crashed on.
+    assert all(f["node"] and f["reason"] for f in record["failures"])
+    assert (tmp_path / "checkpoints.sqlite").stat().st_size > 0

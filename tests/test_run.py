@@ -1,0 +1,69 @@
+"""The batch runner: run folder, JSONL records, manifest, resume, failures."""
+
+import json
+
+from mentalarena.agents.profiles import builtin_profiles
+from mentalarena.graphs.cli import main
+from mentalarena.graphs.context import Context
+from mentalarena.graphs.run import run_sessions
+
+from conftest import Script
+
+
+def records(folder):
+    return [json.loads(line) for line in (folder / "records.jsonl").read_text().splitlines()]
+
+
+def test_a_run_writes_records_and_a_manifest_and_resumes_without_duplicates(scripted, tmp_path):
+    spec, model = scripted(Script())
+    context = Context(model=spec, inquiry_turns=1, max_redirections=0, treatment_tries=1, medication_tries=1)
+    profiles = builtin_profiles()[:2]
+    summary = run_sessions(profiles, context, tmp_path, sessions=3, progress=False)
+
+    assert (summary.done, summary.failed) == (3, 0)
+    lines = records(tmp_path)
+    assert [r["session_id"] for r in lines] == ["0000-builtin-01", "0001-builtin-02", "0002-builtin-01"]
+    assert all(r["status"] == "done" and r["treatment"] and r["medicine"] and r["transcript"] for r in lines)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["settings"]["model"] == spec and manifest["seed"] == 0
+    assert manifest["packages"]["langgraph"] != "not installed"
+
+    # A crash mid-write leaves a torn last line: resume cuts it and finishes what is missing.
+    text = (tmp_path / "records.jsonl").read_text().splitlines(keepends=True)
+    (tmp_path / "records.jsonl").write_text("".join(text[:2]) + text[2][:40])
+    calls_before = len(model.calls)
+    summary = run_sessions(profiles, context, tmp_path, sessions=4, progress=False)
+    assert (summary.done, summary.skipped) == (2, 2)
+    assert [r["session_id"] for r in records(tmp_path)] == ["0000-builtin-01", "0001-builtin-02", "0002-builtin-01", "0003-builtin-02"]
+    # Session 2 had finished in the checkpointer: its record is recovered, not generated again,
+    # so only session 3 called the model.
+    assert records(tmp_path)[2] == lines[2]
+    assert len(model.calls) - calls_before == calls_before // 3
+
+
+def test_a_failing_session_is_recorded_and_the_others_go_on(scripted, tmp_path):
+    script = Script()
+
+    def respond(messages):
+        if "Imagine you are Priya" in messages[0].content:
+            raise TimeoutError("model timed out")
+        return script(messages)
+
+    spec, _ = scripted(respond)
+    context = Context(model=spec, inquiry_turns=1, max_redirections=0, treatment_tries=1, medication_tries=1)
+    profiles = builtin_profiles()[:3]
+    summary = run_sessions(profiles, context, tmp_path, sessions=3, progress=False)
+    lines = records(tmp_path)
+    failed = [r for r in lines if r["status"] == "failed"]
+    assert summary.failed == len(failed) == 1
+    assert failed[0]["error"] == "TimeoutError: model timed out"
+    assert sum(r["status"] == "done" for r in lines) == 2
+
+
+def test_cli_reports_a_bad_profiles_file(tmp_path, capsys):
+    bad = tmp_path / "p.json"
+    bad.write_text('[{"name": "A"}]')
+    assert main(["run", "--profiles", str(bad), "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}: record 0: field 'id': Field required" in err
+    assert not (tmp_path / "run").exists()
