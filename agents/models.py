@@ -75,7 +75,7 @@ def embedded_gguf_path() -> Path:
 
 def embedded_model_dir() -> Path:
     """The de-quantized embedded model as a Hugging Face folder, converted on first use."""
-    target = cache_root() / "models" / EMBEDDED_NAME
+    target = cache_root() / "models" / f"{EMBEDDED_NAME}-f32"  # suffix versions the conversion
     with _convert_lock:
         if not (target / "config.json").exists():
             _convert_gguf(embedded_gguf_path(), target)
@@ -92,7 +92,11 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     )
     # A GGUF-loaded model counts as quantized and refuses save_pretrained: copy its weights
     # into a plain model built from the same config.
-    model = AutoModelForCausalLM.from_config(quantized.config)
+    config = quantized.config
+    # The saved model is plain float32: without this, trainers refuse it as GGUF-quantized.
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config)
     model.load_state_dict(quantized.state_dict())
     staging = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)

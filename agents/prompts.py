@@ -96,3 +96,9 @@ ENCODER_PRINCIPLE_CHOICE = """A patient copes like this: {coping_strategies}
 Which group of behaviour principles fits this patient best?
 {options}
 Answer with the number only."""
+
+# Fine-tuning data (training/export.py): the seed's QA items and the dialogue system prompts.
+QA_DIAGNOSIS = "{summary}\nBased on these symptoms, what is the most likely diagnosis?"
+QA_TREATMENT = "{summary}\nBased on these symptoms, what is the most appropriate treatment? Explain why."
+QA_MEDICATION = "{summary}\nBased on these symptoms, what is the proper medication? Explain why."
+THERAPIST_DIALOGUE_SYSTEM = "You are a psychiatrist. Assess the patient by asking about their emotions, thoughts, behaviour, physiological symptoms and history, then give a diagnosis, a treatment and, where appropriate, a medication, each with an explanation."

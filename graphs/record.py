@@ -23,6 +23,8 @@ def build_record(state: dict, runtime: Runtime) -> dict:
             "presentation": state["patient"].get("presentation", ""),
             "style": state["style"],
             "principles_group": state["principles_group"],
+            "principles": state["principles"],
+            "profile": state["patient"],
             "symptom_summary": state.get("symptom_summary", ""),
             "diagnosis_candidates": state.get("diagnosis_candidates", []),
             "illness": state.get("illness", ""),

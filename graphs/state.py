@@ -42,6 +42,8 @@ class SessionRecord(TypedDict):
     presentation: str
     style: str
     principles_group: str
+    principles: list[str]
+    profile: dict  # the CCD the patient was encoded from (fictional), so exports can rebuild its prompt
     symptom_summary: str
     diagnosis_candidates: list[str]
     illness: str

@@ -1,0 +1,202 @@
+"""Supervised fine-tuning on exported self-play data: TRL SFTTrainer with a LoRA adapter (PEFT).
+
+In the spirit of TRL's example scripts: a dataclass of arguments, one function per step.
+Loss is on assistant turns only, which needs a chat template with ``{% generation %}`` markers;
+SmolLM2's own template has none, so ChatML with the markers is installed (it renders the same
+text). Checkpoints go to ``<out>/checkpoints``; ``resume=True`` continues from the last one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from mentalarena.agents.models import EMBEDDED_SPECS, ModelSpecError, embedded_model_dir
+
+# ChatML as SmolLM2 renders it, with the assistant's content marked for assistant-only loss.
+CHATML_WITH_GENERATION = (
+    "{%- for message in messages %}"
+    "{%- if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
+    "{%- endif %}"
+    "{%- if message['role'] == 'assistant' %}"
+    "{{ '<|im_start|>assistant\n' }}{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}{{ '\n' }}"
+    "{%- else %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{%- endif %}"
+)
+
+PRESETS = {
+    # MentalGPT's hyperparameters, for a GPU.
+    "mentalgpt": dict(lora_r=64, lora_alpha=16, lora_dropout=0.1, learning_rate=2e-4, epochs=5.0, max_grad_norm=0.3, warmup_ratio=0.03,
+                      batch_size=4, gradient_accumulation=4, max_length=2048),
+    # Sized for the embedded 135M model on a CPU: small rank, short sequences, few steps.
+    "cpu-small": dict(lora_r=8, lora_alpha=16, lora_dropout=0.05, learning_rate=1e-3, epochs=1.0, max_grad_norm=1.0, warmup_ratio=0.03,
+                      batch_size=4, gradient_accumulation=1, max_length=512),
+}
+
+
+@dataclass
+class TrainArgs:
+    model: str  # 'embedded' or a local Hugging Face folder
+    dataset: Path  # an export folder (train.jsonl, validation.jsonl)
+    out: Path
+    preset: str = "cpu-small"
+    max_steps: int = -1  # overrides epochs when > 0
+    qlora: bool = False  # 4-bit base model (bitsandbytes); needs a CUDA GPU
+    merge: bool = True  # also save the merged model, which the arena's model spec accepts
+    resume: bool = False
+    seed: int = 0
+    overrides: dict = field(default_factory=dict)  # any preset key
+
+    def hyperparameters(self) -> dict:
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset {self.preset!r}: choose from {', '.join(PRESETS)}")
+        unknown = set(self.overrides) - set(PRESETS[self.preset])
+        if unknown:
+            raise ValueError(f"overrides: unknown keys {sorted(unknown)}")
+        return {**PRESETS[self.preset], **self.overrides}
+
+
+def base_model_folder(spec: str) -> str:
+    if spec.strip().lower() in EMBEDDED_SPECS:
+        return str(embedded_model_dir())
+    if Path(spec, "config.json").exists():
+        return spec
+    raise ModelSpecError(f"model {spec!r}: fine-tuning needs 'embedded' or a local Hugging Face folder")
+
+
+def load_tokenizer(folder: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.chat_template = CHATML_WITH_GENERATION
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_datasets(folder: Path):
+    from datasets import load_dataset
+
+    files = {split: str(folder / f"{split}.jsonl") for split in ("train", "validation") if (folder / f"{split}.jsonl").exists() and (folder / f"{split}.jsonl").stat().st_size}
+    if "train" not in files:
+        raise FileNotFoundError(f"{folder}/train.jsonl: missing or empty; export data first")
+    data = load_dataset("json", data_files=files)
+    return data["train"], data.get("validation")
+
+
+def build_trainer(args: TrainArgs):
+    import torch
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    hp = args.hyperparameters()
+    folder = base_model_folder(args.model)
+    tokenizer = load_tokenizer(folder)
+    train, validation = load_datasets(args.dataset)
+    model_kwargs = {"dtype": torch.float32}
+    if args.qlora:
+        if not torch.cuda.is_available():
+            raise RuntimeError("qlora: 4-bit training needs a CUDA GPU (bitsandbytes); none is present")
+        from transformers import BitsAndBytesConfig
+
+        model_kwargs = {"quantization_config": BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)}
+    model = AutoModelForCausalLM.from_pretrained(folder, **model_kwargs)
+    config = SFTConfig(
+        output_dir=str(args.out / "checkpoints"),
+        assistant_only_loss=True,
+        max_length=hp["max_length"],
+        per_device_train_batch_size=hp["batch_size"],
+        per_device_eval_batch_size=hp["batch_size"],
+        gradient_accumulation_steps=hp["gradient_accumulation"],
+        learning_rate=hp["learning_rate"],
+        num_train_epochs=hp["epochs"],
+        max_steps=args.max_steps,
+        max_grad_norm=hp["max_grad_norm"],
+        warmup_steps=hp["warmup_ratio"],  # a float below 1 is a ratio of the total steps
+        lr_scheduler_type="cosine",
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=max(1, args.max_steps // 2) if args.max_steps > 0 else 50,
+        save_total_limit=2,
+        eval_strategy="epoch" if validation is not None and args.max_steps <= 0 else "no",
+        report_to="none",
+        seed=args.seed,
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+    )
+    peft_config = LoraConfig(
+        r=hp["lora_r"], lora_alpha=hp["lora_alpha"], lora_dropout=hp["lora_dropout"],
+        target_modules="all-linear", task_type="CAUSAL_LM",
+    )
+    return SFTTrainer(model=model, args=config, train_dataset=train, eval_dataset=validation, processing_class=tokenizer, peft_config=peft_config)
+
+
+def last_checkpoint(out: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    folder = out / "checkpoints"
+    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+
+
+def save_outputs(trainer, args: TrainArgs) -> dict:
+    adapter = args.out / "adapter"
+    trainer.model.save_pretrained(str(adapter))
+    trainer.processing_class.save_pretrained(str(adapter))
+    paths = {"adapter": str(adapter)}
+    if args.merge:
+        merged = args.out / "merged"
+        trainer.model.merge_and_unload().save_pretrained(str(merged))
+        trainer.processing_class.save_pretrained(str(merged))
+        paths["merged"] = str(merged)
+    return paths
+
+
+def write_metrics(trainer, args: TrainArgs, paths: dict) -> dict:
+    history = trainer.state.log_history
+    losses = [(h["step"], h["loss"]) for h in history if "loss" in h]
+    evals = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
+    metrics = {
+        "args": {**asdict(args), "dataset": str(args.dataset), "out": str(args.out)},
+        "hyperparameters": args.hyperparameters(),
+        "train_loss": losses,
+        "eval_loss": evals,
+        "first_loss": losses[0][1] if losses else None,
+        "final_loss": losses[-1][1] if losses else None,
+        "steps": trainer.state.global_step,
+        **paths,
+    }
+    (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    plot_losses(losses, evals, args.out / "loss.png")
+    return metrics
+
+
+def plot_losses(losses: list, evals: list, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    if losses:
+        ax.plot(*zip(*losses), label="train loss")
+    if evals:
+        ax.plot(*zip(*evals), marker="o", label="validation loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def train(args: TrainArgs) -> dict:
+    args.out.mkdir(parents=True, exist_ok=True)
+    trainer = build_trainer(args)
+    trainer.train(resume_from_checkpoint=last_checkpoint(args.out) if args.resume else None)
+    return write_metrics(trainer, args, save_outputs(trainer, args))
