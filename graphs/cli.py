@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -53,6 +54,39 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if summary.failed == 0 else 1
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from mentalarena.training.export import ExportArgs, export
+
+    report = export(ExportArgs(records=[Path(p) for p in args.records], out=Path(args.out), validation_ratio=args.validation_ratio,
+                               similarity_floor=args.similarity_floor, seed=args.seed, sharegpt=args.sharegpt))
+    print(json.dumps(report.as_dict(), indent=2))
+    print(f"dataset card: {Path(args.out) / 'README.md'}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from mentalarena.training.finetune import TrainArgs, train
+
+    metrics = train(TrainArgs(model=args.model, dataset=Path(args.dataset), out=Path(args.out), preset=args.preset, max_steps=args.max_steps,
+                              qlora=args.qlora, merge=not args.no_merge, resume=args.resume, seed=args.seed))
+    print(f"loss {metrics['first_loss']:.3f} -> {metrics['final_loss']:.3f} over {metrics['steps']} steps")
+    print(f"adapter: {metrics['adapter']}" + (f"\nmerged model (use as --model): {metrics['merged']}" if "merged" in metrics else ""))
+    return 0
+
+
+def cmd_iterate(args: argparse.Namespace) -> int:
+    from mentalarena.training.loop import IterateArgs, iterate
+
+    context = build_context(args)
+    profiles = builtin_profiles() if args.profiles == "builtin" else load_profiles(args.profiles)
+    history = iterate(IterateArgs(out=Path(args.out), iterations=args.iterations, profiles=profiles, context=context,
+                                  sessions=args.sessions or DEFAULT_SESSIONS, preset=args.preset, max_steps=args.max_steps, progress=not args.quiet))
+    for metrics in history:
+        print(f"iteration {metrics['iteration']}: treatment score {metrics['mean_treatment_score']}, loss {metrics['final_train_loss']}, next model {metrics['next_model']}")
+    print(f"report: {Path(args.out) / 'report.md'}")
+    return 0
+
+
 def cmd_graph(args: argparse.Namespace) -> int:
     from mentalarena.graphs.arena import graph
 
@@ -73,6 +107,40 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     _context_options(run)
     run.set_defaults(func=cmd_run)
+
+    export = commands.add_parser("export", help="turn session records into SFT data (messages JSONL, HF dataset, card)")
+    export.add_argument("records", nargs="+", help="records.jsonl files of one or more runs")
+    export.add_argument("--out", required=True, help="dataset folder")
+    export.add_argument("--validation-ratio", type=float, default=0.1, help="share of patient profiles held out for validation")
+    export.add_argument("--similarity-floor", type=float, default=0.0, help="drop sessions whose last decoder round's mean similarity is lower")
+    export.add_argument("--seed", type=int, default=0)
+    export.add_argument("--sharegpt", action="store_true", help="also write ShareGPT JSONL (LLaMA-Factory)")
+    export.set_defaults(func=cmd_export)
+
+    train = commands.add_parser("train", help="LoRA fine-tuning (TRL SFTTrainer) on an exported dataset")
+    train.add_argument("--model", default="embedded", help="'embedded' or a local Hugging Face folder")
+    train.add_argument("--dataset", required=True, help="folder written by `mentalarena export`")
+    train.add_argument("--out", required=True, help="folder for checkpoints, adapter, merged model, metrics and loss plot")
+    train.add_argument("--preset", choices=("cpu-small", "mentalgpt"), default="cpu-small")
+    train.add_argument("--max-steps", type=int, default=-1, help="stop after this many steps (overrides epochs)")
+    train.add_argument("--qlora", action="store_true", help="4-bit base model (needs a CUDA GPU and bitsandbytes)")
+    train.add_argument("--no-merge", action="store_true", help="save only the adapter")
+    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    train.add_argument("--seed", type=int, default=0)
+    train.set_defaults(func=cmd_train)
+
+    loop = commands.add_parser("iterate", help="self-play, export, train, repeat with the new model")
+    loop.add_argument("--iterations", type=int, default=2)
+    loop.add_argument("--out", required=True, help="loop folder; an existing one is resumed")
+    loop.add_argument("--profiles", default="builtin")
+    loop.add_argument("--sessions", type=int, default=None, help="sessions per iteration")
+    loop.add_argument("--model", default="embedded", help="model 0: 'embedded' or a local Hugging Face folder")
+    loop.add_argument("--budget", choices=("small", "full"), default=None)
+    loop.add_argument("--preset", choices=("cpu-small", "mentalgpt"), default="cpu-small")
+    loop.add_argument("--max-steps", type=int, default=-1, help="training steps per iteration (overrides epochs)")
+    loop.add_argument("--quiet", action="store_true")
+    _context_options(loop)
+    loop.set_defaults(func=cmd_iterate)
 
     graph = commands.add_parser("graph", help="print the arena graph as mermaid")
     graph.set_defaults(func=cmd_graph)

@@ -119,7 +119,7 @@ def dialogue_items(record: dict) -> Iterator[tuple[str, list[dict]]]:
 
 
 def is_garbled(messages: list[dict]) -> bool:
-    return any(m["role"] == "assistant" and not re.search(r"[A-Za-z]{2,}", m["content"]) for m in messages)
+    return any(not re.search(r"[A-Za-z]{2,}", m["content"]) for m in messages)
 
 
 def normalize(messages: list[dict]) -> str:

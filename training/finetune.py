@@ -172,23 +172,23 @@ def write_metrics(trainer, args: TrainArgs, paths: dict) -> dict:
         **paths,
     }
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-    plot_losses(losses, evals, args.out / "loss.png")
+    plot_series({"train loss": losses, "validation loss": evals}, args.out / "loss.png", xlabel="step", ylabel="loss")
     return metrics
 
 
-def plot_losses(losses: list, evals: list, path: Path) -> None:
+def plot_series(series: dict[str, list], path: Path, xlabel: str, ylabel: str) -> None:
+    """One line per labelled list of (x, y) points, saved as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    if losses:
-        ax.plot(*zip(*losses), label="train loss")
-    if evals:
-        ax.plot(*zip(*evals), marker="o", label="validation loss")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
+    for label, points in series.items():
+        if points:
+            ax.plot(*zip(*points), marker="o" if len(points) < 20 else None, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -1,0 +1,52 @@
+"""Real fine-tuning on CPU with the embedded model: a few LoRA steps on a tiny export."""
+
+import pytest
+
+from mentalarena.agents.models import GenerationSettings, embedded_model_dir, load_chat_model
+from mentalarena.training.export import ExportArgs, export
+from mentalarena.training.finetune import TrainArgs, train
+
+from test_export import PROFILES, make_record, write
+
+pytestmark = pytest.mark.real_model
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sft")
+    records = [make_record(f"s{i}", pid, symptom_summary=f"{pid}: summary {i}.") for i, pid in enumerate(list(PROFILES) * 2)]
+    export(ExportArgs(records=[write(folder, records)], out=folder / "ds", validation_ratio=0.34))
+    return folder / "ds"
+
+
+def test_the_export_trains_with_a_plain_trl_sft_trainer(dataset, tmp_path):
+    """Independent of this project's training code: datasets + TRL defaults only."""
+    from datasets import load_dataset
+    from trl import SFTConfig, SFTTrainer
+
+    train_set = load_dataset("json", data_files=str(dataset / "train.jsonl"), split="train")
+    assert set(train_set.column_names) == {"messages"}
+    config = SFTConfig(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=2, max_length=256,
+                       report_to="none", use_cpu=True, save_strategy="no", logging_steps=1)
+    trainer = SFTTrainer(model=str(embedded_model_dir()), args=config, train_dataset=train_set)
+    result = trainer.train()
+    assert result.global_step == 2 and result.training_loss > 0
+
+
+def test_lora_lowers_the_loss_and_the_adapter_loads_back_into_the_arena(dataset, tmp_path):
+    metrics = train(TrainArgs(model="embedded", dataset=dataset, out=tmp_path, max_steps=8, overrides={"max_length": 384}))
+    losses = [loss for _, loss in metrics["train_loss"]]
+    assert len(losses) == 8
+    assert sum(losses[-2:]) / 2 < 0.8 * sum(losses[:2]) / 2, losses
+    assert (tmp_path / "loss.png").stat().st_size > 0
+    for folder in (metrics["adapter"], metrics["merged"]):
+        model = load_chat_model(folder, GenerationSettings(temperature=0, max_new_tokens=4))
+        assert model.invoke([("human", "Hello")]).text.strip()
+
+
+def test_training_resumes_from_its_last_checkpoint(dataset, tmp_path):
+    train(TrainArgs(model="embedded", dataset=dataset, out=tmp_path, max_steps=2, merge=False, overrides={"max_length": 256}))
+    metrics = train(TrainArgs(model="embedded", dataset=dataset, out=tmp_path, max_steps=4, merge=False, resume=True, overrides={"max_length": 256}))
+    # Steps 1-2 came from the checkpoint; only 3-4 ran now.
+    assert [step for step, _ in metrics["train_loss"]][-2:] == [3, 4]
+    assert metrics["steps"] == 4
