@@ -67,3 +67,16 @@ def test_cli_reports_a_bad_profiles_file(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{bad}: record 0: field 'id': Field required" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_secrets_never_reach_the_run_folder(scripted, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-secret-123")
+    spec, _ = scripted(Script())
+    context = Context(model=spec, base_url="https://user:pa55word@llm.example/v1", inquiry_turns=1, max_redirections=0,
+                      treatment_tries=1, medication_tries=1)
+    run_sessions(builtin_profiles()[:1], context, tmp_path, sessions=1, progress=False)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["settings"]["base_url"] == "https://llm.example/v1"
+    for path in tmp_path.iterdir():
+        data = path.read_bytes()
+        assert b"sk-test-secret-123" not in data and b"pa55word" not in data, path.name
