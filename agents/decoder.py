@@ -13,8 +13,8 @@ from langgraph.runtime import Runtime
 from mentalarena.agents import prompts
 from mentalarena.agents.embeddings import load_embeddings, pairwise_similarities
 from mentalarena.agents.encoder import DECODED_FIELDS
-from mentalarena.agents.llm import ask, chat_model
-from mentalarena.agents.parsing import ParseError, parse_labelled_fields
+from mentalarena.agents.llm import ask_or_record, chat_model
+from mentalarena.agents.parsing import parse_labelled_fields
 from mentalarena.agents.therapist import therapist_messages
 
 INFERENCE_LABELS = {
@@ -38,17 +38,14 @@ def write_feedback(similarities: dict[str, float], deviations: list[str], thresh
 def symptom_decoder(state: dict, runtime: Runtime) -> dict:
     context = runtime.context
     encoded: dict[str, str] = state["encoded"]
-    failures = []
-    try:
-        inferred = ask(
-            chat_model(context, "therapist"),
-            therapist_messages(state, prompts.DECODER_INFERENCE),
-            lambda text: parse_labelled_fields(text, INFERENCE_LABELS),
-            context.parse_retries + 1,
-        )
-    except ParseError as exc:
-        inferred = {key: "" for key in encoded}
-        failures.append({"node": "symptom_decoder", "reason": f"inference unparsed, every field counts as a deviation: {exc}"})
+    inferred, _, error = ask_or_record(
+        chat_model(context, "therapist"),
+        therapist_messages(state, prompts.DECODER_INFERENCE),
+        lambda text: parse_labelled_fields(text, INFERENCE_LABELS),
+        context.parse_retries + 1,
+    )
+    failures = [{"node": "symptom_decoder", "reason": f"inference unparsed, every field counts as a deviation: {error}"}] if error else []
+    inferred = inferred or {key: "" for key in INFERENCE_LABELS}
     keys = list(encoded)  # a field the profile leaves empty is not compared
     scores = pairwise_similarities(load_embeddings(context.embedding_model), [inferred[k] for k in keys], [encoded[k] for k in keys])
     similarities = dict(zip(keys, scores))

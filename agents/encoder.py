@@ -18,8 +18,8 @@ from langgraph.runtime import Runtime
 
 from mentalarena.agents import prompts
 from mentalarena.agents.embeddings import load_embeddings, similarity_matrix
-from mentalarena.agents.llm import ask, chat_model
-from mentalarena.agents.parsing import ParseError, parse_choice
+from mentalarena.agents.llm import ask_or_record, chat_model
+from mentalarena.agents.parsing import parse_choice
 from mentalarena.agents.profiles import CONVERSATIONAL_STYLES, PatientProfile, ProfileError, find_profile
 
 # What the decoder compares: key -> (label in feedback, what to ask about next).
@@ -92,10 +92,12 @@ def symptom_encoder(state: dict, runtime: Runtime) -> dict:
             HumanMessage(prompts.ENCODER_PRINCIPLE_CHOICE.format(coping_strategies=profile.coping_strategies, options=options)),
         ]
         descriptions = [g["description"] for g in shortlist]
-        try:
-            chosen = shortlist[ask(chat_model(context, "decoder"), messages, lambda text: parse_choice(text, descriptions), context.parse_retries + 1)]
-        except ParseError as exc:
-            failures.append({"node": "symptom_encoder", "reason": f"principle choice unparsed, kept the closest group: {exc}"})
+        index, _, error = ask_or_record(
+            chat_model(context, "decoder"), messages, lambda text: parse_choice(text, descriptions), context.parse_retries + 1
+        )
+        if error:
+            failures.append({"node": "symptom_encoder", "reason": f"principle choice unparsed, kept the closest group: {error}"})
+        chosen = shortlist[index or 0]
     return {
         "session_id": session_id,
         "patient": profile.to_patient_psi(),

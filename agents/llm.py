@@ -26,6 +26,20 @@ def ask(model, messages: list[BaseMessage], parse: Callable[[str], T], attempts:
     raise AssertionError("unreachable: tenacity reraises the last ParseError")
 
 
+def ask_or_record(model, messages: list[BaseMessage], parse: Callable[[str], T], attempts: int) -> tuple[T | None, str, str]:
+    """Like :func:`ask`, but past the bound returns (None, last reply, reason) instead of raising."""
+    replies: list[str] = []
+
+    def parse_and_keep(text: str) -> T:
+        replies.append(text)
+        return parse(text)
+
+    try:
+        return ask(model, messages, parse_and_keep, attempts), replies[-1], ""
+    except ParseError as exc:
+        return None, replies[-1], str(exc)
+
+
 def role_messages(system: str, turns: list[dict], me: str, opening: str | None = None, task: str | None = None) -> list[BaseMessage]:
     """A role's view of the dialogue: its own turns as the assistant's, the other's as the user's."""
     messages: list[BaseMessage] = [SystemMessage(system)]

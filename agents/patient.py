@@ -5,8 +5,8 @@ from __future__ import annotations
 from langgraph.runtime import Runtime
 
 from mentalarena.agents import prompts
-from mentalarena.agents.llm import ask, chat_model, role_messages
-from mentalarena.agents.parsing import ParseError, parse_choice, parse_score, require_text
+from mentalarena.agents.llm import ask, ask_or_record, chat_model, role_messages
+from mentalarena.agents.parsing import parse_choice, parse_score, require_text
 from mentalarena.agents.profiles import PatientProfile
 
 
@@ -52,21 +52,13 @@ def patient_diagnosis_review(state: dict, runtime: Runtime) -> dict:
     if len(candidates) < 2:
         return {"illness": candidates[0] if candidates else ""}
     task = prompts.PATIENT_DIAGNOSIS_REVIEW.format(first=candidates[0], second=candidates[1])
-    replies: list[str] = []
-
-    def parse(text: str) -> int:
-        replies.append(text)
-        return parse_choice(text, candidates)
-
-    failures = []
-    try:
-        index = ask(chat_model(context, "patient"), patient_messages(state, task), parse, context.parse_retries + 1)
-    except ParseError as exc:
-        index = 0
-        failures.append({"node": "patient_diagnosis_review", "reason": f"choice unparsed, kept the therapist's first candidate: {exc}"})
+    index, text, error = ask_or_record(
+        chat_model(context, "patient"), patient_messages(state, task), lambda t: parse_choice(t, candidates), context.parse_retries + 1
+    )
+    failures = [{"node": "patient_diagnosis_review", "reason": f"choice unparsed, kept the therapist's first candidate: {error}"}] if error else []
     return {
-        "illness": candidates[index],
-        "transcript": [{"speaker": "patient", "phase": "diagnosis", "text": replies[-1].strip()}],
+        "illness": candidates[index or 0],
+        "transcript": [{"speaker": "patient", "phase": "diagnosis", "text": text.strip()}],
         "failures": failures,
     }
 
@@ -76,19 +68,9 @@ def rate_proposal(state: dict, runtime: Runtime, kind: str) -> dict:
     context = runtime.context
     proposal = state["proposal"]
     task = prompts.PATIENT_RATING.format(kind=kind, proposal=proposal["proposal"], explanation=proposal["explanation"])
-    replies: list[str] = []
-
-    def parse(text: str) -> int:
-        replies.append(text)
-        return parse_score(text)
-
-    failures = []
-    try:
-        score: int | None = ask(chat_model(context, "patient"), patient_messages(state, task), parse, context.parse_retries + 1)
-    except ParseError as exc:
-        score = None
-        failures.append({"node": f"rate_{kind}", "reason": f"rating unparsed, recorded as no score: {exc}"})
-    reaction = replies[-1].strip()
+    score, text, error = ask_or_record(chat_model(context, "patient"), patient_messages(state, task), parse_score, context.parse_retries + 1)
+    failures = [{"node": f"rate_{kind}", "reason": f"rating unparsed, recorded as no score: {error}"}] if error else []
+    reaction = text.strip()
     return {
         f"{kind}_trials": [{**proposal, "reaction": reaction, "score": score}],
         "transcript": [{"speaker": "patient", "phase": kind, "text": reaction}],

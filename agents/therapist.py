@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 from langgraph.runtime import Runtime
 
 from mentalarena.agents import prompts
-from mentalarena.agents.llm import ask, chat_model, role_messages
-from mentalarena.agents.parsing import ParseError, parse_labelled_fields, parse_numbered_items, parse_proposal, require_text
+from mentalarena.agents.llm import ask, ask_or_record, chat_model, role_messages
+from mentalarena.agents.parsing import ParseError, clean_turn, parse_labelled_fields, parse_numbered_items, parse_proposal, require_text
 from mentalarena.agents.patient import dialogue
 
 PROPOSAL_LABELS = {"treatment": "Treatment", "medication": "Medication"}
@@ -39,27 +41,19 @@ def therapist(state: dict, runtime: Runtime) -> dict:
 def diagnosis(state: dict, runtime: Runtime) -> dict:
     """A symptom summary and two candidate diagnoses, most likely first."""
     context = runtime.context
-    replies: list[str] = []
-
-    def parse(text: str) -> list[str]:
-        replies.append(text)
-        return parse_numbered_items(text, 2)
-
-    failures = []
+    candidates, text, error = ask_or_record(
+        chat_model(context, "therapist"), therapist_messages(state, prompts.DIAGNOSIS), lambda t: parse_numbered_items(t, 2), context.parse_retries + 1
+    )
+    failures = [{"node": "diagnosis", "reason": f"two diagnoses not found: {error}"}] if error else []
+    # The summary is what precedes the list of diagnoses.
+    before_list = re.split(r"\n\s*(?:1[.):]|[-*•])\s", text, maxsplit=1)[0]
     try:
-        candidates = ask(chat_model(context, "therapist"), therapist_messages(state, prompts.DIAGNOSIS), parse, context.parse_retries + 1)
-    except ParseError as exc:
-        candidates = []
-        failures.append({"node": "diagnosis", "reason": f"two diagnoses not found: {exc}"})
-    text = replies[-1]
-    try:
-        summary = parse_labelled_fields(text, {"summary": ("summary", "symptom summary", "symptoms")})["summary"]
+        summary = parse_labelled_fields(before_list, {"summary": ("summary", "symptom summary", "symptoms")})["summary"]
     except ParseError:
-        summary = ""
-    summary = summary.split("\n1.")[0].strip() or text.split("\n")[0].strip()
+        summary = clean_turn(before_list)
     return {
         "symptom_summary": summary,
-        "diagnosis_candidates": candidates,
+        "diagnosis_candidates": candidates or [],
         "transcript": [{"speaker": "therapist", "phase": "diagnosis", "text": text.strip()}],
         "failures": failures,
     }
@@ -82,20 +76,13 @@ def propose(state: dict, runtime: Runtime, kind: str) -> dict:
         label=label,
         extra=prompts.MEDICATION_EXTRA if kind == "medication" else "",
     )
-    replies: list[str] = []
-
-    def parse(text: str) -> tuple[str, str]:
-        replies.append(text)
-        return parse_proposal(text, label)
-
-    failures = []
-    try:
-        proposal, explanation = ask(chat_model(context, "therapist"), therapist_messages(state, task), parse, context.parse_retries + 1)
-    except ParseError as exc:
-        proposal, explanation = "", replies[-1].strip()
-        failures.append({"node": f"propose_{kind}", "reason": f"no {kind} found in the answer: {exc}"})
+    parsed, text, error = ask_or_record(
+        chat_model(context, "therapist"), therapist_messages(state, task), lambda t: parse_proposal(t, label), context.parse_retries + 1
+    )
+    proposal, explanation = parsed or ("", text.strip())
+    failures = [{"node": f"propose_{kind}", "reason": f"no {kind} found in the answer: {error}"}] if error else []
     return {
         "proposal": {"proposal": proposal, "explanation": explanation, "reaction": "", "score": None},
-        "transcript": [{"speaker": "therapist", "phase": kind, "text": replies[-1].strip()}],
+        "transcript": [{"speaker": "therapist", "phase": kind, "text": text.strip()}],
         "failures": failures,
     }

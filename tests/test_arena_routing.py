@@ -52,6 +52,7 @@ def test_no_deviation_goes_straight_on_to_diagnosis(scripted):
     assert "followup" not in {turn["phase"] for turn in record["transcript"]}
     assert not any("Supervisor feedback" in call[0].content for call in question_calls(model))
     assert record["diagnosis_candidates"] == ["Major depressive disorder", "Adjustment disorder"]
+    assert record["symptom_summary"] == "Low mood and withdrawal for months."
     assert record["illness"] == "Adjustment disorder"  # the patient picked the second
 
 
