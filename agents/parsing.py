@@ -58,8 +58,8 @@ def parse_score(text: str, low: int = 1, high: int = 10) -> int:
     raise ParseError(f"no score between {low} and {high} in {text[:80]!r}")
 
 
-def parse_numbered_items(text: str, count: int) -> list[str]:
-    """The first ``count`` distinct items of a numbered, lettered or bulleted list."""
+def parse_numbered_items(text: str, count: int, minimum: int | None = None) -> list[str]:
+    """The first ``count`` distinct items of a numbered, lettered or bulleted list (at least ``minimum``)."""
     item = re.compile(r"^\s*(?:[-*•]|\(?\d+[.):]|\(?[A-Da-d][.)]|(?:diagnosis|option|candidate)\s*\d*\s*[:.)-])\s*(.+)$", re.I)
     found: list[str] = []
     for line in text.splitlines():
@@ -71,7 +71,13 @@ def parse_numbered_items(text: str, count: int) -> list[str]:
             found.append(value)
         if len(found) == count:
             return found
+    if found and len(found) >= (minimum or count):
+        return found
     raise ParseError(f"expected {count} listed items, found {len(found)} in {text[:120]!r}")
+
+
+def first_sentence(text: str) -> str:
+    return re.split(r"(?<=[.!?])\s+|\n", clean_turn(text), maxsplit=1)[0].strip()
 
 
 def parse_choice(text: str, candidates: list[str]) -> int:
@@ -132,8 +138,8 @@ def parse_proposal(text: str, label: str) -> tuple[str, str]:
     proposal, explanation = fields["proposal"], fields["explanation"]
     if not proposal:
         body = clean_turn(text)
-        first = re.split(r"(?<=[.!?])\s+|\n", body, maxsplit=1)[0]
-        proposal = first.strip()
+        first = first_sentence(body)
+        proposal = first
         explanation = explanation or body[len(first):].strip()
     if not re.search(r"[A-Za-z]{3,}", proposal) or re.search(r"<[^>]*>|\[insert", proposal, re.I):
         raise ParseError(f"no {label.lower()} in {text[:80]!r}")

@@ -8,7 +8,7 @@ from langgraph.runtime import Runtime
 
 from mentalarena.agents import prompts
 from mentalarena.agents.llm import ask, ask_or_record, chat_model, role_messages
-from mentalarena.agents.parsing import ParseError, clean_turn, parse_labelled_fields, parse_numbered_items, parse_proposal, require_text
+from mentalarena.agents.parsing import ParseError, clean_turn, first_sentence, parse_labelled_fields, parse_numbered_items, parse_proposal, require_text
 from mentalarena.agents.patient import dialogue
 
 PROPOSAL_LABELS = {"treatment": "Treatment", "medication": "Medication"}
@@ -44,7 +44,14 @@ def diagnosis(state: dict, runtime: Runtime) -> dict:
     candidates, text, error = ask_or_record(
         chat_model(context, "therapist"), therapist_messages(state, prompts.DIAGNOSIS), lambda t: parse_numbered_items(t, 2), context.parse_retries + 1
     )
-    failures = [{"node": "diagnosis", "reason": f"two diagnoses not found: {error}"}] if error else []
+    failures = []
+    if error:
+        # Keep the model's own words as the diagnosis rather than none: one listed item, else its first sentence.
+        try:
+            candidates = parse_numbered_items(text, 2, minimum=1)
+        except ParseError:
+            candidates = [first_sentence(text)] if first_sentence(text) else []
+        failures.append({"node": "diagnosis", "reason": f"two diagnoses not found, kept {candidates!r}: {error}"})
     # The summary is what precedes the list of diagnoses.
     before_list = re.split(r"\n\s*(?:1[.):]|[-*•])\s", text, maxsplit=1)[0]
     try:

@@ -118,3 +118,17 @@ def test_bad_settings_name_the_field():
         Context(inquiry_turns=0)
     with pytest.raises(ValueError, match="Context.similarity_threshold"):
         Context(similarity_threshold=1.5)
+
+
+def test_a_diagnosis_outside_the_format_is_kept_and_the_failure_recorded(scripted):
+    script = Script(inferences=[exact_inference(PROFILE)])
+
+    def respond(messages):
+        if "two most likely diagnoses" in messages[-1].content:
+            return "It sounds like depression with poor sleep. Let us talk more."
+        return script(messages)
+
+    spec, _ = scripted(respond)
+    record = run(spec, parse_retries=1)
+    assert record["illness"] == "It sounds like depression with poor sleep."
+    assert [f["node"] for f in record["failures"]] == ["diagnosis"]

@@ -49,6 +49,9 @@ def test_numbered_items_in_many_shapes():
     assert parse_numbered_items("Diagnosis 1: OCD\nDiagnosis 2: GAD", 2) == ["OCD", "GAD"]
     with pytest.raises(ParseError):
         parse_numbered_items("1. PTSD\n2. ptsd", 2)  # duplicates do not count twice
+    assert parse_numbered_items("1. PTSD\n2. ptsd", 2, minimum=1) == ["PTSD"]
+    with pytest.raises(ParseError):
+        parse_numbered_items("no list at all", 2, minimum=1)
 
 
 def test_labelled_fields_are_read_leniently():
