@@ -142,6 +142,10 @@ def make_parser() -> argparse.ArgumentParser:
     _context_options(loop)
     loop.set_defaults(func=cmd_iterate)
 
+    from mentalarena.benchmarks.cli import add_eval_command
+
+    add_eval_command(commands)
+
     graph = commands.add_parser("graph", help="print the arena graph as mermaid")
     graph.set_defaults(func=cmd_graph)
     return parser
