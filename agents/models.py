@@ -8,6 +8,8 @@ Specs:
   URL comes from the run settings or ``OPENAI_BASE_URL``, the key from ``OPENAI_API_KEY``.
 - ``<provider>:<model>``: anything ``langchain.chat_models.init_chat_model`` knows.
 - a name given to :func:`register_chat_model` (scripted models in tests, custom clients in apps).
+- ``scripted``: deterministic answers in every format the arena asks for (no model; for trying a
+  served graph or an embedding app end to end).
 """
 
 from __future__ import annotations
@@ -159,6 +161,10 @@ def load_chat_model(spec: str, settings: GenerationSettings | None = None) -> Ba
     spec = spec.strip()
     if spec in _registry:
         return _registry[spec](settings)
+    if spec == "scripted":
+        from mentalarena.agents.scripted import RoleScript, ScriptedChatModel
+
+        return ScriptedChatModel(respond=RoleScript())
     if spec.lower() in EMBEDDED_SPECS:
         return _local_chat_model(str(embedded_model_dir()), settings)
     if Path(spec).expanduser().is_dir():

@@ -8,7 +8,8 @@ from langgraph.checkpoint.memory import InMemorySaver
 from mentalarena.graphs.arena import build_arena_graph
 from mentalarena.graphs.context import Context
 
-from conftest import WRONG_INFERENCE, Script, exact_inference
+from conftest import WRONG_INFERENCE, exact_inference
+from mentalarena.agents.scripted import RoleScript
 
 PROFILE = "builtin-01"
 
@@ -26,7 +27,7 @@ def question_calls(model):
 
 
 def test_deviation_goes_back_to_the_therapist_with_the_feedback_in_its_prompt(scripted):
-    spec, model = scripted(Script(inferences=[WRONG_INFERENCE, exact_inference(PROFILE)]))
+    spec, model = scripted(RoleScript(inferences=[WRONG_INFERENCE, exact_inference(PROFILE)]))
     record = run(spec, max_redirections=2)
 
     first, second = record["decoder_rounds"]
@@ -43,7 +44,7 @@ def test_deviation_goes_back_to_the_therapist_with_the_feedback_in_its_prompt(sc
 
 
 def test_no_deviation_goes_straight_on_to_diagnosis(scripted):
-    spec, model = scripted(Script(inferences=[exact_inference(PROFILE)]))
+    spec, model = scripted(RoleScript(inferences=[exact_inference(PROFILE)]))
     record = run(spec)
 
     assert len(record["decoder_rounds"]) == 1
@@ -58,7 +59,7 @@ def test_no_deviation_goes_straight_on_to_diagnosis(scripted):
 
 @pytest.mark.parametrize("bound", [0, 2])
 def test_the_bound_on_redirections_holds(scripted, bound):
-    spec, _ = scripted(Script(inferences=[WRONG_INFERENCE]))
+    spec, _ = scripted(RoleScript(inferences=[WRONG_INFERENCE]))
     record = run(spec, max_redirections=bound)
 
     rounds = record["decoder_rounds"]
@@ -69,7 +70,7 @@ def test_the_bound_on_redirections_holds(scripted, bound):
 
 
 def test_try_and_reflect_stops_at_the_target_score_and_keeps_the_best(scripted):
-    spec, _ = scripted(Script(inferences=[exact_inference(PROFILE)], treatment_scores=[3, 9, 5], medication_scores=[6, 8]))
+    spec, _ = scripted(RoleScript(inferences=[exact_inference(PROFILE)], treatment_scores=[3, 9, 5], medication_scores=[6, 8]))
     record = run(spec, treatment_tries=3, medication_tries=3, target_score=8)
 
     assert [t["score"] for t in record["treatment_trials"]] == [3, 9]
@@ -80,7 +81,7 @@ def test_try_and_reflect_stops_at_the_target_score_and_keeps_the_best(scripted):
 
 
 def test_try_and_reflect_stops_at_the_bound_and_keeps_the_best(scripted):
-    spec, model = scripted(Script(inferences=[exact_inference(PROFILE)], treatment_scores=[3, 5, 4], medication_scores=[2]))
+    spec, model = scripted(RoleScript(inferences=[exact_inference(PROFILE)], treatment_scores=[3, 5, 4], medication_scores=[2]))
     record = run(spec, treatment_tries=3, medication_tries=2, target_score=8)
 
     assert [t["score"] for t in record["treatment_trials"]] == [3, 5, 4]
@@ -93,7 +94,7 @@ def test_try_and_reflect_stops_at_the_bound_and_keeps_the_best(scripted):
 
 
 def test_an_unparseable_rating_is_recorded_as_a_failure_not_a_crash(scripted):
-    spec, _ = scripted(Script(inferences=[exact_inference(PROFILE)], rating_reply="I honestly cannot say."))
+    spec, _ = scripted(RoleScript(inferences=[exact_inference(PROFILE)], rating_reply="I honestly cannot say."))
     record = run(spec, treatment_tries=2, medication_tries=1, parse_retries=1)
 
     assert [t["score"] for t in record["treatment_trials"]] == [None, None]
@@ -103,7 +104,7 @@ def test_an_unparseable_rating_is_recorded_as_a_failure_not_a_crash(scripted):
 
 
 def test_each_role_sees_its_own_turns_as_the_assistant(scripted):
-    spec, model = scripted(Script(inferences=[exact_inference(PROFILE)]))
+    spec, model = scripted(RoleScript(inferences=[exact_inference(PROFILE)]))
     run(spec)
     patient_call = next(c for c in reversed(model.calls) if c[0].content.startswith("Imagine you are") and "fits you better" in c[-1].content)
     therapist_call = question_calls(model)[-1]
@@ -121,7 +122,7 @@ def test_bad_settings_name_the_field():
 
 
 def test_a_diagnosis_outside_the_format_is_kept_and_the_failure_recorded(scripted):
-    script = Script(inferences=[exact_inference(PROFILE)])
+    script = RoleScript(inferences=[exact_inference(PROFILE)])
 
     def respond(messages):
         if "two most likely diagnoses" in messages[-1].content:

@@ -7,7 +7,7 @@ from mentalarena.graphs.cli import main
 from mentalarena.graphs.context import Context
 from mentalarena.graphs.run import run_sessions
 
-from conftest import Script
+from mentalarena.agents.scripted import RoleScript
 
 
 def records(folder):
@@ -15,7 +15,7 @@ def records(folder):
 
 
 def test_a_run_writes_records_and_a_manifest_and_resumes_without_duplicates(scripted, tmp_path):
-    spec, model = scripted(Script())
+    spec, model = scripted(RoleScript())
     context = Context(model=spec, inquiry_turns=1, max_redirections=0, treatment_tries=1, medication_tries=1)
     profiles = builtin_profiles()[:2]
     summary = run_sessions(profiles, context, tmp_path, sessions=3, progress=False)
@@ -42,7 +42,7 @@ def test_a_run_writes_records_and_a_manifest_and_resumes_without_duplicates(scri
 
 
 def test_a_failing_session_is_recorded_and_the_others_go_on(scripted, tmp_path):
-    script = Script()
+    script = RoleScript()
 
     def respond(messages):
         if "Imagine you are Priya" in messages[0].content:
@@ -71,7 +71,7 @@ def test_cli_reports_a_bad_profiles_file(tmp_path, capsys):
 
 def test_secrets_never_reach_the_run_folder(scripted, tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-secret-123")
-    spec, _ = scripted(Script())
+    spec, _ = scripted(RoleScript())
     context = Context(model=spec, base_url="https://user:pa55word@llm.example/v1", inquiry_turns=1, max_redirections=0,
                       treatment_tries=1, medication_tries=1)
     run_sessions(builtin_profiles()[:1], context, tmp_path, sessions=1, progress=False)
