@@ -8,12 +8,13 @@ therapist's next prompt.
 
 from __future__ import annotations
 
+from langgraph.config import get_stream_writer
 from langgraph.runtime import Runtime
 
 from mentalarena.agents import prompts
 from mentalarena.agents.embeddings import load_embeddings, pairwise_similarities
 from mentalarena.agents.encoder import DECODED_FIELDS
-from mentalarena.agents.llm import ask_or_record, chat_model
+from mentalarena.agents.llm import speak
 from mentalarena.agents.parsing import parse_labelled_fields
 from mentalarena.agents.therapist import therapist_messages
 
@@ -38,11 +39,9 @@ def write_feedback(similarities: dict[str, float], deviations: list[str], thresh
 def symptom_decoder(state: dict, runtime: Runtime) -> dict:
     context = runtime.context
     encoded: dict[str, str] = state["encoded"]
-    inferred, _, error = ask_or_record(
-        chat_model(context, "therapist"),
-        therapist_messages(state, prompts.DECODER_INFERENCE),
-        lambda text: parse_labelled_fields(text, INFERENCE_LABELS),
-        context.parse_retries + 1,
+    inferred, _, error = speak(
+        context, "therapist", therapist_messages(state, prompts.DECODER_INFERENCE),
+        lambda text: parse_labelled_fields(text, INFERENCE_LABELS), {"kind": "inference", "instruction": prompts.DECODER_INFERENCE},
     )
     failures = [{"node": "symptom_decoder", "reason": f"inference unparsed, every field counts as a deviation: {error}"}] if error else []
     inferred = inferred or {key: "" for key in INFERENCE_LABELS}
@@ -61,6 +60,7 @@ def symptom_decoder(state: dict, runtime: Runtime) -> dict:
         "feedback": feedback,
         "redirected": redirect,
     }
+    get_stream_writer()({"event": "decoder_round", **round_record})  # for apps that stream 'custom'
     return {
         "decoder_rounds": [round_record],
         "feedback": feedback if redirect else "",

@@ -43,9 +43,9 @@ def similarity_matrix(embeddings: Embeddings, queries: list[str], documents: lis
 
 
 def pairwise_similarities(embeddings: Embeddings, left: list[str], right: list[str]) -> list[float]:
-    """Cosine similarity of left[i] with right[i]; an empty text scores 0."""
+    """Cosine similarity of left[i] with right[i], floored at 0 (the threshold lives in [0, 1]); an empty text scores 0."""
     texts = [*left, *right]
     vectors = _unit(embeddings.embed_documents([t or " " for t in texts]))
     n = len(left)
     scores = np.sum(vectors[:n] * vectors[n:], axis=1)
-    return [0.0 if not (a.strip() and b.strip()) else round(float(s), 4) for a, b, s in zip(left, right, scores)]
+    return [0.0 if not (a.strip() and b.strip()) else round(max(0.0, float(s)), 4) for a, b, s in zip(left, right, scores)]

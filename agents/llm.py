@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Callable, TypeVar
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langgraph.types import interrupt
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
 from mentalarena.agents.models import load_chat_model
@@ -14,8 +15,11 @@ T = TypeVar("T")
 
 
 def chat_model(context, role: str):
-    """The chat model playing ``role`` (patient, therapist, decoder) under the run's Context."""
-    return load_chat_model(context.model_for(role), context.generation())
+    """The chat model playing ``role`` (patient, therapist, decoder) under the run's Context.
+
+    Tagged with the role, so a ``messages``-mode stream says who is speaking.
+    """
+    return load_chat_model(context.model_for(role), context.generation()).with_config(tags=[role], metadata={"speaker": role})
 
 
 def ask(model, messages: list[BaseMessage], parse: Callable[[str], T], attempts: int) -> T:
@@ -38,6 +42,21 @@ def ask_or_record(model, messages: list[BaseMessage], parse: Callable[[str], T],
         return ask(model, messages, parse_and_keep, attempts), replies[-1], ""
     except ParseError as exc:
         return None, replies[-1], str(exc)
+
+
+def speak(context, role: str, messages: list[BaseMessage], parse: Callable[[str], T], request: dict) -> tuple[T | None, str, str]:
+    """One turn of ``role``, returned as (parsed or None, text, parse error or '').
+
+    When the Context gives the role to a person, the graph pauses with ``interrupt(request)`` and
+    resumes with the person's text; otherwise the role's model answers.
+    """
+    if context.human_role == role:
+        text = str(interrupt({"role": role, **request}))
+        try:
+            return parse(text), text, ""
+        except ParseError as exc:
+            return None, text, str(exc)
+    return ask_or_record(chat_model(context, role), messages, parse, context.parse_retries + 1)
 
 
 def role_messages(system: str, turns: list[dict], me: str, opening: str | None = None, task: str | None = None) -> list[BaseMessage]:

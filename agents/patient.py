@@ -5,8 +5,8 @@ from __future__ import annotations
 from langgraph.runtime import Runtime
 
 from mentalarena.agents import prompts
-from mentalarena.agents.llm import ask, ask_or_record, chat_model, role_messages
-from mentalarena.agents.parsing import parse_choice, parse_score, require_text
+from mentalarena.agents.llm import role_messages, speak
+from mentalarena.agents.parsing import ParseError, parse_choice, parse_score, require_text
 from mentalarena.agents.profiles import PatientProfile
 
 
@@ -39,22 +39,23 @@ def patient_messages(state: dict, task: str | None = None):
 
 def patient(state: dict, runtime: Runtime) -> dict:
     """Open the session, or answer the therapist's last question."""
-    context = runtime.context
-    text = ask(chat_model(context, "patient"), patient_messages(state), require_text, context.parse_retries + 1)
-    phase = dialogue(state)[-1]["phase"] if dialogue(state) else "inquiry"
-    return {"transcript": [{"speaker": "patient", "phase": phase, "text": text}]}
+    turns = dialogue(state)
+    request = {"kind": "turn", "therapist_said": turns[-1]["text"] if turns else "", "instruction": "" if turns else prompts.PATIENT_OPENING}
+    _, text, error = speak(runtime.context, "patient", patient_messages(state), require_text, request)
+    if error:
+        raise ParseError(f"patient turn: {error}")  # a dialogue cannot go on without it
+    phase = turns[-1]["phase"] if turns else "inquiry"
+    return {"transcript": [{"speaker": "patient", "phase": phase, "text": require_text(text)}]}
 
 
 def patient_diagnosis_review(state: dict, runtime: Runtime) -> dict:
     """The patient weighs the two candidate diagnoses against its own experience and picks one."""
-    context = runtime.context
     candidates = state.get("diagnosis_candidates", [])
     if len(candidates) < 2:
         return {"illness": candidates[0] if candidates else ""}
     task = prompts.PATIENT_DIAGNOSIS_REVIEW.format(first=candidates[0], second=candidates[1])
-    index, text, error = ask_or_record(
-        chat_model(context, "patient"), patient_messages(state, task), lambda t: parse_choice(t, candidates), context.parse_retries + 1
-    )
+    index, text, error = speak(runtime.context, "patient", patient_messages(state, task), lambda t: parse_choice(t, candidates),
+                               {"kind": "diagnosis_review", "candidates": candidates, "instruction": task})
     failures = [{"node": "patient_diagnosis_review", "reason": f"choice unparsed, kept the therapist's first candidate: {error}"}] if error else []
     return {
         "illness": candidates[index or 0],
@@ -65,10 +66,10 @@ def patient_diagnosis_review(state: dict, runtime: Runtime) -> dict:
 
 def rate_proposal(state: dict, runtime: Runtime, kind: str) -> dict:
     """The patient imagines the last proposed treatment or medication and rates its state 1-10."""
-    context = runtime.context
     proposal = state["proposal"]
     task = prompts.PATIENT_RATING.format(kind=kind, proposal=proposal["proposal"], explanation=proposal["explanation"])
-    score, text, error = ask_or_record(chat_model(context, "patient"), patient_messages(state, task), parse_score, context.parse_retries + 1)
+    score, text, error = speak(runtime.context, "patient", patient_messages(state, task), parse_score,
+                               {"kind": f"{kind}_rating", "proposal": proposal["proposal"], "instruction": task})
     failures = [{"node": f"rate_{kind}", "reason": f"rating unparsed, recorded as no score: {error}"}] if error else []
     reaction = text.strip()
     return {

@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 
 from langgraph.runtime import Runtime
+from langgraph.types import interrupt
 
 from mentalarena.agents import prompts
-from mentalarena.agents.llm import ask, ask_or_record, chat_model, role_messages
+from mentalarena.agents.llm import role_messages, speak
 from mentalarena.agents.parsing import ParseError, clean_turn, first_sentence, parse_labelled_fields, parse_numbered_items, parse_proposal, require_text
 from mentalarena.agents.patient import dialogue
 
@@ -29,10 +30,21 @@ def therapist_messages(state: dict, task: str | None = None):
 def therapist(state: dict, runtime: Runtime) -> dict:
     """Ask the next question; after a decoder redirection, the question acts on its feedback."""
     context = runtime.context
-    text = ask(chat_model(context, "therapist"), therapist_messages(state), require_text, context.parse_retries + 1)
-    phase = "followup" if state.get("feedback") else "inquiry"
+    redirected = bool(state.get("feedback"))
+    update: dict = {}
+    if redirected and context.review_feedback:
+        # A person approves (resumes with it unchanged), edits, or drops ('') the feedback first.
+        reviewed = str(interrupt({"role": "supervisor", "kind": "review_feedback", "feedback": state["feedback"]}))
+        update["feedback_reviews"] = [{"round": len(state.get("decoder_rounds", [])), "original": state["feedback"], "final": reviewed}]
+        state = {**state, "feedback": reviewed}
+    turns = dialogue(state)
+    request = {"kind": "question", "patient_said": turns[-1]["text"] if turns else "", "feedback": state.get("feedback", "")}
+    _, text, error = speak(context, "therapist", therapist_messages(state), require_text, request)
+    if error:
+        raise ParseError(f"therapist turn: {error}")  # a dialogue cannot go on without it
     return {
-        "transcript": [{"speaker": "therapist", "phase": phase, "text": text}],
+        **update,
+        "transcript": [{"speaker": "therapist", "phase": "followup" if redirected else "inquiry", "text": require_text(text)}],
         "questions_asked": state.get("questions_asked", 0) + 1,
         "feedback": "",  # used up: it shaped this question
     }
@@ -40,10 +52,8 @@ def therapist(state: dict, runtime: Runtime) -> dict:
 
 def diagnosis(state: dict, runtime: Runtime) -> dict:
     """A symptom summary and two candidate diagnoses, most likely first."""
-    context = runtime.context
-    candidates, text, error = ask_or_record(
-        chat_model(context, "therapist"), therapist_messages(state, prompts.DIAGNOSIS), lambda t: parse_numbered_items(t, 2), context.parse_retries + 1
-    )
+    candidates, text, error = speak(runtime.context, "therapist", therapist_messages(state, prompts.DIAGNOSIS),
+                                    lambda t: parse_numbered_items(t, 2), {"kind": "diagnosis", "instruction": prompts.DIAGNOSIS})
     failures = []
     if error:
         # Keep the model's own words as the diagnosis rather than none: one listed item, else its first sentence.
@@ -83,9 +93,8 @@ def propose(state: dict, runtime: Runtime, kind: str) -> dict:
         label=label,
         extra=prompts.MEDICATION_EXTRA if kind == "medication" else "",
     )
-    parsed, text, error = ask_or_record(
-        chat_model(context, "therapist"), therapist_messages(state, task), lambda t: parse_proposal(t, label), context.parse_retries + 1
-    )
+    parsed, text, error = speak(context, "therapist", therapist_messages(state, task), lambda t: parse_proposal(t, label),
+                                {"kind": kind, "instruction": task})
     proposal, explanation = parsed or ("", text.strip())
     failures = [{"node": f"propose_{kind}", "reason": f"no {kind} found in the answer: {error}"}] if error else []
     return {

@@ -32,6 +32,8 @@ class Context:
     max_new_tokens: int = field(default=128, metadata={"description": "Token budget of each model turn."})
     seed: int = field(default=0, metadata={"description": "Seed for the style choice and for sampling where the backend supports it."})
     style: str = field(default="", metadata={"description": "Force a conversational style (plain, upset, verbose, reserved, tangent, pleasing); empty picks one of the profile's."})
+    human_role: str = field(default="", metadata={"description": "Let a person play 'patient' or 'therapist': the graph pauses at each of that role's turns and resumes with the person's text. Empty: models play both."})
+    review_feedback: bool = field(default=False, metadata={"description": "Pause before the decoder's feedback reaches the therapist, so a person can approve it (resume with it unchanged), edit it, or drop it (resume with '')."})
 
     def __post_init__(self) -> None:
         bounds = {
@@ -47,6 +49,8 @@ class Context:
             raise ValueError(f"Context.similarity_threshold: {self.similarity_threshold!r} is not between 0 and 1")
         if not 0.0 <= self.temperature <= 2.0:
             raise ValueError(f"Context.temperature: {self.temperature!r} is not between 0 and 2")
+        if self.human_role not in ("", "patient", "therapist"):
+            raise ValueError(f"Context.human_role: {self.human_role!r} is not '', 'patient' or 'therapist'")
         if not self.model.strip():
             raise ValueError("Context.model: must name a model spec")
 

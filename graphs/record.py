@@ -39,6 +39,7 @@ def build_record(state: dict, runtime: Runtime) -> dict:
             "treatment_trials": state.get("treatment_trials", []),
             "medication_trials": state.get("medication_trials", []),
             "failures": state.get("failures", []),
+            "feedback_reviews": state.get("feedback_reviews", []),
             "models": {role: describe_model(context.model_for(role)) for role in ("patient", "therapist", "decoder")},
         }
     }

@@ -58,6 +58,7 @@ class SessionRecord(TypedDict):
     treatment_trials: list[Trial]
     medication_trials: list[Trial]
     failures: list[Failure]
+    feedback_reviews: list[dict]
     models: dict[str, str]
 
 
@@ -87,6 +88,7 @@ class ArenaState(ArenaInput, total=False):
     decoder_rounds: Annotated[list[DecoderRound], operator.add]
     redirections: int
     feedback: str  # pending for the therapist's next question; cleared once used
+    feedback_reviews: Annotated[list[dict], operator.add]  # a person's approvals and edits of feedback
     # Diagnosis, treatment, medication
     symptom_summary: str
     diagnosis_candidates: list[str]
