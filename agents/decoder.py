@@ -36,34 +36,39 @@ def write_feedback(similarities: dict[str, float], deviations: list[str], thresh
     )
 
 
+def score_inference(inferred: dict[str, str], encoded: dict[str, str], context, round_number: int, may_redirect: bool) -> dict:
+    """One decoder round: each encoded field against the inferred one, deviations and feedback."""
+    keys = list(encoded)  # a field the profile leaves empty is not compared
+    scores = pairwise_similarities(load_embeddings(context.embedding_model), [inferred.get(k, "") for k in keys], [encoded[k] for k in keys])
+    similarities = dict(zip(keys, scores))
+    deviations = [key for key in keys if similarities[key] < context.similarity_threshold]
+    round_record = {
+        "round": round_number,
+        "inferred": inferred,
+        "similarities": similarities,
+        "deviations": deviations,
+        "feedback": write_feedback(similarities, deviations, context.similarity_threshold) if deviations else "",
+        "redirected": bool(deviations) and may_redirect,
+    }
+    get_stream_writer()({"event": "decoder_round", **round_record})  # for apps that stream 'custom'
+    return round_record
+
+
 def symptom_decoder(state: dict, runtime: Runtime) -> dict:
     context = runtime.context
-    encoded: dict[str, str] = state["encoded"]
     inferred, _, error = speak(
         context, "therapist", therapist_messages(state, prompts.DECODER_INFERENCE),
         lambda text: parse_labelled_fields(text, INFERENCE_LABELS), {"kind": "inference", "instruction": prompts.DECODER_INFERENCE},
     )
     failures = [{"node": "symptom_decoder", "reason": f"inference unparsed, every field counts as a deviation: {error}"}] if error else []
-    inferred = inferred or {key: "" for key in INFERENCE_LABELS}
-    keys = list(encoded)  # a field the profile leaves empty is not compared
-    scores = pairwise_similarities(load_embeddings(context.embedding_model), [inferred[k] for k in keys], [encoded[k] for k in keys])
-    similarities = dict(zip(keys, scores))
-    deviations = [key for key in keys if similarities[key] < context.similarity_threshold]
     redirections = state.get("redirections", 0)
-    redirect = bool(deviations) and redirections < context.max_redirections
-    feedback = write_feedback(similarities, deviations, context.similarity_threshold) if deviations else ""
-    round_record = {
-        "round": len(state.get("decoder_rounds", [])) + 1,
-        "inferred": inferred,
-        "similarities": similarities,
-        "deviations": deviations,
-        "feedback": feedback,
-        "redirected": redirect,
-    }
-    get_stream_writer()({"event": "decoder_round", **round_record})  # for apps that stream 'custom'
+    round_record = score_inference(
+        inferred or {key: "" for key in INFERENCE_LABELS}, state["encoded"], context,
+        round_number=len(state.get("decoder_rounds", [])) + 1, may_redirect=redirections < context.max_redirections,
+    )
     return {
         "decoder_rounds": [round_record],
-        "feedback": feedback if redirect else "",
-        "redirections": redirections + int(redirect),
+        "feedback": round_record["feedback"] if round_record["redirected"] else "",
+        "redirections": redirections + int(round_record["redirected"]),
         "failures": failures,
     }

@@ -102,3 +102,18 @@ QA_DIAGNOSIS = "{summary}\nBased on these symptoms, what is the most likely diag
 QA_TREATMENT = "{summary}\nBased on these symptoms, what is the most appropriate treatment? Explain why."
 QA_MEDICATION = "{summary}\nBased on these symptoms, what is the proper medication? Explain why."
 THERAPIST_DIALOGUE_SYSTEM = "You are a psychiatrist. Assess the patient by asking about their emotions, thoughts, behaviour, physiological symptoms and history, then give a diagnosis, a treatment and, where appropriate, a medication, each with an explanation."
+
+# Chat graphs (graphs/chat.py): a person talks with the simulated patient or with the therapist.
+THERAPIST_CHAT_SYSTEM = """You are an AI therapist model in a research tool (not a human clinician and not a substitute for care). A person is talking with you as a patient. Listen, reflect what you hear, and ask one question at a time about their feelings, thoughts, behaviour, body (sleep, appetite, energy) and history. Be warm and non-judgmental. Reply in two or three sentences."""
+
+PATIENT_CHAT_DECODE_COMMAND = "/decode"
+PATIENT_CHAT_DECODE_HELP = """To have the symptom decoder score what you have inferred, send a message that starts with /decode, followed by lines such as:
+Intermediate beliefs: ...
+Beliefs during depression: ...
+Coping strategies: ...
+Situation, thoughts, emotions and behaviour: ...
+Behaviour principles: ..."""
+
+PATIENT_CHAT_SCORES = """Symptom decoder, round {round}: similarity of your inference with the patient's encoding (threshold {threshold:.2f}):
+{lines}
+{verdict}"""

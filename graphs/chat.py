@@ -1,0 +1,115 @@
+"""Chat-mode graphs for LangGraph Studio and apps: a person talks with one agent.
+
+- ``patient``: a simulated patient built from a profile; the person plays the therapist. A message
+  starting with ``/decode`` and holding the labelled inference is scored by the symptom decoder.
+- ``therapist``: the therapist agent; the person (or another app) plays the patient.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, TypedDict
+
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.message import add_messages
+from langgraph.runtime import Runtime
+
+from mentalarena.agents import prompts
+from mentalarena.agents.decoder import INFERENCE_LABELS, score_inference
+from mentalarena.agents.encoder import DECODED_FIELDS, symptom_encoder
+from mentalarena.agents.llm import ask, chat_model
+from mentalarena.agents.parsing import ParseError, parse_labelled_fields, require_text
+from mentalarena.agents.patient import patient_messages
+from mentalarena.graphs.context import Context
+from mentalarena.graphs.state import ArenaState
+
+
+class ChatInput(TypedDict, total=False):
+    messages: Annotated[list[AnyMessage], add_messages]
+
+
+class PatientChatInput(ChatInput, total=False):
+    """The person's message, and on the first turn which patient to simulate."""
+
+    profile_id: str
+    profile: dict
+
+
+class PatientChatState(ArenaState, total=False):
+    messages: Annotated[list[AnyMessage], add_messages]
+
+
+class PatientChatOutput(TypedDict, total=False):
+    messages: Annotated[list[AnyMessage], add_messages]
+    decoder_rounds: list[dict]
+
+
+def _last_text(state: dict) -> str:
+    return state["messages"][-1].content if state.get("messages") else ""
+
+
+def after_start(state: PatientChatState) -> str:
+    if not state.get("encoded"):
+        return "symptom_encoder"
+    return after_encoding(state)
+
+
+def after_encoding(state: PatientChatState) -> str:
+    return "decode_inference" if _last_text(state).lstrip().startswith(prompts.PATIENT_CHAT_DECODE_COMMAND) else "patient_reply"
+
+
+def patient_reply(state: PatientChatState, runtime: Runtime[Context]) -> dict:
+    # The person's messages are the therapist's turns; the model's replies are the patient's.
+    turns = [{"speaker": "therapist" if isinstance(m, HumanMessage) else "patient", "phase": "inquiry", "text": m.content} for m in state["messages"]]
+    context = runtime.context
+    text = ask(chat_model(context, "patient"), patient_messages({**state, "transcript": turns}), require_text, context.parse_retries + 1)
+    return {"messages": [AIMessage(text, name="patient")]}
+
+
+def decode_inference(state: PatientChatState, runtime: Runtime[Context]) -> dict:
+    body = _last_text(state).lstrip()[len(prompts.PATIENT_CHAT_DECODE_COMMAND):]
+    try:
+        inferred = parse_labelled_fields(body, INFERENCE_LABELS)
+    except ParseError:
+        return {"messages": [AIMessage(prompts.PATIENT_CHAT_DECODE_HELP, name="symptom_decoder")]}
+    context = runtime.context
+    round_record = score_inference(inferred, state["encoded"], context, round_number=len(state.get("decoder_rounds", [])) + 1, may_redirect=False)
+    lines = "\n".join(f"- {DECODED_FIELDS[key][0]}: {value:.2f}" for key, value in round_record["similarities"].items())
+    verdict = round_record["feedback"] or "No deviations: your picture matches the patient's."
+    text = prompts.PATIENT_CHAT_SCORES.format(round=round_record["round"], threshold=context.similarity_threshold, lines=lines, verdict=verdict)
+    return {"decoder_rounds": [round_record], "messages": [AIMessage(text, name="symptom_decoder")]}
+
+
+def build_patient_chat_graph() -> StateGraph:
+    builder = StateGraph(PatientChatState, context_schema=Context, input_schema=PatientChatInput, output_schema=PatientChatOutput)
+    builder.add_node("symptom_encoder", symptom_encoder)
+    builder.add_node("patient_reply", patient_reply)
+    builder.add_node("decode_inference", decode_inference)
+    builder.add_conditional_edges(START, after_start, ["symptom_encoder", "patient_reply", "decode_inference"])
+    builder.add_conditional_edges("symptom_encoder", after_encoding, ["patient_reply", "decode_inference"])
+    builder.add_edge("patient_reply", END)
+    builder.add_edge("decode_inference", END)
+    return builder
+
+
+class TherapistChatState(TypedDict, total=False):
+    messages: Annotated[list[AnyMessage], add_messages]
+
+
+def therapist_reply(state: TherapistChatState, runtime: Runtime[Context]) -> dict:
+    context = runtime.context
+    messages = [SystemMessage(prompts.THERAPIST_CHAT_SYSTEM), *state["messages"]]
+    text = ask(chat_model(context, "therapist"), messages, require_text, context.parse_retries + 1)
+    return {"messages": [AIMessage(text, name="therapist")]}
+
+
+def build_therapist_chat_graph() -> StateGraph:
+    builder = StateGraph(TherapistChatState, context_schema=Context, input_schema=ChatInput, output_schema=ChatInput)
+    builder.add_node("therapist_reply", therapist_reply)
+    builder.add_edge(START, "therapist_reply")
+    builder.add_edge("therapist_reply", END)
+    return builder
+
+
+patient_graph = build_patient_chat_graph().compile(name="patient")
+therapist_graph = build_therapist_chat_graph().compile(name="therapist")

@@ -1,0 +1,39 @@
+"""Embedding example: a parent graph that runs the arena for several profiles at once.
+
+``Send`` fans out one arena subgraph run per profile id; the records are gathered in the parent's
+state. Pass your own checkpointer to ``compile``; the subgraph shares it.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Annotated, TypedDict
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+from langgraph.types import Send
+
+from mentalarena.graphs.arena import build_arena_graph
+from mentalarena.graphs.context import Context
+
+
+class CohortState(TypedDict, total=False):
+    profile_ids: list[str]
+    records: Annotated[list[dict], operator.add]
+
+
+def fan_out(state: CohortState) -> list[Send]:
+    return [Send("arena_session", {"profile_id": pid, "session_id": f"{i:04d}-{pid}"}) for i, pid in enumerate(state["profile_ids"])]
+
+
+def build_cohort_graph() -> StateGraph:
+    arena = build_arena_graph().compile()
+
+    def arena_session(start: dict, runtime: Runtime[Context]) -> dict:
+        return {"records": [arena.invoke(start, context=runtime.context)["record"]]}
+
+    builder = StateGraph(CohortState, context_schema=Context)
+    builder.add_node("arena_session", arena_session)
+    builder.add_conditional_edges(START, fan_out, ["arena_session"])
+    builder.add_edge("arena_session", END)
+    return builder

@@ -1,0 +1,96 @@
+"""The served graphs under the real `langgraph dev` server, driven with langgraph_sdk."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from langgraph_sdk import get_sync_client
+
+ROOT = Path(__file__).resolve().parents[1]
+LANGGRAPH = Path(sys.executable).with_name("langgraph")
+SESSION = {"model": "scripted", "inquiry_turns": 1, "max_redirections": 1, "treatment_tries": 1, "medication_tries": 1}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    if not LANGGRAPH.exists():
+        pytest.skip("langgraph-cli is not installed (pip install -e '.[test]')")
+    port = free_port()
+    env = {**os.environ, "LANGGRAPH_CLI_NO_ANALYTICS": "1", "LANGSMITH_TRACING": "false", "LANGCHAIN_TRACING_V2": "false"}
+    log = open(tmp_path_factory.mktemp("server") / "server.log", "w")
+    process = subprocess.Popen(
+        [str(LANGGRAPH), "dev", "--no-browser", "--no-reload", "--host", "127.0.0.1", "--port", str(port), "--config", str(ROOT / "langgraph.json")],
+        cwd=tmp_path_factory.mktemp("cwd"), env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/ok", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None:
+            pytest.fail(f"langgraph dev exited: {Path(log.name).read_text()[-2000:]}")
+        time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail("langgraph dev did not answer within 90 s")
+    yield get_sync_client(url=url)
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()
+
+
+def test_lists_the_served_graphs(server):
+    graphs = {a["graph_id"] for a in server.assistants.search(limit=20)}
+    assert graphs == {"arena", "patient", "therapist"}
+
+
+def test_the_arena_graph_shows_its_agents_and_the_deviation_edge(server):
+    drawing = server.assistants.get_graph("arena")
+    nodes = {node["id"] for node in drawing["nodes"]}
+    assert {"symptom_encoder", "patient", "therapist", "symptom_decoder"} <= nodes
+    edges = {(e["source"], e["target"], e.get("conditional", False)) for e in drawing["edges"]}
+    assert ("symptom_decoder", "therapist", True) in edges
+
+
+def test_a_session_with_a_scripted_model_streams_and_ends_with_a_record(server):
+    thread = server.threads.create()
+    modes, decoder_rounds = set(), []
+    for part in server.runs.stream(thread["thread_id"], "arena", input={"profile_id": "builtin-02"}, context=SESSION,
+                                   stream_mode=["updates", "custom", "messages-tuple"]):
+        modes.add(part.event)
+        if part.event == "custom" and part.data.get("event") == "decoder_round":
+            decoder_rounds.append(part.data)
+    assert {"updates", "custom", "messages"} <= modes
+    assert [r["round"] for r in decoder_rounds] == [1, 2]
+    record = server.threads.get_state(thread["thread_id"])["values"]["record"]
+    assert record["profile_id"] == "builtin-02" and record["illness"] == "Adjustment disorder" and record["treatment"]
+
+
+def test_a_human_turn_pauses_the_session_and_resumes_it(server):
+    thread = server.threads.create()
+    context = {**SESSION, "human_role": "patient"}
+    server.runs.wait(thread["thread_id"], "arena", input={"profile_id": "builtin-01"}, context=context)
+    state = server.threads.get_state(thread["thread_id"])
+    assert state["next"] == ["patient"]
+    assert state["interrupts"][0]["value"]["kind"] == "turn"
+    server.runs.wait(thread["thread_id"], "arena", command={"resume": "I feel stuck and tired."}, context=context)
+    state = server.threads.get_state(thread["thread_id"])
+    assert state["values"]["transcript"][0] == {"speaker": "patient", "phase": "inquiry", "text": "I feel stuck and tired."}
+    assert state["interrupts"][0]["value"]["therapist_said"] == "How have you been sleeping lately?"
