@@ -14,12 +14,29 @@ from mentalarena.agents.parsing import ParseError
 T = TypeVar("T")
 
 
+def transient_errors() -> tuple[type[BaseException], ...]:
+    """Errors worth another try with backoff: timeouts, dropped connections, rate limits, 5xx."""
+    import httpx
+    import openai
+
+    return (TimeoutError, ConnectionError, httpx.TransportError, openai.APITimeoutError, openai.APIConnectionError,
+            openai.RateLimitError, openai.InternalServerError)
+
+
 def chat_model(context, role: str):
     """The chat model playing ``role`` (patient, therapist, decoder) under the run's Context.
 
-    Tagged with the role, so a ``messages``-mode stream says who is speaking.
+    Transient errors are retried with exponential backoff and jitter, up to ``call_retries`` times;
+    the model is tagged with the role, so a ``messages``-mode stream says who is speaking.
     """
-    return load_chat_model(context.model_for(role), context.generation()).with_config(tags=[role], metadata={"speaker": role})
+    model = load_chat_model(context.model_for(role), context.generation())
+    if context.call_retries:
+        model = model.with_retry(
+            retry_if_exception_type=transient_errors(),
+            stop_after_attempt=context.call_retries + 1,
+            exponential_jitter_params={"multiplier": context.retry_backoff_seconds, "jitter": context.retry_backoff_seconds, "max": 30.0},
+        )
+    return model.with_config(tags=[role], metadata={"speaker": role})
 
 
 def ask(model, messages: list[BaseMessage], parse: Callable[[str], T], attempts: int) -> T:

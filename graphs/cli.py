@@ -39,13 +39,17 @@ def build_context(args: argparse.Namespace) -> Context:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from mentalarena.graphs.run import RunFolderError, run_sessions
+    from mentalarena.graphs.run import RECORDS, RunFolderError, run_sessions
 
     context = build_context(args)
     profiles = builtin_profiles() if args.profiles == "builtin" else load_profiles(args.profiles)
     folder = Path(args.out) if args.out else Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    if (folder / RECORDS).exists() and not args.resume:
+        print(f"error: {folder} already holds a run; pass --resume to continue it, or choose another --out", file=sys.stderr)
+        return 2
     try:
-        summary = run_sessions(profiles, context, folder, args.sessions or DEFAULT_SESSIONS, profiles_source=args.profiles, progress=not args.quiet)
+        summary = run_sessions(profiles, context, folder, args.sessions or DEFAULT_SESSIONS, profiles_source=args.profiles,
+                               progress=not args.quiet, concurrency=args.concurrency)
     except RunFolderError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -80,7 +84,8 @@ def cmd_iterate(args: argparse.Namespace) -> int:
     context = build_context(args)
     profiles = builtin_profiles() if args.profiles == "builtin" else load_profiles(args.profiles)
     history = iterate(IterateArgs(out=Path(args.out), iterations=args.iterations, profiles=profiles, context=context,
-                                  sessions=args.sessions or DEFAULT_SESSIONS, preset=args.preset, max_steps=args.max_steps, progress=not args.quiet))
+                                  sessions=args.sessions or DEFAULT_SESSIONS, preset=args.preset, max_steps=args.max_steps,
+                                  progress=not args.quiet, concurrency=args.concurrency))
     for metrics in history:
         print(f"iteration {metrics['iteration']}: treatment score {metrics['mean_treatment_score']}, loss {metrics['final_train_loss']}, next model {metrics['next_model']}")
     print(f"report: {Path(args.out) / 'report.md'}")
@@ -101,7 +106,9 @@ def make_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run self-play sessions and write one record per session to a run folder")
     run.add_argument("--profiles", default="builtin", help="'builtin' or a Patient-Psi JSON / JSONL file of profiles")
     run.add_argument("--sessions", type=int, default=None, help=f"number of sessions (profiles are cycled); default {DEFAULT_SESSIONS}")
-    run.add_argument("--out", default=None, help="run folder; an existing one is resumed (default runs/<timestamp>)")
+    run.add_argument("--out", default=None, help="run folder (default runs/<timestamp>)")
+    run.add_argument("--resume", action="store_true", help="continue the run in --out: finished sessions are skipped, unfinished ones continue from their last checkpoint")
+    run.add_argument("--concurrency", type=int, default=1, help="sessions run at once; local models generate their requests as one batch")
     run.add_argument("--model", default="embedded", help="model spec for every role (see --patient-model etc.)")
     run.add_argument("--budget", choices=("small", "full"), default=None, help="small budgets (default for the embedded model) or the Context defaults")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -138,6 +145,7 @@ def make_parser() -> argparse.ArgumentParser:
     loop.add_argument("--budget", choices=("small", "full"), default=None)
     loop.add_argument("--preset", choices=("cpu-small", "mentalgpt"), default="cpu-small")
     loop.add_argument("--max-steps", type=int, default=-1, help="training steps per iteration (overrides epochs)")
+    loop.add_argument("--concurrency", type=int, default=1, help="self-play sessions run at once")
     loop.add_argument("--quiet", action="store_true")
     _context_options(loop)
     loop.set_defaults(func=cmd_iterate)

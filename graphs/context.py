@@ -28,6 +28,9 @@ class Context:
     medication_tries: int = field(default=3, metadata={"description": "Most medications proposed before the best one is kept."})
     target_score: int = field(default=8, metadata={"description": "Patient rating (1-10) at which try-and-reflect stops early."})
     parse_retries: int = field(default=2, metadata={"description": "Extra attempts when a model's answer cannot be parsed; past them the failure is recorded."})
+    call_retries: int = field(default=3, metadata={"description": "Extra attempts, with exponential backoff, when a model call times out, loses its connection, is rate-limited or gets a server error."})
+    retry_backoff_seconds: float = field(default=1.0, metadata={"description": "First backoff of those retries; it doubles each time (with jitter), up to 30 s."})
+    request_timeout: float = field(default=120.0, metadata={"description": "Seconds an API model call may take before it counts as timed out."})
     temperature: float = field(default=0.7, metadata={"description": "Sampling temperature; 0 means greedy."})
     max_new_tokens: int = field(default=128, metadata={"description": "Token budget of each model turn."})
     seed: int = field(default=0, metadata={"description": "Seed for the style choice and for sampling where the backend supports it."})
@@ -39,7 +42,7 @@ class Context:
         bounds = {
             "inquiry_turns": (1, 50), "max_redirections": (0, 20), "principle_shortlist": (1, 20),
             "treatment_tries": (1, 20), "medication_tries": (1, 20), "target_score": (1, 10),
-            "parse_retries": (0, 10), "max_new_tokens": (1, 32768),
+            "parse_retries": (0, 10), "call_retries": (0, 20), "max_new_tokens": (1, 32768),
         }
         for name, (low, high) in bounds.items():
             value = getattr(self, name)
@@ -63,6 +66,7 @@ class Context:
             max_new_tokens=self.max_new_tokens,
             seed=self.seed,
             base_url=self.base_url or None,
+            timeout=self.request_timeout,
         )
 
     def as_dict(self) -> dict:

@@ -7,6 +7,8 @@ A run folder holds ``manifest.json`` (settings, models, package versions, seed),
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib.metadata
 import json
 import os
@@ -14,12 +16,13 @@ import platform
 import sys
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from tqdm import tqdm
 
 from mentalarena.agents.models import describe_model
@@ -46,6 +49,13 @@ class RunSummary:
     seconds: float = 0.0
     illnesses: Counter = field(default_factory=Counter)
     treatment_scores: list[int] = field(default_factory=list)
+
+    def add(self, record: dict) -> None:
+        self.done += 1
+        if record["illness"]:
+            self.illnesses[record["illness"]] += 1
+        if record["treatment_score"] is not None:
+            self.treatment_scores.append(record["treatment_score"])
 
     def lines(self) -> list[str]:
         mean = sum(self.treatment_scores) / len(self.treatment_scores) if self.treatment_scores else None
@@ -130,24 +140,33 @@ def session_plan(profiles: list[PatientProfile], sessions: int) -> list[tuple[st
     return [(f"{i:04d}-{profiles[i % len(profiles)].id}", profiles[i % len(profiles)]) for i in range(sessions)]
 
 
-def run_session(compiled, session_id: str, profile: PatientProfile, context: Context) -> dict:
-    """Run or continue one session; returns its record."""
+async def run_session(compiled, session_id: str, profile: PatientProfile, context: Context) -> dict:
+    """Run or continue one session from its last checkpoint; returns its record."""
     config = {"configurable": {"thread_id": session_id}}
-    snapshot = compiled.get_state(config)
+    snapshot = await compiled.aget_state(config)
     if snapshot.values and not snapshot.next:
         return snapshot.values["record"]  # finished before a crash kept it from the records file
     start = None if snapshot.next else {"profile": profile.to_patient_psi(), "session_id": session_id}
-    return compiled.invoke(start, config, context=context)["record"]
+    return (await compiled.ainvoke(start, config, context=context))["record"]
 
 
-def run_sessions(
+async def arun_sessions(
     profiles: list[PatientProfile],
     context: Context,
     folder: Path,
     sessions: int,
     profiles_source: str = "builtin",
     progress: bool = True,
+    concurrency: int = 1,
+    checkpointer=None,
 ) -> RunSummary:
+    """Run the planned sessions that have no record yet, ``concurrency`` at a time.
+
+    ``checkpointer`` defaults to SQLite in the run folder; pass another (an ``AsyncPostgresSaver``,
+    say) to share one store between workers.
+    """
+    if concurrency < 1:
+        raise ValueError(f"concurrency: {concurrency!r} must be at least 1")
     folder.mkdir(parents=True, exist_ok=True)
     records_path = folder / RECORDS
     finished = read_finished(records_path)
@@ -156,25 +175,46 @@ def run_sessions(
     summary = RunSummary(folder=folder)
     plan = [(sid, p) for sid, p in session_plan(profiles, sessions) if sid not in finished]
     summary.skipped = sessions - len(plan)
+    _seed_local_sampling(context.seed)
+    # Nodes are sync functions that LangGraph runs in the loop's default executor: give it a
+    # thread per concurrent session, so that many model calls can wait on one batch at once.
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=concurrency + 4, thread_name_prefix="arena"))
+    slots = asyncio.Semaphore(concurrency)
+    bar = tqdm(total=len(plan), desc="self-play sessions", unit="session", disable=not progress)
     started = time.monotonic()
-    with SqliteSaver.from_conn_string(str(folder / CHECKPOINTS)) as checkpointer:
-        compiled = build_arena_graph().compile(checkpointer=checkpointer, name="arena")
-        for index, (session_id, profile) in enumerate(tqdm(plan, desc="self-play sessions", unit="session", disable=not progress)):
-            _seed_local_sampling(context.seed + index)
+
+    async def one(compiled, session_id: str, profile: PatientProfile) -> None:
+        async with slots:
             try:
-                record = run_session(compiled, session_id, profile, context)
+                record = await run_session(compiled, session_id, profile, context)
             except Exception as exc:  # one broken session must not end the run
                 append_record(records_path, {"session_id": session_id, "profile_id": profile.id, "status": "failed", "error": f"{type(exc).__name__}: {exc}"})
                 summary.failed += 1
-                continue
-            append_record(records_path, {"status": "done", **record})
-            summary.done += 1
-            if record["illness"]:
-                summary.illnesses[record["illness"]] += 1
-            if record["treatment_score"] is not None:
-                summary.treatment_scores.append(record["treatment_score"])
+            else:
+                append_record(records_path, {"status": "done", **record})
+                summary.add(record)
+            bar.update()
+
+    async with _default_checkpointer(folder, checkpointer) as saver:
+        compiled = build_arena_graph().compile(checkpointer=saver, name="arena")
+        await asyncio.gather(*(one(compiled, sid, profile) for sid, profile in plan))
+    bar.close()
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def run_sessions(*args, **kwargs) -> RunSummary:
+    """Synchronous :func:`arun_sessions`, for scripts and the CLI."""
+    return asyncio.run(arun_sessions(*args, **kwargs))
+
+
+@contextlib.asynccontextmanager
+async def _default_checkpointer(folder: Path, checkpointer):
+    if checkpointer is not None:
+        yield checkpointer
+        return
+    async with AsyncSqliteSaver.from_conn_string(str(folder / CHECKPOINTS)) as saver:
+        yield saver
 
 
 def _seed_local_sampling(seed: int) -> None:

@@ -30,6 +30,7 @@ class IterateArgs:
     max_steps: int = -1
     validation_ratio: float = 0.1
     progress: bool = True
+    concurrency: int = 1
     train_overrides: dict = field(default_factory=dict)
 
 
@@ -54,7 +55,7 @@ def selfplay_metrics(records_path: Path) -> dict:
 def run_iteration(args: IterateArgs, k: int, model: str) -> dict:
     folder = args.out / f"iter-{k}"
     selfplay, dataset, trained = folder / "selfplay", folder / "dataset", folder / "model"
-    run_sessions(args.profiles, replace(args.context, model=model), selfplay, args.sessions, progress=args.progress)
+    run_sessions(args.profiles, replace(args.context, model=model), selfplay, args.sessions, progress=args.progress, concurrency=args.concurrency)
     if not (dataset / "export.json").exists():
         export(ExportArgs(records=[selfplay / RECORDS], out=dataset, validation_ratio=args.validation_ratio, seed=args.context.seed))
     if (trained / "metrics.json").exists():
