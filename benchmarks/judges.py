@@ -1,0 +1,201 @@
+"""Counselling judges: MentalGPT's seven metrics scored 1-10 by a judge model, and pairwise comparison.
+
+What is judged: each model's responses to a set of help-seeking messages (the default set is
+``benchmarks/data/counselling_questions.json``), or the therapist turns of arena runs
+(``records.jsonl``), each with the patient turn it answers. The judge rates one metric per call,
+against that metric's rubric (benchmarks/prompts.py). The pairwise judge sees two models'
+responses to the same message twice, in both orders; verdicts that change with the order are
+counted as position-inconsistent and score as a tie. Judge answers are parsed leniently; what
+cannot be parsed is recorded and left out of the means, never crashed on.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from langchain_core.messages import HumanMessage, SystemMessage
+
+from mentalarena.agents.llm import ask_or_record
+from mentalarena.agents.models import GenerationSettings, describe_model, load_chat_model
+from mentalarena.agents.parsing import parse_choice, parse_score
+from mentalarena.benchmarks import prompts
+from mentalarena.benchmarks.qa import DataError
+
+METRICS = prompts.COUNSELLING_METRICS
+DEFAULT_QUESTIONS = Path(__file__).resolve().parent / "data" / "counselling_questions.json"
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """A message from someone seeking help and the response being judged."""
+
+    id: str
+    message: str
+    response: str
+
+
+@dataclass
+class JudgeArgs:
+    judge: str  # the judge's model spec
+    models: list[str] = field(default_factory=list)  # models that answer the questions
+    questions: Path = DEFAULT_QUESTIONS
+    records: list[Path] = field(default_factory=list)  # arena runs whose therapist turns are judged
+    pairwise: bool = False
+    limit: int | None = None  # first N questions (or turns of each run)
+    max_new_tokens: int = 160  # for the judged models' responses
+    judge_max_new_tokens: int = 64
+    parse_retries: int = 0
+    progress: bool = True
+
+
+# --- what is judged ---------------------------------------------------------------------------
+
+def load_questions(path: Path) -> list[dict]:
+    """A JSON list of {"id", "message"} objects (other keys, such as "topic", are kept)."""
+    try:
+        questions = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}, line {exc.lineno}: not valid JSON ({exc.msg})") from exc
+    if not isinstance(questions, list) or not questions:
+        raise DataError(f"{path}: expected a non-empty JSON list of questions")
+    for number, question in enumerate(questions):
+        for key in ("id", "message"):
+            if not isinstance(question, dict) or not str(question.get(key) or "").strip():
+                raise DataError(f"{path}, question {number}: field {key!r} is missing or empty")
+    return questions
+
+
+def record_exchanges(path: Path) -> list[Exchange]:
+    """Every therapist turn of the finished sessions in a records.jsonl, with the patient turn before it."""
+    exchanges = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}, line {number}: not valid JSON ({exc.msg})") from exc
+            if record.get("status") != "done":
+                continue
+            turns = record.get("transcript")
+            if not isinstance(turns, list):
+                raise DataError(f"{path}, line {number}: field 'transcript' is missing")
+            for index, (before, turn) in enumerate(zip(turns, turns[1:]), start=1):
+                if turn.get("speaker") == "therapist" and before.get("speaker") == "patient":
+                    exchanges.append(Exchange(f"{record.get('session_id', number)}#{index}", before.get("text", ""), turn.get("text", "")))
+    return exchanges
+
+
+def answer_questions(spec: str, questions: list[dict], max_new_tokens: int, progress: bool) -> list[Exchange]:
+    from tqdm import tqdm
+
+    model = load_chat_model(spec, GenerationSettings(temperature=0.0, max_new_tokens=max_new_tokens))
+    return [Exchange(q["id"], q["message"], model.invoke([SystemMessage(prompts.COUNSELLOR_SYSTEM), HumanMessage(q["message"])]).text.strip())
+            for q in tqdm(questions, desc=f"answer {spec}", disable=not progress)]
+
+
+# --- metric scores --------------------------------------------------------------------------------
+
+def judge_metric(judge_model, exchange: Exchange, metric: str, attempts: int) -> dict:
+    """{"score": 1-10 or None, "reply": the judge's answer, "error": why it did not parse}."""
+    title, rubric = METRICS[metric]
+    prompt = prompts.JUDGE_METRIC.format(message=exchange.message, response=exchange.response, metric=title, rubric=rubric)
+    score, reply, error = ask_or_record(judge_model, [SystemMessage(prompts.JUDGE_SYSTEM), HumanMessage(prompt)], parse_score, attempts)
+    return {"score": score, "reply": reply, "error": error}
+
+
+def metric_summary(judgements: list[dict]) -> dict:
+    scores = [j["score"] for j in judgements if j["score"] is not None]
+    return {"mean": sum(scores) / len(scores) if scores else None, "n": len(scores), "unparsed": len(judgements) - len(scores)}
+
+
+def score_exchanges(judge_model, exchanges: list[Exchange], attempts: int, progress: bool) -> tuple[dict, list[dict]]:
+    """(per-metric summary with an overall mean of the metric means, per-exchange judgements)."""
+    from tqdm import tqdm
+
+    rows = [{"id": e.id, "message": e.message, "response": e.response, **{m: judge_metric(judge_model, e, m, attempts) for m in METRICS}}
+            for e in tqdm(exchanges, desc="judge", disable=not progress)]
+    metrics = {m: metric_summary([row[m] for row in rows]) for m in METRICS}
+    means = [s["mean"] for s in metrics.values() if s["mean"] is not None]
+    return {"metrics": metrics, "overall": sum(means) / len(means) if means else None,
+            "unparsed": sum(s["unparsed"] for s in metrics.values()), "n": len(exchanges)}, rows
+
+
+# --- pairwise -----------------------------------------------------------------------------------
+
+def parse_verdict(text: str) -> str:
+    """'1', '2' or 'tie' from 'Better: 2', 'Response 1 is better', 'the second one', 'a tie', ..."""
+    explicit = re.search(r"better\s*[:\-]?\s*(?:response\s*)?(1|2|tie)\b", text, re.I)
+    if explicit:
+        return explicit.group(1).lower()
+    if re.search(r"\b(tie|equally|neither|both are)\b", text, re.I):
+        return "tie"
+    return str(parse_choice(text, ["Response 1", "Response 2"]) + 1)
+
+
+def ask_verdict(judge_model, message: str, first: str, second: str, attempts: int) -> tuple[str | None, str]:
+    prompt = prompts.JUDGE_PAIRWISE.format(message=message, first=first, second=second)
+    verdict, reply, _ = ask_or_record(judge_model, [SystemMessage(prompts.JUDGE_SYSTEM), HumanMessage(prompt)], parse_verdict, attempts)
+    return verdict, reply
+
+
+def compare(judge_model, a: Exchange, b: Exchange, attempts: int) -> dict:
+    """Ask with a shown first, then with b first; the outcome is 'a', 'b', 'tie', 'inconsistent' or 'unparsed'."""
+    in_order, in_order_reply = ask_verdict(judge_model, a.message, a.response, b.response, attempts)
+    swapped, swapped_reply = ask_verdict(judge_model, a.message, b.response, a.response, attempts)
+    winners = ({"1": "a", "2": "b", "tie": "tie"}.get(in_order), {"1": "b", "2": "a", "tie": "tie"}.get(swapped))
+    if None in winners:
+        outcome = "unparsed"
+    else:
+        outcome = winners[0] if winners[0] == winners[1] else "inconsistent"
+    return {"id": a.id, "outcome": outcome, "a_first": in_order_reply, "b_first": swapped_reply}
+
+
+def pairwise_summary(spec_a: str, spec_b: str, comparisons: list[dict]) -> dict:
+    counts = {outcome: sum(c["outcome"] == outcome for c in comparisons) for outcome in ("a", "b", "tie", "inconsistent", "unparsed")}
+    judged = len(comparisons) - counts["unparsed"]
+    # An order-dependent verdict says the judge could not tell them apart: half a win each, as a tie.
+    win_rate = (counts["a"] + 0.5 * (counts["tie"] + counts["inconsistent"])) / judged if judged else None
+    return {"a": spec_a, "b": spec_b, "wins_a": counts["a"], "wins_b": counts["b"], "ties": counts["tie"],
+            "inconsistent": counts["inconsistent"], "unparsed": counts["unparsed"], "n": len(comparisons), "win_rate_a": win_rate}
+
+
+# --- the whole evaluation -----------------------------------------------------------------------
+
+def judged_sources(args: JudgeArgs) -> dict[str, tuple[str, list[Exchange]]]:
+    """source key -> (display name, exchanges): the models' answers, or the runs' therapist turns."""
+    if args.pairwise and len(args.models) < 2:
+        raise ValueError("pairwise comparison needs two or more --models answering the same questions")
+    sources = {}
+    if args.models:
+        questions = load_questions(args.questions)[: args.limit or None]
+        for spec in args.models:
+            sources[spec] = (describe_model(spec), answer_questions(spec, questions, args.max_new_tokens, args.progress))
+    for path in args.records:
+        sources[str(path)] = (f"therapist turns of {path}", record_exchanges(Path(path))[: args.limit or None])
+    if not sources:
+        raise ValueError("nothing to judge: give --models (they answer the questions) or --records")
+    return sources
+
+
+def evaluate_judges(args: JudgeArgs) -> tuple[dict, list[dict]]:
+    judge_model = load_chat_model(args.judge, GenerationSettings(temperature=0.0, max_new_tokens=args.judge_max_new_tokens))
+    attempts = args.parse_retries + 1
+    sources = judged_sources(args)
+    results = {"kind": "judge", "judge": describe_model(args.judge), "metrics": {m: title for m, (title, _) in METRICS.items()}, "models": {}, "pairwise": []}
+    rows = []
+    for key, (name, exchanges) in sources.items():
+        summary, judged = score_exchanges(judge_model, exchanges, attempts, args.progress)
+        results["models"][key] = {"name": name, **summary}
+        rows += [{"model": key, **row} for row in judged]
+    if args.pairwise:
+        for spec_a, spec_b in itertools.combinations(args.models, 2):
+            comparisons = [compare(judge_model, a, b, attempts) for a, b in zip(sources[spec_a][1], sources[spec_b][1])]
+            results["pairwise"].append(pairwise_summary(spec_a, spec_b, comparisons))
+            rows += [{"pair": [spec_a, spec_b], **c} for c in comparisons]
+    return results, rows
