@@ -24,6 +24,7 @@ from mentalarena.agents.models import GenerationSettings, describe_model, load_c
 from mentalarena.agents.parsing import parse_choice, parse_score
 from mentalarena.benchmarks import prompts
 from mentalarena.benchmarks.qa import DataError
+from mentalarena.training.export import iter_records
 
 METRICS = prompts.COUNSELLING_METRICS
 DEFAULT_QUESTIONS = Path(__file__).resolve().parent / "data" / "counselling_questions.json"
@@ -72,22 +73,13 @@ def load_questions(path: Path) -> list[dict]:
 def record_exchanges(path: Path) -> list[Exchange]:
     """Every therapist turn of the finished sessions in a records.jsonl, with the patient turn before it."""
     exchanges = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}, line {number}: not valid JSON ({exc.msg})") from exc
-            if record.get("status") != "done":
-                continue
-            turns = record.get("transcript")
-            if not isinstance(turns, list):
-                raise DataError(f"{path}, line {number}: field 'transcript' is missing")
-            for index, (before, turn) in enumerate(zip(turns, turns[1:]), start=1):
-                if turn.get("speaker") == "therapist" and before.get("speaker") == "patient":
-                    exchanges.append(Exchange(f"{record.get('session_id', number)}#{index}", before.get("text", ""), turn.get("text", "")))
+    for _, record in iter_records([Path(path)]):
+        if record.get("status") != "done":
+            continue
+        turns = record.get("transcript") or []
+        for index, (before, turn) in enumerate(zip(turns, turns[1:]), start=1):
+            if turn.get("speaker") == "therapist" and before.get("speaker") == "patient":
+                exchanges.append(Exchange(f"{record['session_id']}#{index}", before.get("text", ""), turn.get("text", "")))
     return exchanges
 
 

@@ -171,7 +171,7 @@ def read_jsonl_items(task: str, path: Path) -> list[MCQItem]:
 
 
 def load_local_task(task: str, data_root: Path) -> list[MCQItem]:
-    """Every ``*.jsonl`` file of ``<data_root>/<task>/`` (or ``data_root`` itself when it is a file)."""
+    """Every ``*.jsonl`` file of ``<data_root>/<task>/``, in name order."""
     source = Path(data_root) / task
     files = sorted(source.glob("*.jsonl"))
     if not files:
@@ -225,7 +225,7 @@ def normalized(text: str) -> str:
 def extract_option(reply: str, options: dict[str, str]) -> str | None:
     """The option letter a free-text answer picks, or None.
 
-    In order: 'Answer: C' / 'the correct option is (C)'; a reply that starts with the letter
+    In order: 'Answer: C' / 'the correct option is (C)'; 'would be C.'; a reply that starts with the letter
     ('C.', 'C)', a lone 'C'), unless it echoes the option list; '(C)' anywhere; and last, the one
     option whose text the first sentence (else the whole reply) names.
     """
@@ -234,6 +234,9 @@ def extract_option(reply: str, options: dict[str, str]) -> str | None:
     keyword = re.search(rf"(?i:answer|option|choice)(?i:\s+(?:is|would be|should be|must be))?\s*[:\-]?\s*\(?([{letters}])\b(?![-'])", text)
     if keyword:
         return keyword.group(1)
+    stated = re.search(rf"\b(?:is|be|in)\s+\(?([{letters}])(?:[.):]|\s*$)", text)  # 'would be D. Olanzapine'
+    if stated:
+        return stated.group(1)
     echoes_options = len(re.findall(rf"^\s*[{letters}][.)]\s", text, re.M)) >= 2
     leading = re.match(rf"\(?([{letters}])(?:[.):]|\s*$)", text)
     if leading and not echoes_options:

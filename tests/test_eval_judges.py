@@ -117,12 +117,15 @@ def test_therapist_turns_of_arena_records_are_judged(scripted, tmp_path):
                   {"speaker": "therapist", "phase": "diagnosis", "text": "Summary: ..."}]  # answers no patient turn
     records = tmp_path / "records.jsonl"
     records.write_text(json.dumps({"status": "done", "session_id": "s1", "transcript": transcript}) + "\n"
-                       + json.dumps({"status": "failed", "session_id": "s2", "error": "boom"}) + "\n")
+                       + json.dumps({"status": "failed", "session_id": "s2", "error": "boom"}) + "\n\n")
     exchanges = record_exchanges(records)
     assert [(e.id, e.message, e.response) for e in exchanges] == [("s1#1", "I can't sleep.", WARM), ("s1#3", "Nothing helps.", COLD)]
     judge, _ = scripted(metric_judge)
     results, _ = evaluate_judges(JudgeArgs(judge=judge, records=[records], progress=False))
     assert results["models"][str(records)]["metrics"]["empathy_validation"]["mean"] == (9 + 3) / 2
+    records.write_text(records.read_text() + '{"status": "done"\n')
+    with pytest.raises(ValueError, match=r"records\.jsonl: line 4: not valid JSON"):
+        record_exchanges(records)
 
 
 def test_the_judge_command_writes_its_report(scripted, tmp_path, capsys):

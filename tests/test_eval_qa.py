@@ -35,6 +35,8 @@ def write_jsonl(path, records) -> None:
     ("I think it is gynecomastia, due to prolactin.", "C"),
     ("Option B: shortened QT interval", "B"),
     ("The correct answer would be D, weight loss.", "D"),
+    ("The most likely effect would be C. Gynecomastia, from prolactin.", "C"),
+    ("Vitamin D is not involved; I think it is C.", "C"),
     ("A 26-year-old man on risperidone is at risk of gynecomastia.", "C"),  # the article 'A' is no answer
     ("A. Agranulocytosis\nB. Shortened QT interval\nC. Gynecomastia\nD. Weight loss", None),  # an echo of the options
     ("Weight loss or agranulocytosis, hard to say.", None),
@@ -204,3 +206,18 @@ def test_batched_log_likelihoods_equal_one_at_a_time_and_a_plain_forward_pass():
     plain = sum(logprobs[len(context) - 1 + j, token].item() for j, token in enumerate(continuation))
     assert batched[0][1] == pytest.approx(plain, abs=1e-3)
     assert batched[0][0] > batched[0][1]  # a single likely word beats an unlikely phrase
+
+
+@pytest.mark.real_model
+def test_both_scorers_run_on_the_embedded_model():
+    root = shared_file("mmlu").parent
+    args = QAArgs(models=["embedded"], tasks=["mmlu"], data_root=root, limit=2, max_new_tokens=8, progress=False)
+    generated, rows = evaluate_qa(args)
+    assert all(row["output"].strip() and row["predicted"] in ("A", "B", "C", "D", None) for row in rows)
+    assert generated["models"]["embedded"]["tasks"]["mmlu"]["n"] == 2
+    args.scorer = "loglik"
+    _, rows = evaluate_qa(args)
+    for row in rows:
+        scores = json.loads(row["output"])
+        assert list(scores) == ["A", "B", "C", "D"] and row["predicted"] == max(scores, key=scores.get)
+        assert all(score < 0 for score in scores.values())
