@@ -31,7 +31,7 @@ def load_embeddings(spec: str = BUNDLED) -> Embeddings:
     )
 
 
-def _unit(vectors: list[list[float]]) -> np.ndarray:
+def unit_vectors(vectors: list[list[float]]) -> np.ndarray:
     matrix = np.asarray(vectors, dtype=np.float64)
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     return matrix / np.where(norms == 0, 1.0, norms)
@@ -39,13 +39,13 @@ def _unit(vectors: list[list[float]]) -> np.ndarray:
 
 def similarity_matrix(embeddings: Embeddings, queries: list[str], documents: list[str]) -> np.ndarray:
     """Cosine similarity of each query (rows) with each document (columns)."""
-    return _unit(embeddings.embed_documents(queries)) @ _unit(embeddings.embed_documents(documents)).T
+    return unit_vectors(embeddings.embed_documents(queries)) @ unit_vectors(embeddings.embed_documents(documents)).T
 
 
 def pairwise_similarities(embeddings: Embeddings, left: list[str], right: list[str]) -> list[float]:
     """Cosine similarity of left[i] with right[i], floored at 0 (the threshold lives in [0, 1]); an empty text scores 0."""
     texts = [*left, *right]
-    vectors = _unit(embeddings.embed_documents([t or " " for t in texts]))
+    vectors = unit_vectors(embeddings.embed_documents([t or " " for t in texts]))
     n = len(left)
     scores = np.sum(vectors[:n] * vectors[n:], axis=1)
     return [0.0 if not (a.strip() and b.strip()) else round(max(0.0, float(s)), 4) for a, b, s in zip(left, right, scores)]

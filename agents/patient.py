@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from langgraph.config import get_stream_writer
 from langgraph.runtime import Runtime
 
 from mentalarena.agents import prompts
 from mentalarena.agents.llm import role_messages, speak
 from mentalarena.agents.parsing import ParseError, parse_choice, parse_score, require_text
 from mentalarena.agents.profiles import PatientProfile
+from mentalarena.agents.safety import screen_risk
 
 
 def patient_system_prompt(state: dict) -> str:
@@ -45,7 +47,15 @@ def patient(state: dict, runtime: Runtime) -> dict:
     if error:
         raise ParseError(f"patient turn: {error}")  # a dialogue cannot go on without it
     phase = turns[-1]["phase"] if turns else "inquiry"
-    return {"transcript": [{"speaker": "patient", "phase": phase, "text": require_text(text)}]}
+    text = require_text(text)
+    update = {"transcript": [{"speaker": "patient", "phase": phase, "text": text}]}
+    context = runtime.context
+    screen = screen_risk(text, context.embedding_model, context.risk_threshold, context.risk_margin)
+    if screen.risk:  # recorded and streamed, so the session's safety check and any app can see it
+        event = {**screen.as_event(text), "turn": len(state.get("transcript", []))}
+        get_stream_writer()(event)
+        update["risk_events"] = [event]
+    return update
 
 
 def patient_diagnosis_review(state: dict, runtime: Runtime) -> dict:

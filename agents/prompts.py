@@ -117,3 +117,20 @@ Behaviour principles: ..."""
 PATIENT_CHAT_SCORES = """Symptom decoder, round {round}: similarity of your inference with the patient's encoding (threshold {threshold:.2f}):
 {lines}
 {verdict}"""
+
+# Safety (agents/safety.py, graphs/chat.py): safe-messaging replies to a person at risk.
+CRISIS_RESOURCES = {
+    "international": "If you are in immediate danger, please call your local emergency number now. You can find a free, confidential crisis line in your country at https://findahelpline.com.",
+    "us": "If you are in immediate danger, call 911. You can call or text 988 (Suicide & Crisis Lifeline) any time, or text HOME to 741741.",
+    "uk": "If you are in immediate danger, call 999. You can call Samaritans free on 116 123 any time, or text SHOUT to 85258.",
+    "ie": "If you are in immediate danger, call 112 or 999. You can call Samaritans free on 116 123 any time, or text HELLO to 50808.",
+    "au": "If you are in immediate danger, call 000. You can call Lifeline on 13 11 14 any time.",
+    "ca": "If you are in immediate danger, call 911. You can call or text 988 (Suicide Crisis Helpline) any time.",
+    "in": "If you are in immediate danger, call 112. You can call Tele-MANAS on 14416 any time.",
+}
+
+SAFETY_QUESTION = "I want to ask you directly, because it matters: are you safe right now, and are you thinking about ending your life or hurting yourself or someone else?"
+
+THERAPIST_RISK_SYSTEM = """You are an AI therapist model in a research tool, not a human clinician. The person's last message may mean they are at risk. In two sentences, acknowledge what they said with warmth and without judgment, and tell them you are glad they said it. Do not give advice about means or methods, do not argue, and do not ask more than one question."""
+
+SAFE_ACKNOWLEDGEMENT = "Thank you for telling me this. It sounds like you are carrying something very painful right now, and you deserve support with it."

@@ -7,9 +7,12 @@
 
 from __future__ import annotations
 
+import operator
+from dataclasses import asdict
 from typing import Annotated, TypedDict
 
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage
+from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.runtime import Runtime
@@ -17,9 +20,10 @@ from langgraph.runtime import Runtime
 from mentalarena.agents import prompts
 from mentalarena.agents.decoder import INFERENCE_LABELS, score_inference
 from mentalarena.agents.encoder import DECODED_FIELDS, symptom_encoder
-from mentalarena.agents.llm import ask, chat_model
+from mentalarena.agents.llm import ask, ask_or_record, chat_model
 from mentalarena.agents.parsing import ParseError, parse_labelled_fields, require_text
 from mentalarena.agents.patient import patient_messages
+from mentalarena.agents.safety import check_therapist_turns, screen_risk
 from mentalarena.graphs.context import Context
 from mentalarena.graphs.state import ArenaState
 
@@ -94,6 +98,29 @@ def build_patient_chat_graph() -> StateGraph:
 
 class TherapistChatState(TypedDict, total=False):
     messages: Annotated[list[AnyMessage], add_messages]
+    risk_events: Annotated[list[dict], operator.add]
+    last_screen: dict
+
+
+class TherapistChatOutput(TypedDict, total=False):
+    messages: Annotated[list[AnyMessage], add_messages]
+    risk_events: list[dict]
+
+
+def screen_person(state: TherapistChatState, runtime: Runtime[Context]) -> dict:
+    """Screen the person's turn for risk; a risk is recorded and streamed so an app can escalate."""
+    context = runtime.context
+    text = _last_text(state)
+    screen = screen_risk(text, context.embedding_model, context.risk_threshold, context.risk_margin)
+    if not screen.risk:
+        return {"last_screen": asdict(screen)}
+    event = screen.as_event(text)
+    get_stream_writer()(event)
+    return {"last_screen": asdict(screen), "risk_events": [event]}
+
+
+def after_screen(state: TherapistChatState) -> str:
+    return "safe_reply" if state["last_screen"]["risk"] else "therapist_reply"
 
 
 def therapist_reply(state: TherapistChatState, runtime: Runtime[Context]) -> dict:
@@ -103,11 +130,31 @@ def therapist_reply(state: TherapistChatState, runtime: Runtime[Context]) -> dic
     return {"messages": [AIMessage(text, name="therapist")]}
 
 
+def safe_reply(state: TherapistChatState, runtime: Runtime[Context]) -> dict:
+    """Safe-messaging practice: acknowledge, ask directly about safety, point to crisis resources.
+
+    The model only words the acknowledgement; if that fails the safety check (or comes back
+    empty), a fixed one is used. The safety question and resources are always the fixed text.
+    """
+    context = runtime.context
+    messages = [SystemMessage(prompts.THERAPIST_RISK_SYSTEM), *state["messages"]]
+    _, text, error = ask_or_record(chat_model(context, "therapist"), messages, require_text, context.parse_retries + 1)
+    acknowledgement = text.strip()
+    if error or check_therapist_turns([{"speaker": "therapist", "phase": "chat", "text": acknowledgement}], {}):
+        acknowledgement = prompts.SAFE_ACKNOWLEDGEMENT
+    reply = "\n\n".join([acknowledgement, prompts.SAFETY_QUESTION, prompts.CRISIS_RESOURCES[context.crisis_locale]])
+    return {"messages": [AIMessage(reply, name="therapist")]}
+
+
 def build_therapist_chat_graph() -> StateGraph:
-    builder = StateGraph(TherapistChatState, context_schema=Context, input_schema=ChatInput, output_schema=ChatInput)
+    builder = StateGraph(TherapistChatState, context_schema=Context, input_schema=ChatInput, output_schema=TherapistChatOutput)
+    builder.add_node("screen_risk", screen_person)
     builder.add_node("therapist_reply", therapist_reply)
-    builder.add_edge(START, "therapist_reply")
+    builder.add_node("safe_reply", safe_reply)
+    builder.add_edge(START, "screen_risk")
+    builder.add_conditional_edges("screen_risk", after_screen, ["therapist_reply", "safe_reply"])
     builder.add_edge("therapist_reply", END)
+    builder.add_edge("safe_reply", END)
     return builder
 
 

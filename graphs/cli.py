@@ -49,7 +49,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     try:
         summary = run_sessions(profiles, context, folder, args.sessions or DEFAULT_SESSIONS, profiles_source=args.profiles,
-                               progress=not args.quiet, concurrency=args.concurrency)
+                               progress=not args.quiet, concurrency=args.concurrency, checkpoint_url=args.checkpoint_url)
     except RunFolderError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -62,7 +62,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from mentalarena.training.export import ExportArgs, export
 
     report = export(ExportArgs(records=[Path(p) for p in args.records], out=Path(args.out), validation_ratio=args.validation_ratio,
-                               similarity_floor=args.similarity_floor, seed=args.seed, sharegpt=args.sharegpt))
+                               similarity_floor=args.similarity_floor, seed=args.seed, sharegpt=args.sharegpt,
+                               keep_unsafe=args.keep_unsafe))
     print(json.dumps(report.as_dict(), indent=2))
     print(f"dataset card: {Path(args.out) / 'README.md'}")
     return 0
@@ -85,7 +86,7 @@ def cmd_iterate(args: argparse.Namespace) -> int:
     profiles = builtin_profiles() if args.profiles == "builtin" else load_profiles(args.profiles)
     history = iterate(IterateArgs(out=Path(args.out), iterations=args.iterations, profiles=profiles, context=context,
                                   sessions=args.sessions or DEFAULT_SESSIONS, preset=args.preset, max_steps=args.max_steps,
-                                  progress=not args.quiet, concurrency=args.concurrency))
+                                  progress=not args.quiet, concurrency=args.concurrency, checkpoint_url=args.checkpoint_url))
     for metrics in history:
         print(f"iteration {metrics['iteration']}: treatment score {metrics['mean_treatment_score']}, loss {metrics['final_train_loss']}, next model {metrics['next_model']}")
     print(f"report: {Path(args.out) / 'report.md'}")
@@ -109,6 +110,8 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default=None, help="run folder (default runs/<timestamp>)")
     run.add_argument("--resume", action="store_true", help="continue the run in --out: finished sessions are skipped, unfinished ones continue from their last checkpoint")
     run.add_argument("--concurrency", type=int, default=1, help="sessions run at once; local models generate their requests as one batch")
+    run.add_argument("--checkpoint-url", default=os.environ.get("MENTALARENA_CHECKPOINT_URL", ""),
+                     help="postgresql://... to keep checkpoints in Postgres (shared by many workers); default SQLite in the run folder")
     run.add_argument("--model", default="embedded", help="model spec for every role (see --patient-model etc.)")
     run.add_argument("--budget", choices=("small", "full"), default=None, help="small budgets (default for the embedded model) or the Context defaults")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -122,6 +125,7 @@ def make_parser() -> argparse.ArgumentParser:
     export.add_argument("--similarity-floor", type=float, default=0.0, help="drop sessions whose last decoder round's mean similarity is lower")
     export.add_argument("--seed", type=int, default=0)
     export.add_argument("--sharegpt", action="store_true", help="also write ShareGPT JSONL (LLaMA-Factory)")
+    export.add_argument("--keep-unsafe", action="store_true", help="keep sessions whose therapist turns failed the safety check (dropped by default)")
     export.set_defaults(func=cmd_export)
 
     train = commands.add_parser("train", help="LoRA fine-tuning (TRL SFTTrainer) on an exported dataset")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 
 from mentalarena.agents.models import GenerationSettings
+from mentalarena.agents.prompts import CRISIS_RESOURCES
 
 
 @dataclass(kw_only=True)
@@ -35,6 +36,9 @@ class Context:
     max_new_tokens: int = field(default=128, metadata={"description": "Token budget of each model turn."})
     seed: int = field(default=0, metadata={"description": "Seed for the style choice and for sampling where the backend supports it."})
     style: str = field(default="", metadata={"description": "Force a conversational style (plain, upset, verbose, reserved, tangent, pleasing); empty picks one of the profile's."})
+    risk_threshold: float = field(default=0.6, metadata={"description": "Risk screening: similarity to a risk exemplar at which a turn counts as a risk (with the margin below)."})
+    risk_margin: float = field(default=0.05, metadata={"description": "Risk screening: how much closer to a risk exemplar than to any safe exemplar a turn must be."})
+    crisis_locale: str = field(default="international", metadata={"description": "Crisis resources shown to a person at risk: international, us, uk, ie, au, ca or in."})
     human_role: str = field(default="", metadata={"description": "Let a person play 'patient' or 'therapist': the graph pauses at each of that role's turns and resumes with the person's text. Empty: models play both."})
     review_feedback: bool = field(default=False, metadata={"description": "Pause before the decoder's feedback reaches the therapist, so a person can approve it (resume with it unchanged), edit it, or drop it (resume with '')."})
 
@@ -54,6 +58,8 @@ class Context:
             raise ValueError(f"Context.temperature: {self.temperature!r} is not between 0 and 2")
         if self.human_role not in ("", "patient", "therapist"):
             raise ValueError(f"Context.human_role: {self.human_role!r} is not '', 'patient' or 'therapist'")
+        if self.crisis_locale not in CRISIS_RESOURCES:
+            raise ValueError(f"Context.crisis_locale: {self.crisis_locale!r} is not one of {', '.join(CRISIS_RESOURCES)}")
         if not self.model.strip():
             raise ValueError("Context.model: must name a model spec")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from langgraph.runtime import Runtime
 
 from mentalarena.agents.models import describe_model
+from mentalarena.agents.safety import check_therapist_turns
 
 
 def best_trial(trials: list[dict]) -> dict | None:
@@ -40,6 +41,8 @@ def build_record(state: dict, runtime: Runtime) -> dict:
             "medication_trials": state.get("medication_trials", []),
             "failures": state.get("failures", []),
             "feedback_reviews": state.get("feedback_reviews", []),
+            "risk_events": state.get("risk_events", []),
+            "safety_flags": check_therapist_turns(state.get("transcript", []), {e["turn"]: e for e in state.get("risk_events", [])}),
             "models": {role: describe_model(context.model_for(role)) for role in ("patient", "therapist", "decoder")},
         }
     }

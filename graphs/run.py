@@ -87,7 +87,7 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def write_manifest(folder: Path, context: Context, profiles_source: str, sessions: int) -> None:
+def write_manifest(folder: Path, context: Context, profiles_source: str, sessions: int, checkpoint_url: str = "") -> None:
     settings = context.as_dict()
     settings["base_url"] = redact_url(settings["base_url"])
     manifest = {
@@ -96,6 +96,7 @@ def write_manifest(folder: Path, context: Context, profiles_source: str, session
         "models": {role: describe_model(context.model_for(role)) for role in ("patient", "therapist", "decoder")},
         "profiles": profiles_source,
         "sessions": sessions,
+        "checkpoints": redact_url(checkpoint_url) if checkpoint_url else f"sqlite:{CHECKPOINTS}",
         "seed": context.seed,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
@@ -158,12 +159,12 @@ async def arun_sessions(
     profiles_source: str = "builtin",
     progress: bool = True,
     concurrency: int = 1,
-    checkpointer=None,
+    checkpoint_url: str = "",
 ) -> RunSummary:
     """Run the planned sessions that have no record yet, ``concurrency`` at a time.
 
-    ``checkpointer`` defaults to SQLite in the run folder; pass another (an ``AsyncPostgresSaver``,
-    say) to share one store between workers.
+    Checkpoints go to SQLite in the run folder, or to the Postgres database ``checkpoint_url``
+    names (``postgresql://...``; needs the ``postgres`` extra), which many workers can share.
     """
     if concurrency < 1:
         raise ValueError(f"concurrency: {concurrency!r} must be at least 1")
@@ -171,7 +172,7 @@ async def arun_sessions(
     records_path = folder / RECORDS
     finished = read_finished(records_path)
     if not (folder / MANIFEST).exists():
-        write_manifest(folder, context, profiles_source, sessions)
+        write_manifest(folder, context, profiles_source, sessions, checkpoint_url)
     summary = RunSummary(folder=folder)
     plan = [(sid, p) for sid, p in session_plan(profiles, sessions) if sid not in finished]
     summary.skipped = sessions - len(plan)
@@ -195,7 +196,7 @@ async def arun_sessions(
                 summary.add(record)
             bar.update()
 
-    async with _default_checkpointer(folder, checkpointer) as saver:
+    async with open_checkpointer(folder, checkpoint_url) as saver:
         compiled = build_arena_graph().compile(checkpointer=saver, name="arena")
         await asyncio.gather(*(one(compiled, sid, profile) for sid, profile in plan))
     bar.close()
@@ -209,12 +210,20 @@ def run_sessions(*args, **kwargs) -> RunSummary:
 
 
 @contextlib.asynccontextmanager
-async def _default_checkpointer(folder: Path, checkpointer):
-    if checkpointer is not None:
-        yield checkpointer
-        return
-    async with AsyncSqliteSaver.from_conn_string(str(folder / CHECKPOINTS)) as saver:
-        yield saver
+async def open_checkpointer(folder: Path, checkpoint_url: str = ""):
+    if checkpoint_url.startswith(("postgres://", "postgresql://")):
+        try:
+            from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+        except ImportError as exc:
+            raise RunFolderError("checkpoint_url: Postgres needs pip install 'mentalarena[postgres]'") from exc
+        async with AsyncPostgresSaver.from_conn_string(checkpoint_url) as saver:
+            await saver.setup()
+            yield saver
+    elif checkpoint_url:
+        raise RunFolderError(f"checkpoint_url: {redact_url(checkpoint_url)!r} is not a postgresql:// URL")
+    else:
+        async with AsyncSqliteSaver.from_conn_string(str(folder / CHECKPOINTS)) as saver:
+            yield saver
 
 
 def _seed_local_sampling(seed: int) -> None:

@@ -59,6 +59,8 @@ class SessionRecord(TypedDict):
     medication_trials: list[Trial]
     failures: list[Failure]
     feedback_reviews: list[dict]
+    risk_events: list[dict]
+    safety_flags: list[dict]  # therapist turns that failed the safety check; exports drop such sessions
     models: dict[str, str]
 
 
@@ -97,4 +99,5 @@ class ArenaState(ArenaInput, total=False):
     treatment_trials: Annotated[list[Trial], operator.add]
     medication_trials: Annotated[list[Trial], operator.add]
     failures: Annotated[list[Failure], operator.add]
+    risk_events: Annotated[list[dict], operator.add]  # patient turns the risk screen flagged
     record: SessionRecord

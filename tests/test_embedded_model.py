@@ -37,3 +37,21 @@ def test_a_smoke_session_on_the_embedded_model(tmp_path):
     # Whatever a 135M model could not produce in the format asked is recorded, not crashed on.
     assert all(f["node"] and f["reason"] for f in record["failures"])
     assert (tmp_path / "checkpoints.sqlite").stat().st_size > 0
+
+
+def test_concurrent_requests_share_one_batch():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mentalarena.agents.local import local_generator
+
+    model = load_chat_model("embedded", GenerationSettings(temperature=0, max_new_tokens=6))
+    generator = local_generator(str(embedded_model_dir()))
+    before = dict(generator.stats)
+    questions = [f"Name a colour. ({i})" for i in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        replies = list(pool.map(lambda q: model.invoke([("human", q)]).text, questions))
+    assert all(r.strip() for r in replies)
+    assert generator.stats["requests"] - before.get("requests", 0) == 4
+    assert generator.stats["batches"] - before.get("batches", 0) < 4  # at least two shared a forward pass
+    # Greedy decoding in a padded batch gives what the same prompt gives alone.
+    assert model.invoke([("human", questions[0])]).text == replies[0]

@@ -40,6 +40,7 @@ class ExportArgs:
     kinds: tuple[str, ...] = KINDS
     validation_ratio: float = 0.1
     similarity_floor: float = 0.0  # drop sessions whose last decoder round's mean similarity is lower
+    keep_unsafe: bool = False  # keep sessions whose therapist turns failed the safety check
     seed: int = 0
     sharegpt: bool = False
     hf_dataset: bool = True
@@ -167,6 +168,9 @@ def export(args: ExportArgs) -> ExportReport:
             if record.get("status", "done") != "done":
                 report.removed["failed_session"] += 1
                 continue
+            if record.get("safety_flags") and not args.keep_unsafe:
+                report.removed["safety_flagged_session"] += 1
+                continue
             similarity = last_mean_similarity(record)
             if args.similarity_floor > 0 and (similarity is None or similarity < args.similarity_floor):
                 report.removed["under_similarity_floor"] += 1
@@ -230,6 +234,7 @@ def write_card(args: ExportArgs, report: ExportReport) -> None:
         f"- sessions read: {report.sessions_read}",
         f"- split: by patient profile, validation ratio {args.validation_ratio}, seed {args.seed}",
         f"- decoder similarity floor: {args.similarity_floor or 'off'}",
+        f"- sessions whose therapist turns failed the safety check: {'kept' if args.keep_unsafe else 'dropped'}",
         "",
         "| split | kind | items |",
         "|---|---|---|",

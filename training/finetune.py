@@ -144,16 +144,34 @@ def last_checkpoint(out: Path) -> str | None:
     return get_last_checkpoint(str(folder)) if folder.is_dir() else None
 
 
+MODEL_CARD = """# {name}
+
+Fine-tuned with MentalArena (self-play of a simulated patient and a simulated therapist) from
+`{base}` on `{dataset}`: a LoRA adapter{merged}.
+
+**A research artefact, not a medical device.** This model was trained on synthetic dialogues
+between language models to build and study models for mental-health diagnosis and treatment. It
+is not a clinician, its outputs are not medical advice, and it must not be used as a substitute
+for care from a qualified person. Anyone at risk should contact local emergency services or a
+crisis line (https://findahelpline.com).
+"""
+
+
 def save_outputs(trainer, args: TrainArgs) -> dict:
     adapter = args.out / "adapter"
+    folders = [adapter]
     trainer.model.save_pretrained(str(adapter))
     trainer.processing_class.save_pretrained(str(adapter))
     paths = {"adapter": str(adapter)}
     if args.merge:
         merged = args.out / "merged"
+        folders.append(merged)
         trainer.model.merge_and_unload().save_pretrained(str(merged))
         trainer.processing_class.save_pretrained(str(merged))
         paths["merged"] = str(merged)
+    card = MODEL_CARD.format(name=args.out.name, base=args.model, dataset=args.dataset, merged=", and the merged model" if args.merge else "")
+    for folder in folders:
+        (folder / "README.md").write_text(card, encoding="utf-8")
     return paths
 
 

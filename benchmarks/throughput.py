@@ -1,0 +1,133 @@
+"""Self-play throughput on the embedded model, and the graph's own overhead per node.
+
+Measured side by side in one run (this machine is shared and noisy, so ratios, not timings, are
+the claim):
+1. self-play at concurrency 1 and at concurrency 8: generated tokens/s and sessions/hour;
+2. raw batched ``generate`` of the same model at batch 8 on the prompts the arena sent in (1):
+   the limit that batching across sessions can reach;
+3. orchestration overhead: wall time not spent inside nodes, per node, with the instant scripted
+   model.
+Prints the ratios against the targets and appends the figures to ``benchmarks/results.jsonl``.
+
+    python -m mentalarena.benchmarks.throughput [--sessions-1 2 --sessions-8 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from mentalarena.agents.local import local_generator
+from mentalarena.agents.models import embedded_model_dir
+from mentalarena.agents.profiles import builtin_profiles
+from mentalarena.graphs.arena import build_arena_graph
+from mentalarena.graphs.context import Context
+from mentalarena.graphs.run import package_versions, run_sessions
+
+RESULTS = Path(__file__).with_name("results.jsonl")
+SMALL = dict(inquiry_turns=2, max_redirections=1, treatment_tries=2, medication_tries=2, max_new_tokens=64, temperature=0.7)
+
+
+def selfplay(sessions: int, concurrency: int, prompts: list[str] | None = None) -> dict:
+    """Run sessions on the embedded model; returns tokens/s and sessions/hour (and keeps prompts)."""
+    generator = local_generator(str(embedded_model_dir()))
+    submit = generator.submit
+    if prompts is not None:
+        def recording_submit(prompt, settings):
+            prompts.append(prompt)
+            return submit(prompt, settings)
+        generator.submit = recording_submit
+    before = dict(generator.stats)
+    with tempfile.TemporaryDirectory() as folder:
+        started = time.perf_counter()
+        summary = run_sessions(builtin_profiles(), Context(model="embedded", **SMALL), Path(folder), sessions, progress=False, concurrency=concurrency)
+        seconds = time.perf_counter() - started
+    generator.submit = submit
+    tokens = generator.stats["generated_tokens"] - before.get("generated_tokens", 0)
+    batches = generator.stats["batches"] - before.get("batches", 0)
+    requests = generator.stats["requests"] - before.get("requests", 0)
+    return {
+        "sessions": sessions, "concurrency": concurrency, "done": summary.done, "seconds": round(seconds, 1),
+        "generated_tokens": tokens, "tokens_per_second": round(tokens / seconds, 2),
+        "sessions_per_hour": round(summary.done * 3600 / seconds, 1), "mean_batch": round(requests / max(batches, 1), 2),
+    }
+
+
+def raw_batched_generate(prompts: list[str], batch: int = 8, batches: int = 4) -> dict:
+    generator = local_generator(str(embedded_model_dir()))
+    settings = Context(model="embedded", **SMALL).generation()
+    tokens_before = generator.stats["generated_tokens"]
+    started = time.perf_counter()
+    for i in range(batches):
+        chunk = prompts[i * batch:(i + 1) * batch]
+        if len(chunk) < batch:
+            break
+        generator.generate(chunk, settings)
+    seconds = time.perf_counter() - started
+    tokens = generator.stats["generated_tokens"] - tokens_before
+    return {"batch": batch, "seconds": round(seconds, 1), "generated_tokens": tokens, "tokens_per_second": round(tokens / seconds, 2)}
+
+
+async def _overhead(sessions: int) -> dict:
+    graph = build_arena_graph().compile()
+    context = Context(model="scripted", inquiry_turns=3, max_redirections=2, treatment_tries=3, medication_tries=3)
+    inside, nodes = 0.0, 0
+    started = time.perf_counter()
+    for i in range(sessions):
+        task_start: dict[str, float] = {}
+        async for event in graph.astream({"profile_id": builtin_profiles()[i % 5].id}, context=context, stream_mode="debug"):
+            stamp = datetime.fromisoformat(event["timestamp"]).timestamp()
+            if event["type"] == "task":
+                task_start[event["payload"]["id"]] = stamp
+            elif event["type"] == "task_result":
+                inside += stamp - task_start.pop(event["payload"]["id"])
+                nodes += 1
+    total = time.perf_counter() - started
+    return {"sessions": sessions, "nodes": nodes, "ms_per_node_total": round(1000 * total / nodes, 3),
+            "ms_per_node_inside_nodes": round(1000 * inside / nodes, 3), "ms_per_node_overhead": round(1000 * (total - inside) / nodes, 3)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sessions-1", type=int, default=2, help="sessions at concurrency 1")
+    parser.add_argument("--sessions-8", type=int, default=8, help="sessions at concurrency 8")
+    parser.add_argument("--overhead-sessions", type=int, default=10)
+    args = parser.parse_args()
+
+    overhead = asyncio.run(_overhead(args.overhead_sessions))
+    prompts: list[str] = []
+    at_1 = selfplay(args.sessions_1, concurrency=1)
+    at_8 = selfplay(args.sessions_8, concurrency=8, prompts=prompts)
+    raw = raw_batched_generate(prompts)
+    ratios = {
+        "concurrency_8_vs_raw_batch_8": round(at_8["tokens_per_second"] / raw["tokens_per_second"], 2),
+        "concurrency_8_vs_concurrency_1": round(at_8["tokens_per_second"] / at_1["tokens_per_second"], 2),
+    }
+    result = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "processor": platform.processor()},
+        "versions": package_versions(),
+        "selfplay_concurrency_1": at_1, "selfplay_concurrency_8": at_8, "raw_generate_batch_8": raw,
+        "ratios": ratios, "orchestration": overhead,
+    }
+    with open(RESULTS, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(result) + "\n")
+    print(f"self-play, concurrency 1: {at_1['tokens_per_second']} tokens/s, {at_1['sessions_per_hour']} sessions/h")
+    print(f"self-play, concurrency 8: {at_8['tokens_per_second']} tokens/s, {at_8['sessions_per_hour']} sessions/h, mean batch {at_8['mean_batch']}")
+    print(f"raw generate, batch 8:    {raw['tokens_per_second']} tokens/s on {len(prompts)} arena prompts")
+    print(f"concurrency 8 / raw batch 8 = {ratios['concurrency_8_vs_raw_batch_8']} (target >= 0.75)")
+    print(f"concurrency 8 / concurrency 1 = {ratios['concurrency_8_vs_concurrency_1']} (target >= 3.5)")
+    print(f"orchestration overhead: {overhead['ms_per_node_overhead']} ms per node outside node code "
+          f"({overhead['ms_per_node_total']} ms per node in all, scripted model, {overhead['nodes']} nodes; target <= 1 ms)")
+    print(f"appended to {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
