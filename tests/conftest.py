@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import socket
+import subprocess
+import time
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 
 from mentalarena.agents.encoder import encoded_fields, shortlist_groups
@@ -20,6 +24,28 @@ INFERENCE_LABELS = {
     "behaviour_principles": "Behaviour principles",
 }
 WRONG_INFERENCE = DEFAULT_INFERENCE
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_up(url: str, process: subprocess.Popen, log_path, seconds: float = 90) -> None:
+    """Poll ``url`` until it answers 200; fail with the server's log if it exits or never answers."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None:
+            break
+        time.sleep(0.5)
+    process.kill()
+    pytest.fail(f"server at {url} did not come up: {open(log_path).read()[-2000:]}")
 
 
 def shared_file(relative: str) -> Path:

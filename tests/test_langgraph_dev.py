@@ -1,25 +1,18 @@
 """The served graphs under the real `langgraph dev` server, driven with langgraph_sdk."""
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 from langgraph_sdk import get_sync_client
+
+from conftest import free_port, wait_until_up
 
 ROOT = Path(__file__).resolve().parents[1]
 LANGGRAPH = Path(sys.executable).with_name("langgraph")
 SESSION = {"model": "scripted", "inquiry_turns": 1, "max_redirections": 1, "treatment_tries": 1, "medication_tries": 1}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -34,19 +27,7 @@ def server(tmp_path_factory):
         cwd=tmp_path_factory.mktemp("cwd"), env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/ok", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None:
-            pytest.fail(f"langgraph dev exited: {Path(log.name).read_text()[-2000:]}")
-        time.sleep(0.5)
-    else:
-        process.kill()
-        pytest.fail("langgraph dev did not answer within 90 s")
+    wait_until_up(f"{url}/ok", process, log.name)
     yield get_sync_client(url=url)
     process.terminate()
     try:

@@ -6,18 +6,17 @@ so it is not a project dependency: point MENTALARENA_LLAMA_SERVER_PYTHON at a Py
 """
 
 import os
-import socket
 import subprocess
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from mentalarena.agents.models import embedded_gguf_path
 from mentalarena.agents.profiles import builtin_profiles
 from mentalarena.graphs.context import Context
 from mentalarena.graphs.run import run_sessions
+
+from conftest import free_port, wait_until_up
 
 SERVER_PYTHON = os.environ.get("MENTALARENA_LLAMA_SERVER_PYTHON", "")
 
@@ -26,23 +25,12 @@ SERVER_PYTHON = os.environ.get("MENTALARENA_LLAMA_SERVER_PYTHON", "")
 def llama_server(tmp_path_factory):
     if not SERVER_PYTHON or not Path(SERVER_PYTHON).exists():
         pytest.skip("no llama.cpp server: set MENTALARENA_LLAMA_SERVER_PYTHON to a Python with llama-cpp-python[server]")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     log = open(tmp_path_factory.mktemp("llama") / "server.log", "w")
     process = subprocess.Popen([SERVER_PYTHON, "-m", "llama_cpp.server", "--model", str(embedded_gguf_path()), "--host", "127.0.0.1",
                                 "--port", str(port), "--n_ctx", "4096", "--model_alias", "smollm2"], stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/models", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    else:
-        process.kill()
-        pytest.fail("llama.cpp server did not start")
+    wait_until_up(f"{url}/models", process, log.name, seconds=120)
     yield url
     process.terminate()
     process.wait(timeout=30)

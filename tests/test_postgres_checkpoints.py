@@ -3,7 +3,6 @@
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
@@ -13,6 +12,8 @@ import pytest
 from mentalarena.agents.profiles import builtin_profiles
 from mentalarena.graphs.context import Context
 from mentalarena.graphs.run import run_sessions
+
+from conftest import free_port
 
 INITDB = shutil.which("initdb") or next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))), None)
 
@@ -31,9 +32,7 @@ def postgres_url():
     root = Path(tempfile.mkdtemp(prefix="mentalarena-pg-"))
     root.chmod(0o777)
     data = root / "data"
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     subprocess.run(as_postgres_user([str(bin_dir / "initdb"), "-D", str(data), "--auth=trust", "-U", "postgres"]), check=True, capture_output=True)
     subprocess.run(as_postgres_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "-l", str(data.parent / "log"),
                                      "-o", f"-p {port} -k {data.parent} -c listen_addresses=127.0.0.1", "start"]), check=True, capture_output=True)
