@@ -66,7 +66,7 @@ IMHI_SETS = {
     }),
     "DR": LabelSet(YES_NO, affirm=("suffer", "depressed")),  # 'Does the poster suffer from depression?'
     "dreaddit": LabelSet(YES_NO, affirm=("suffer", "stressed")),  # 'Does the poster suffer from stress?'
-    "Irf": LabelSet(YES_NO, affirm=("show this risk", "show risk", "at risk")),  # 'Does the post show risk of thwarted belongingness?'
+    "Irf": LabelSet(YES_NO, affirm=("risk",)),  # 'Does the post show risk of thwarted belongingness?'
     "loneliness": LabelSet(YES_NO, affirm=("suffer", "lonely")),  # 'Does the poster suffer from loneliness?'
     "MultiWD": LabelSet(YES_NO, affirm=("exist", "present")),  # 'Does the X wellness dimension exist in the post?'
     # 'What is the stress cause of this post?' / 'This post shows the stress cause related to X.'
@@ -121,10 +121,11 @@ class IMHIArgs:
 # --- label extraction -------------------------------------------------------------------------
 
 def stem(word: str) -> str:
-    """Strip one plural or adjective ending, so 'emotional'/'emotion' and 'issues'/'issue' agree."""
+    """Strip plural, past and adjective endings, so 'emotional'/'emotion', 'issues'/'issue' and
+    'biased'/'bias' agree; repeated until nothing changes, so a stem is its own stem."""
     for suffix in ("al", "es", "s", "ed", "e"):
         if word.endswith(suffix) and not word.endswith("ss") and len(word) - len(suffix) >= 3:
-            return word[: -len(suffix)]
+            return stem(word[: -len(suffix)])
     return word
 
 

@@ -51,6 +51,9 @@ def test_multi_class_labels_are_normalised_negation_aware_and_fuzzy(answer, expe
     ("CAMS", "This post shows no causes of depression.", "none"),  # the original looked for 'none' only
     ("CAMS", "This post shows causes of depression related to jobs and career.", "jobs and career"),
     ("CAMS", "The cause is bias or abuse.", "bias or abuse"),
+    ("CAMS", "This post is biased towards work.", "bias or abuse"),
+    ("Irf", "The post shows potential risks of thwarted belongingness.", "yes"),
+    ("Irf", "There is no risk of perceived burdensomeness.", "no"),
     ("swmh", "This post does not show depression; it shows anxiety.", "anxiety"),
     ("swmh", "This post shows no mental disorder symptoms.", "no mental disorder"),
     ("swmh", "Suicidal ideation.", "suicide"),
