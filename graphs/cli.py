@@ -26,7 +26,10 @@ def _context_options(parser: argparse.ArgumentParser) -> None:
         if f.name == "model":
             continue
         flag = "--" + f.name.replace("_", "-")
-        group.add_argument(flag, dest=f.name, type=type(f.default), default=None, help=f.metadata.get("description"))
+        if isinstance(f.default, bool):
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=f.metadata.get("description"))
+        else:
+            group.add_argument(flag, dest=f.name, type=type(f.default), default=None, help=f.metadata.get("description"))
 
 
 def build_context(args: argparse.Namespace) -> Context:

@@ -80,3 +80,12 @@ def test_secrets_never_reach_the_run_folder(scripted, tmp_path, monkeypatch):
     for path in tmp_path.iterdir():
         data = path.read_bytes()
         assert b"sk-test-secret-123" not in data and b"pa55word" not in data, path.name
+
+
+def test_cli_flags_become_context_settings():
+    from mentalarena.graphs.cli import build_context, make_parser
+
+    embedded = build_context(make_parser().parse_args(["run", "--review-feedback", "--similarity-threshold", "0.3"]))
+    assert (embedded.review_feedback, embedded.similarity_threshold, embedded.max_new_tokens) == (True, 0.3, 64)  # small budget
+    api = build_context(make_parser().parse_args(["run", "--model", "openai:gpt-4o-mini", "--no-review-feedback"]))
+    assert (api.review_feedback, api.max_new_tokens, api.inquiry_turns) == (False, 128, 3)  # the Context defaults
