@@ -7,7 +7,7 @@ import pytest
 from conftest import shared_file
 
 from mentalarena.benchmarks.qa import (
-    DataError, MCQItem, QAArgs, evaluate_qa, extract_option, hub_record, load_local_task, medmcqa_item,
+    DataError, QAArgs, evaluate_qa, extract_option, hub_record, load_local_task, medmcqa_item,
     mmlu_item, option_logprobs, pubmedqa_item, scoring_rows, wilson_interval,
 )
 from mentalarena.graphs.cli import main
