@@ -42,7 +42,7 @@ class _Request:
 class LocalGenerator:
     """One local model shared by all sessions; concurrent requests are generated as one batch."""
 
-    def __init__(self, path: str, max_batch: int = 16, max_wait_seconds: float = 0.05):
+    def __init__(self, path: str, max_batch: int = 16, max_wait_seconds: float = 0.1):
         self.model, self.tokenizer = load_local_model(path)
         self.max_batch = max_batch
         self.max_wait_seconds = max_wait_seconds

@@ -61,15 +61,15 @@ def selfplay(sessions: int, concurrency: int, prompts: list[str] | None = None) 
 
 
 def raw_batched_generate(prompts: list[str], batch: int = 8, batches: int = 4) -> dict:
+    """Batches of prompts taken evenly across the run, so every kind of arena prompt is in them."""
     generator = local_generator(str(embedded_model_dir()))
     settings = Context(model="embedded", **SMALL).generation()
+    step = max(1, len(prompts) // (batch * batches))
+    sample = prompts[::step][: batch * batches]
     tokens_before = generator.stats["generated_tokens"]
     started = time.perf_counter()
-    for i in range(batches):
-        chunk = prompts[i * batch:(i + 1) * batch]
-        if len(chunk) < batch:
-            break
-        generator.generate(chunk, settings)
+    for i in range(0, len(sample) - batch + 1, batch):
+        generator.generate(sample[i:i + batch], settings)
     seconds = time.perf_counter() - started
     tokens = generator.stats["generated_tokens"] - tokens_before
     return {"batch": batch, "seconds": round(seconds, 1), "generated_tokens": tokens, "tokens_per_second": round(tokens / seconds, 2)}
@@ -97,7 +97,7 @@ async def _overhead(sessions: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions-1", type=int, default=2, help="sessions at concurrency 1")
-    parser.add_argument("--sessions-8", type=int, default=8, help="sessions at concurrency 8")
+    parser.add_argument("--sessions-8", type=int, default=16, help="sessions at concurrency 8 (more than 8, so the tail of a run weighs less)")
     parser.add_argument("--overhead-sessions", type=int, default=10)
     args = parser.parse_args()
 

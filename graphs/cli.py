@@ -89,7 +89,8 @@ def cmd_iterate(args: argparse.Namespace) -> int:
     profiles = builtin_profiles() if args.profiles == "builtin" else load_profiles(args.profiles)
     history = iterate(IterateArgs(out=Path(args.out), iterations=args.iterations, profiles=profiles, context=context,
                                   sessions=args.sessions or DEFAULT_SESSIONS, preset=args.preset, max_steps=args.max_steps,
-                                  progress=not args.quiet, concurrency=args.concurrency, checkpoint_url=args.checkpoint_url))
+                                  progress=not args.quiet, concurrency=args.concurrency,
+                                  eval_tasks=[t for t in args.eval_tasks.split(",") if t], eval_limit=args.eval_limit))
     for metrics in history:
         print(f"iteration {metrics['iteration']}: treatment score {metrics['mean_treatment_score']}, loss {metrics['final_train_loss']}, next model {metrics['next_model']}")
     print(f"report: {Path(args.out) / 'report.md'}")
@@ -153,6 +154,10 @@ def make_parser() -> argparse.ArgumentParser:
     loop.add_argument("--preset", choices=("cpu-small", "mentalgpt"), default="cpu-small")
     loop.add_argument("--max-steps", type=int, default=-1, help="training steps per iteration (overrides epochs)")
     loop.add_argument("--concurrency", type=int, default=1, help="self-play sessions run at once")
+    loop.add_argument("--eval-tasks", default="", help="MCQ sets to score each trained model on, e.g. 'medqa,mmlu' (log-likelihood; needs the data)")
+    loop.add_argument("--eval-limit", type=int, default=None, help="first N items of each evaluation set")
+    loop.add_argument("--eval-tasks", default="", help="MCQ sets to score each trained model on, e.g. 'medqa,mmlu' (log-likelihood; needs the data)")
+    loop.add_argument("--eval-limit", type=int, default=None, help="first N items of each evaluation set")
     loop.add_argument("--quiet", action="store_true")
     _context_options(loop)
     loop.set_defaults(func=cmd_iterate)

@@ -50,3 +50,30 @@ def test_training_resumes_from_its_last_checkpoint(dataset, tmp_path):
     # Steps 1-2 came from the checkpoint; only 3-4 ran now.
     assert [step for step, _ in metrics["train_loss"]][-2:] == [3, 4]
     assert metrics["steps"] == 4
+
+
+def test_two_iterations_of_the_loop_from_the_command_line(tmp_path):
+    """Self-play with model k, export, train, play again with model k+1; then a resumed re-run."""
+    import json
+
+    from mentalarena.graphs.cli import main
+
+    from conftest import SHARED_DATA
+
+    out = tmp_path / "loop"
+    evaluation = ["--eval-tasks", "mmlu", "--eval-limit", "4"] if (SHARED_DATA / "mmlu").exists() else []
+    args = ["iterate", "--iterations", "2", "--sessions", "1", "--max-steps", "2", "--out", str(out), "--quiet",
+            "--inquiry-turns", "1", "--max-redirections", "0", "--treatment-tries", "1", "--medication-tries", "1",
+            "--max-new-tokens", "12", "--parse-retries", "0", *evaluation]
+    assert main(args) == 0
+    history = json.loads((out / "report.json").read_text())
+    assert [m["iteration"] for m in history] == [0, 1]
+    assert history[1]["model"] == history[0]["next_model"] == str(out / "iter-0" / "model" / "merged")
+    assert all(m["sessions_done"] + m["sessions_failed"] == 1 for m in history)
+    if evaluation:
+        assert all(0.0 <= m["qa_mmlu"] <= 1.0 for m in history)
+    assert "| iteration |" in (out / "report.md").read_text() and (out / "final_train_loss.png").exists()
+    # Re-running the same command resumes: every step's output is complete, nothing is redone.
+    stamps = {p: p.stat().st_mtime for p in out.rglob("metrics.json") if "model" in p.parts}
+    assert main(args) == 0
+    assert stamps == {p: p.stat().st_mtime for p in out.rglob("metrics.json") if "model" in p.parts}

@@ -32,6 +32,8 @@ class IterateArgs:
     progress: bool = True
     concurrency: int = 1
     train_overrides: dict = field(default_factory=dict)
+    eval_tasks: list[str] = field(default_factory=list)  # MCQ sets to score each trained model on (log-likelihood)
+    eval_limit: int | None = None
 
 
 def selfplay_metrics(records_path: Path) -> dict:
@@ -63,6 +65,7 @@ def run_iteration(args: IterateArgs, k: int, model: str) -> dict:
     else:
         training = train(TrainArgs(model=model, dataset=dataset, out=trained, preset=args.preset, max_steps=args.max_steps,
                                    resume=True, seed=args.context.seed, overrides=args.train_overrides))
+    evaluation = evaluate_model(training["merged"], folder / "qa.json", args) if args.eval_tasks else {}
     metrics = {
         "iteration": k,
         "model": model,
@@ -71,9 +74,21 @@ def run_iteration(args: IterateArgs, k: int, model: str) -> dict:
         "first_train_loss": training["first_loss"],
         "final_train_loss": training["final_loss"],
         "next_model": training["merged"],
+        **evaluation,
     }
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     return metrics
+
+
+def evaluate_model(model: str, results_path: Path, args: IterateArgs) -> dict:
+    """Accuracy of ``model`` on each MCQ set, as ``qa_<task>`` metrics; kept on disk for resumes."""
+    from mentalarena.benchmarks.qa import QAArgs, evaluate_qa
+
+    if not results_path.exists():
+        results, _ = evaluate_qa(QAArgs(models=[model], tasks=args.eval_tasks, scorer="loglik", limit=args.eval_limit, progress=False))
+        results_path.write_text(json.dumps(results, indent=2), encoding="utf-8")
+    tasks = json.loads(results_path.read_text())["models"][model]["tasks"]
+    return {f"qa_{task}": round(scores["accuracy"], 4) for task, scores in tasks.items()}
 
 
 def iterate(args: IterateArgs) -> list[dict]:
@@ -89,12 +104,13 @@ def iterate(args: IterateArgs) -> list[dict]:
 
 
 def write_report(out: Path, history: list[dict]) -> None:
-    header = "| iteration | " + " | ".join(REPORT_METRICS) + " |"
-    rows = [f"| {m['iteration']} | " + " | ".join(str(m.get(name)) for name in REPORT_METRICS) + " |" for m in history]
-    lines = ["# Self-play iterations", "", header, "|" + "---|" * (len(REPORT_METRICS) + 1), *rows, ""]
-    lines += [f"![{name}]({name}.png)" for name in REPORT_METRICS]
+    names = [*REPORT_METRICS, *sorted({key for m in history for key in m if key.startswith("qa_")})]
+    header = "| iteration | " + " | ".join(names) + " |"
+    rows = [f"| {m['iteration']} | " + " | ".join(str(m.get(name)) for name in names) + " |" for m in history]
+    lines = ["# Self-play iterations", "", header, "|" + "---|" * (len(names) + 1), *rows, ""]
+    lines += [f"![{name}]({name}.png)" for name in names]
     (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     (out / "report.json").write_text(json.dumps(history, indent=2), encoding="utf-8")
-    for name in REPORT_METRICS:
+    for name in names:
         points = [(m["iteration"], m[name]) for m in history if m.get(name) is not None]
         plot_series({name: points}, out / f"{name}.png", xlabel="iteration", ylabel=name)
