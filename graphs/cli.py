@@ -156,8 +156,6 @@ def make_parser() -> argparse.ArgumentParser:
     loop.add_argument("--concurrency", type=int, default=1, help="self-play sessions run at once")
     loop.add_argument("--eval-tasks", default="", help="MCQ sets to score each trained model on, e.g. 'medqa,mmlu' (log-likelihood; needs the data)")
     loop.add_argument("--eval-limit", type=int, default=None, help="first N items of each evaluation set")
-    loop.add_argument("--eval-tasks", default="", help="MCQ sets to score each trained model on, e.g. 'medqa,mmlu' (log-likelihood; needs the data)")
-    loop.add_argument("--eval-limit", type=int, default=None, help="first N items of each evaluation set")
     loop.add_argument("--quiet", action="store_true")
     _context_options(loop)
     loop.set_defaults(func=cmd_iterate)

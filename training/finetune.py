@@ -207,7 +207,8 @@ def plot_series(series: dict[str, list], path: Path, xlabel: str, ylabel: str) -
             ax.plot(*zip(*points), marker="o" if len(points) < 20 else None, label=label)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.legend()
+    if any(series.values()):
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
