@@ -13,7 +13,6 @@ share a forward pass.
 from __future__ import annotations
 
 import asyncio
-import functools
 import queue
 import threading
 import time
@@ -109,9 +108,16 @@ class LocalGenerator:
         return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in new_tokens]
 
 
-@functools.lru_cache(maxsize=4)
+_generators: dict[str, LocalGenerator] = {}
+_generators_lock = threading.Lock()
+
+
 def local_generator(path: str) -> LocalGenerator:
-    return LocalGenerator(path)
+    """The one generator of a model folder; sessions that start together must not make two."""
+    with _generators_lock:
+        if path not in _generators:
+            _generators[path] = LocalGenerator(path)
+        return _generators[path]
 
 
 class LocalChatModel(BaseChatModel):

@@ -33,6 +33,7 @@ EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 ChatModelFactory = Callable[["GenerationSettings"], BaseChatModel]
 _registry: dict[str, ChatModelFactory] = {}
 _convert_lock = threading.Lock()
+_load_lock = threading.Lock()
 
 
 class ModelSpecError(ValueError):
@@ -112,9 +113,18 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     os.replace(staging, target)
 
 
-@functools.lru_cache(maxsize=4)
 def load_local_model(path: str) -> tuple[Any, Any]:
-    """Load (model, tokenizer) from a Hugging Face folder, or a PEFT adapter folder, once."""
+    """Load (model, tokenizer) from a Hugging Face folder, or a PEFT adapter folder, once.
+
+    Under a lock: concurrent sessions ask for the model at the same moment, and two
+    ``from_pretrained`` calls racing on one folder can leave weights uninitialised.
+    """
+    with _load_lock:
+        return _load_local_model(path)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_local_model(path: str) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = Path(path)
