@@ -37,9 +37,16 @@ def unit_vectors(vectors: list[list[float]]) -> np.ndarray:
     return matrix / np.where(norms == 0, 1.0, norms)
 
 
-def similarity_matrix(embeddings: Embeddings, queries: list[str], documents: list[str]) -> np.ndarray:
-    """Cosine similarity of each query (rows) with each document (columns)."""
-    return unit_vectors(embeddings.embed_documents(queries)) @ unit_vectors(embeddings.embed_documents(documents)).T
+@functools.lru_cache(maxsize=16)
+def library_vectors(spec: str, texts: tuple[str, ...]) -> np.ndarray:
+    """Unit vectors of a fixed set of texts (exemplars, group descriptions), embedded once."""
+    return unit_vectors(load_embeddings(spec).embed_documents(list(texts)))
+
+
+def similarities_to_library(spec: str, text: str, texts: tuple[str, ...]) -> np.ndarray:
+    """Cosine similarity of ``text`` with each of a fixed set of texts."""
+    query = unit_vectors(load_embeddings(spec).embed_documents([text]))[0]
+    return library_vectors(spec, texts) @ query
 
 
 def pairwise_similarities(embeddings: Embeddings, left: list[str], right: list[str]) -> list[float]:

@@ -17,7 +17,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 
 from mentalarena.agents import prompts
-from mentalarena.agents.embeddings import load_embeddings, similarity_matrix
+from mentalarena.agents.embeddings import similarities_to_library
 from mentalarena.agents.llm import ask_or_record, chat_model
 from mentalarena.agents.parsing import parse_choice
 from mentalarena.agents.profiles import CONVERSATIONAL_STYLES, PatientProfile, ProfileError, find_profile
@@ -58,7 +58,7 @@ def choose_style(profile: PatientProfile, context, session_key: str) -> str:
 
 def shortlist_groups(coping_strategies: str, embedding_model: str, size: int) -> list[dict]:
     groups = principle_groups()
-    scores = similarity_matrix(load_embeddings(embedding_model), [coping_strategies], [g["description"] for g in groups])[0]
+    scores = similarities_to_library(embedding_model, coping_strategies, tuple(g["description"] for g in groups))
     order = sorted(range(len(groups)), key=lambda i: -scores[i])
     return [groups[i] for i in order[:size]]
 

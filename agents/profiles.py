@@ -7,6 +7,7 @@ the record and the field, and nothing from that file is returned.
 
 from __future__ import annotations
 
+import functools
 import importlib.resources
 import json
 from pathlib import Path
@@ -150,8 +151,19 @@ def load_profiles(path: str | Path) -> list[PatientProfile]:
 
 def builtin_profiles() -> list[PatientProfile]:
     """The project's own library of original profiles, covering distinct presentations."""
+    return list(_builtin_profiles())
+
+
+@functools.lru_cache(maxsize=1)
+def _builtin_profiles() -> tuple[PatientProfile, ...]:
+    # Read and validated once: every session started from a built-in id looks it up here.
     resource = importlib.resources.files("mentalarena.agents") / "data" / "profiles.json"
-    return parse_profiles(json.loads(resource.read_text(encoding="utf-8")), "builtin profiles")
+    return tuple(parse_profiles(json.loads(resource.read_text(encoding="utf-8")), "builtin profiles"))
+
+
+def load_profile_source(source: str) -> list[PatientProfile]:
+    """'builtin', or a Patient-Psi JSON / JSONL file."""
+    return builtin_profiles() if source == "builtin" else load_profiles(source)
 
 
 def find_profile(profile_id: str, profiles: list[PatientProfile] | None = None) -> PatientProfile:

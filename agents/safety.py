@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from mentalarena.agents.embeddings import load_embeddings, unit_vectors
+from mentalarena.agents.embeddings import similarities_to_library
 
 RISK_PHRASES = {
     "suicidal_ideation": [
@@ -94,20 +94,12 @@ def phrase_hits(text: str) -> tuple[list[tuple[str, str]], list[str]]:
     return hits, negated
 
 
-@functools.lru_cache(maxsize=4)
-def exemplar_vectors(embedding_model: str) -> tuple[list[tuple[str, str]], np.ndarray, np.ndarray]:
-    """(category, sentence) of each risk exemplar, and unit vectors of risk and safe exemplars, once."""
-    data = exemplars()
-    risk_texts = [(category, sentence) for category, sentences in data["risk"].items() for sentence in sentences]
-    embeddings = load_embeddings(embedding_model)
-    return risk_texts, unit_vectors(embeddings.embed_documents([s for _, s in risk_texts])), unit_vectors(embeddings.embed_documents(data["safe"]))
-
-
 def screen_risk(text: str, embedding_model: str = "minilm", threshold: float = 0.6, margin: float = 0.05) -> RiskScreen:
     hits, negated = phrase_hits(text)
-    risk_texts, risk_vectors, safe_vectors = exemplar_vectors(embedding_model)
-    query = unit_vectors(load_embeddings(embedding_model).embed_documents([text]))[0]
-    risk_scores, safe_scores = risk_vectors @ query, safe_vectors @ query
+    data = exemplars()
+    risk_texts = [(category, sentence) for category, sentences in data["risk"].items() for sentence in sentences]
+    scores = similarities_to_library(embedding_model, text, tuple(s for _, s in risk_texts) + tuple(data["safe"]))
+    risk_scores, safe_scores = scores[: len(risk_texts)], scores[len(risk_texts):]
     best = int(np.argmax(risk_scores))
     similarity, safe_similarity = float(risk_scores[best]), float(np.max(safe_scores))
     # Without a standing phrase, a negated phrase or a past-only account overrides mere similarity.

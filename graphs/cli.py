@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 
 from mentalarena.agents.models import EMBEDDED_SPECS, ModelSpecError
-from mentalarena.agents.profiles import ProfileError, builtin_profiles, load_profiles
+from mentalarena.agents.profiles import ProfileError, load_profile_source
 from mentalarena.graphs.context import Context
 
 # Budgets small enough for the embedded 135M model on a laptop CPU (about two minutes a session).
@@ -45,7 +45,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from mentalarena.graphs.run import RECORDS, RunFolderError, run_sessions
 
     context = build_context(args)
-    profiles = builtin_profiles() if args.profiles == "builtin" else load_profiles(args.profiles)
+    profiles = load_profile_source(args.profiles)
     folder = Path(args.out) if args.out else Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
     if (folder / RECORDS).exists() and not args.resume:
         print(f"error: {folder} already holds a run; pass --resume to continue it, or choose another --out", file=sys.stderr)
@@ -86,7 +86,7 @@ def cmd_iterate(args: argparse.Namespace) -> int:
     from mentalarena.training.loop import IterateArgs, iterate
 
     context = build_context(args)
-    profiles = builtin_profiles() if args.profiles == "builtin" else load_profiles(args.profiles)
+    profiles = load_profile_source(args.profiles)
     history = iterate(IterateArgs(out=Path(args.out), iterations=args.iterations, profiles=profiles, context=context,
                                   sessions=args.sessions or DEFAULT_SESSIONS, preset=args.preset, max_steps=args.max_steps,
                                   progress=not args.quiet, concurrency=args.concurrency,
