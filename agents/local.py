@@ -8,6 +8,12 @@ short, bounded wait and generates them as one left-padded batch.
 Written here rather than taken from langchain-huggingface: its ``ChatHuggingFace`` over a local
 pipeline has no async and generates one request at a time, so concurrent sessions could not
 share a forward pass.
+
+Prompts are prefilled through a :class:`PrefixCache`. Long prompts make CPU generation
+prefill-bound, and nearly every arena prompt repeats one seen before (the same session's last
+prompt plus its new turns; every session of a role opens with the same instructions), so each
+prompt computes key/value states only for tokens no cached prompt had. vLLM calls this automatic
+prefix caching; transformers' ``generate`` continues from a cache it is given, but keeps none.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import asyncio
 import queue
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,11 +47,15 @@ class _Request:
 class LocalGenerator:
     """One local model shared by all sessions; concurrent requests are generated as one batch."""
 
-    def __init__(self, path: str, max_batch: int = 16, max_wait_seconds: float = 0.1):
+    def __init__(self, path: str, max_batch: int = 16, max_wait_seconds: float = 0.1,
+                 prefix_cache_bytes: int = 2 * 1024**3):
         self.model, self.tokenizer = load_local_model(path)
         self.max_batch = max_batch
         self.max_wait_seconds = max_wait_seconds
-        self.stats: Counter = Counter()  # requests, batches, generated_tokens
+        self.prefix_cache = PrefixCache(prefix_cache_bytes)
+        # requests, batches, generated_tokens, prompt_tokens, cached_prompt_tokens, and the seconds
+        # spent generating (prefill included) and prefilling
+        self.stats: Counter = Counter()
         self._queue: queue.Queue[_Request] = queue.Queue()
         self._worker = threading.Thread(target=self._serve, name=f"local-generator:{path}", daemon=True)
         self._worker.start()
@@ -84,28 +94,131 @@ class LocalGenerator:
                         request.future.set_result(text)
 
     def generate(self, prompts: list[str], settings: GenerationSettings) -> list[str]:
-        """One padded batch through ``model.generate``; returns the new text of each prompt."""
+        """One padded batch through ``model.generate``; returns the new text of each prompt.
+
+        Every prompt but its last token comes from the prefix cache (prefilling what is new), so
+        ``generate`` itself runs the last tokens and the decoding steps, as one batch.
+        """
         import torch
+        from transformers import StaticCache
 
         tokenizer = self.tokenizer
-        tokenizer.padding_side = "left"  # decoder-only models continue from the right edge
-        inputs = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        sampling = settings.temperature > 0
+        rows = [tokenizer(p, return_tensors="pt", add_special_tokens=False)["input_ids"][0] for p in prompts]
+        if min(len(row) for row in rows) < 2:
+            raise ValueError("a local model prompt needs at least two tokens")
+        width = max(len(row) for row in rows)
+        input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):  # left padding: decoder-only models continue from the right edge
+            input_ids[i, width - len(row):] = row
+            attention_mask[i, width - len(row):] = 1
+        started = time.perf_counter()
         with torch.inference_mode():
-            output = self.model.generate(
-                **inputs,
-                max_new_tokens=settings.max_new_tokens,
-                do_sample=sampling,
-                temperature=settings.temperature if sampling else None,
-                top_p=0.95 if sampling else None,
-                # Small local models loop on their own phrases without it.
-                repetition_penalty=1.15,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-        new_tokens = output[:, inputs["input_ids"].shape[1]:]
+            states = [self._prefill(row[:-1]) for row in rows]
+            self.stats["prefill_seconds"] += time.perf_counter() - started
+            # Static: decoding writes each new token in place; a dynamic cache would copy the whole
+            # batch's keys and values at every step, which at batch 8 costs a sixth of the step.
+            cache = StaticCache(config=self.model.config, max_cache_len=width + settings.max_new_tokens)
+            for layer, (keys, values) in enumerate(_left_padded_batch(states, width - 1)):
+                cache.update(keys, values, layer)
+            output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache,
+                                         **generation_options(settings, tokenizer.pad_token_id))
+        new_tokens = output[:, width:]
         generated = int((new_tokens != tokenizer.pad_token_id).sum())
-        self.stats.update(requests=len(prompts), batches=1, generated_tokens=generated)
+        self.stats.update(requests=len(prompts), batches=1, generated_tokens=generated,
+                          generate_seconds=time.perf_counter() - started)
         return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in new_tokens]
+
+    def _prefill(self, ids) -> list[tuple[Any, Any]]:
+        """Key/value states of ``ids`` (per layer), computing only what the prefix cache lacks."""
+        from transformers import DynamicCache
+
+        hit, states = self.prefix_cache.longest_prefix(ids)
+        self.stats.update(prompt_tokens=len(ids), cached_prompt_tokens=hit)
+        if hit == len(ids):
+            return states
+        cache = DynamicCache(ddp_cache_data=states or None, config=self.model.config)
+        self.model(input_ids=ids[hit:].unsqueeze(0), past_key_values=cache, use_cache=True)
+        states = [(layer.keys, layer.values) for layer in cache.layers]
+        self.prefix_cache.add(ids, states)
+        return states
+
+
+def generation_options(settings: GenerationSettings, pad_token_id: int) -> dict[str, Any]:
+    """``model.generate`` keyword arguments for one call's settings."""
+    sampling = settings.temperature > 0
+    return dict(
+        max_new_tokens=settings.max_new_tokens,
+        do_sample=sampling,
+        temperature=settings.temperature if sampling else None,
+        top_p=0.95 if sampling else None,
+        repetition_penalty=1.15,  # small local models loop on their own phrases without it
+        pad_token_id=pad_token_id,
+    )
+
+
+def _left_padded_batch(states: list[list[tuple[Any, Any]]], width: int) -> list[tuple[Any, Any]]:
+    """Per-layer key/value tensors of several prompts, left-padded with zeros to ``width``."""
+    import torch
+    import torch.nn.functional as F
+
+    def pad(tensor):  # [1, heads, length, head_dim] -> [1, heads, width, head_dim]; masked out
+        return F.pad(tensor, (0, 0, width - tensor.shape[-2], 0))
+
+    return [
+        (torch.cat([pad(row[layer][0]) for row in states]), torch.cat([pad(row[layer][1]) for row in states]))
+        for layer in range(len(states[0]))
+    ]
+
+
+class PrefixCache:
+    """Key/value states of recent prompts, found again by the longest token prefix they share.
+
+    Bounded by ``max_bytes`` of key/value tensors (least recently used first out). A prompt that
+    extends a cached one replaces it, since it answers every lookup the shorter one would.
+    """
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[int, tuple[Any, list[tuple[Any, Any]]]] = OrderedDict()
+        self._next_key = 0
+        self._lock = threading.Lock()
+
+    @property
+    def nbytes(self) -> int:
+        return sum(k.nbytes + v.nbytes for _, states in self._entries.values() for k, v in states)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def longest_prefix(self, ids) -> tuple[int, list[tuple[Any, Any]]]:
+        """(length, states cut to that length) of the cached prompt sharing most leading tokens."""
+        best, best_key = 0, None
+        with self._lock:
+            for key, (cached, _) in self._entries.items():
+                n = min(len(cached), len(ids))
+                if n <= best:
+                    continue
+                differs = (cached[:n] != ids[:n]).nonzero()
+                length = int(differs[0]) if len(differs) else n
+                if length > best:
+                    best, best_key = length, key
+            if best_key is None:
+                return 0, []
+            self._entries.move_to_end(best_key)
+            # Views, not copies: the cache grows a copy (torch.cat), never these tensors.
+            return best, [(k[:, :, :best], v[:, :, :best]) for k, v in self._entries[best_key][1]]
+
+    def add(self, ids, states: list[tuple[Any, Any]]) -> None:
+        with self._lock:
+            for key, (cached, _) in list(self._entries.items()):
+                if len(cached) <= len(ids) and bool((cached == ids[:len(cached)]).all()):
+                    del self._entries[key]
+            self._entries[self._next_key] = (ids, states)
+            self._next_key += 1
+            while len(self._entries) > 1 and self.nbytes > self.max_bytes:
+                self._entries.popitem(last=False)
 
 
 _generators: dict[str, LocalGenerator] = {}

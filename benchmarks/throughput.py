@@ -24,7 +24,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from mentalarena.agents.local import local_generator
+from mentalarena.agents.local import generation_options, local_generator
 from mentalarena.agents.models import embedded_model_dir
 from mentalarena.agents.profiles import builtin_profiles
 from mentalarena.graphs.arena import build_arena_graph
@@ -44,34 +44,43 @@ def selfplay(sessions: int, concurrency: int, prompts: list[str] | None = None) 
             prompts.append(prompt)
             return submit(prompt, settings)
         generator.submit = recording_submit
+    generator.prefix_cache.clear()  # each run starts cold: no run reuses another's prompts
     before = dict(generator.stats)
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
         summary = run_sessions(builtin_profiles(), Context(model="embedded", **SMALL), Path(folder), sessions, progress=False, concurrency=concurrency)
         seconds = time.perf_counter() - started
     generator.submit = submit
-    tokens = generator.stats["generated_tokens"] - before.get("generated_tokens", 0)
-    batches = generator.stats["batches"] - before.get("batches", 0)
-    requests = generator.stats["requests"] - before.get("requests", 0)
+    tokens, batches, requests, prompt_tokens, cached = (
+        generator.stats[key] - before.get(key, 0)
+        for key in ("generated_tokens", "batches", "requests", "prompt_tokens", "cached_prompt_tokens"))
     return {
         "sessions": sessions, "concurrency": concurrency, "done": summary.done, "seconds": round(seconds, 1),
         "generated_tokens": tokens, "tokens_per_second": round(tokens / seconds, 2),
         "sessions_per_hour": round(summary.done * 3600 / seconds, 1), "mean_batch": round(requests / max(batches, 1), 2),
+        "prompt_tokens": prompt_tokens, "prompt_tokens_from_prefix_cache": round(cached / max(prompt_tokens, 1), 3),
     }
 
 
 def raw_batched_generate(prompts: list[str], batch: int = 8, batches: int = 4) -> dict:
-    """Batches of prompts taken evenly across the run, so every kind of arena prompt is in them."""
+    """Plain ``model.generate`` (no prefix cache) on batches of prompts taken evenly across the
+    run, so every kind of arena prompt is in them."""
+    import torch
+
     generator = local_generator(str(embedded_model_dir()))
-    settings = Context(model="embedded", **SMALL).generation()
+    model, tokenizer = generator.model, generator.tokenizer
+    options = generation_options(Context(model="embedded", **SMALL).generation(), tokenizer.pad_token_id)
     step = max(1, len(prompts) // (batch * batches))
     sample = prompts[::step][: batch * batches]
-    tokens_before = generator.stats["generated_tokens"]
+    tokenizer.padding_side = "left"
+    tokens = 0
     started = time.perf_counter()
     for i in range(0, len(sample) - batch + 1, batch):
-        generator.generate(sample[i:i + batch], settings)
+        inputs = tokenizer(sample[i:i + batch], return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.inference_mode():
+            output = model.generate(**inputs, **options)
+        tokens += int((output[:, inputs["input_ids"].shape[1]:] != tokenizer.pad_token_id).sum())
     seconds = time.perf_counter() - started
-    tokens = generator.stats["generated_tokens"] - tokens_before
     return {"batch": batch, "seconds": round(seconds, 1), "generated_tokens": tokens, "tokens_per_second": round(tokens / seconds, 2)}
 
 
@@ -121,6 +130,8 @@ def main() -> None:
         handle.write(json.dumps(result) + "\n")
     print(f"self-play, concurrency 1: {at_1['tokens_per_second']} tokens/s, {at_1['sessions_per_hour']} sessions/h")
     print(f"self-play, concurrency 8: {at_8['tokens_per_second']} tokens/s, {at_8['sessions_per_hour']} sessions/h, mean batch {at_8['mean_batch']}")
+    print(f"prompt tokens served from the prefix cache: {at_1['prompt_tokens_from_prefix_cache']:.0%} at concurrency 1, "
+          f"{at_8['prompt_tokens_from_prefix_cache']:.0%} at concurrency 8")
     print(f"raw generate, batch 8:    {raw['tokens_per_second']} tokens/s on {len(prompts)} arena prompts")
     print(f"concurrency 8 / raw batch 8 = {ratios['concurrency_8_vs_raw_batch_8']} (target >= 0.75)")
     print(f"concurrency 8 / concurrency 1 = {ratios['concurrency_8_vs_concurrency_1']} (target >= 3.5)")

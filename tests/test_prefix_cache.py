@@ -1,0 +1,78 @@
+"""The local backend's prefix cache: what it finds, what it keeps, and that it changes no output."""
+
+import pytest
+import torch
+
+from mentalarena.agents.local import PrefixCache
+
+
+def states(ids: list[int], layers: int = 2) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Fake key/value states whose values name their token, so a wrong cut shows."""
+    column = torch.tensor(ids, dtype=torch.float32).view(1, 1, -1, 1)
+    return [(column.clone() + layer, column.clone() - layer) for layer in range(layers)]
+
+
+def test_the_longest_shared_prefix_is_found_and_cut_to_length():
+    cache = PrefixCache(max_bytes=10**6)
+    cache.add(torch.tensor([1, 2, 3, 4]), states([1, 2, 3, 4]))
+    cache.add(torch.tensor([1, 2, 9]), states([1, 2, 9]))
+    length, found = cache.longest_prefix(torch.tensor([1, 2, 3, 7, 8]))
+    assert length == 3
+    assert found[1][0].flatten().tolist() == [2.0, 3.0, 4.0]  # layer 1 keys of tokens 1, 2, 3
+    assert cache.longest_prefix(torch.tensor([5, 1, 2]))[0] == 0
+    assert cache.longest_prefix(torch.tensor([1, 2]))[0] == 2  # a prompt shorter than the cached one
+
+
+def test_a_prompt_that_extends_a_cached_one_replaces_it():
+    cache = PrefixCache(max_bytes=10**6)
+    cache.add(torch.tensor([1, 2]), states([1, 2]))
+    cache.add(torch.tensor([1, 2, 3]), states([1, 2, 3]))
+    cache.add(torch.tensor([1, 5]), states([1, 5]))
+    assert sorted(ids.tolist() for ids, _ in cache._entries.values()) == [[1, 2, 3], [1, 5]]
+
+
+def test_the_least_recently_used_prompt_goes_first_when_full():
+    one_entry = sum(k.nbytes + v.nbytes for k, v in states([0, 0, 0]))
+    cache = PrefixCache(max_bytes=2 * one_entry)
+    cache.add(torch.tensor([1, 1, 1]), states([1, 1, 1]))
+    cache.add(torch.tensor([2, 2, 2]), states([2, 2, 2]))
+    cache.longest_prefix(torch.tensor([1, 1, 1]))  # used: now the most recent
+    cache.add(torch.tensor([3, 3, 3]), states([3, 3, 3]))
+    assert sorted(ids.tolist()[0] for ids, _ in cache._entries.values()) == [1, 3]
+    assert cache.nbytes <= cache.max_bytes
+
+
+@pytest.mark.real_model
+def test_cached_prefill_generates_what_plain_generate_does():
+    """Greedy decoding through the prefix cache is token for token what ``model.generate`` gives on
+    the same padded batch, and prompts that repeat earlier ones prefill only their new tokens."""
+    from mentalarena.agents.local import generation_options, local_generator
+    from mentalarena.agents.models import GenerationSettings, embedded_model_dir
+
+    generator = local_generator(str(embedded_model_dir()))
+    generator.prefix_cache.clear()
+    settings = GenerationSettings(temperature=0, max_new_tokens=16)
+    system = {"role": "system", "content": "You are a patient in a first therapy session. Answer in one or two sentences."}
+    opening = [system, {"role": "user", "content": "What brings you here today?"}]
+    follow_up = opening + [{"role": "assistant", "content": "I can't sleep and I keep worrying about work."},
+                           {"role": "user", "content": "How long has this been going on?"}]
+    other = [system, {"role": "user", "content": "How is your appetite?"}]
+    prompts = [generator.render(m) for m in (opening, follow_up, other)]
+
+    tokenizer = generator.tokenizer
+    tokenizer.padding_side = "left"
+    inputs = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    with torch.inference_mode():
+        output = generator.model.generate(**inputs, **generation_options(settings, tokenizer.pad_token_id))
+    plain = [tokenizer.decode(row, skip_special_tokens=True).strip() for row in output[:, inputs["input_ids"].shape[1]:]]
+
+    before = dict(generator.stats)
+    assert generator.generate(prompts, settings) == plain
+    cached_first = generator.stats["cached_prompt_tokens"] - before.get("cached_prompt_tokens", 0)
+    assert cached_first > 0  # the follow-up and the other question reuse the opening's tokens
+    kept = {key: [k.clone() for k, _ in entry[1]] for key, entry in generator.prefix_cache._entries.items()}
+    assert generator.generate(prompts, settings) == plain  # now every prompt is served from the cache
+    prompt_tokens = generator.stats["prompt_tokens"] - before.get("prompt_tokens", 0)
+    assert generator.stats["cached_prompt_tokens"] - before.get("cached_prompt_tokens", 0) - cached_first == prompt_tokens // 2
+    for key, keys in kept.items():  # generating from cached states never writes into them
+        assert all(torch.equal(a, b) for a, b in zip(keys, (k for k, _ in generator.prefix_cache._entries[key][1])))
