@@ -32,7 +32,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
-from mentalarena.agents.models import GenerationSettings, load_local_model
+from mentalarena.agents.models import GenerationSettings, load_local_model, resolve_local_dtype
 
 ROLES = {"system": "system", "human": "user", "ai": "assistant"}
 
@@ -47,9 +47,9 @@ class _Request:
 class LocalGenerator:
     """One local model shared by all sessions; concurrent requests are generated as one batch."""
 
-    def __init__(self, path: str, max_batch: int = 16, max_wait_seconds: float = 0.1,
+    def __init__(self, path: str, dtype: str = "auto", max_batch: int = 16, max_wait_seconds: float = 0.1,
                  prefix_cache_bytes: int = 2 * 1024**3):
-        self.model, self.tokenizer = load_local_model(path)
+        self.model, self.tokenizer = load_local_model(path, dtype)
         self.max_batch = max_batch
         self.max_wait_seconds = max_wait_seconds
         self.prefix_cache = PrefixCache(prefix_cache_bytes)
@@ -221,16 +221,17 @@ class PrefixCache:
                 self._entries.popitem(last=False)
 
 
-_generators: dict[str, LocalGenerator] = {}
+_generators: dict[tuple[str, str], LocalGenerator] = {}
 _generators_lock = threading.Lock()
 
 
-def local_generator(path: str) -> LocalGenerator:
-    """The one generator of a model folder; sessions that start together must not make two."""
+def local_generator(path: str, dtype: str = "auto") -> LocalGenerator:
+    """The one generator of a model folder and dtype; sessions that start together must not make two."""
+    key = (path, resolve_local_dtype(dtype))
     with _generators_lock:
-        if path not in _generators:
-            _generators[path] = LocalGenerator(path)
-        return _generators[path]
+        if key not in _generators:
+            _generators[key] = LocalGenerator(*key)
+        return _generators[key]
 
 
 class LocalChatModel(BaseChatModel):
@@ -248,7 +249,7 @@ class LocalChatModel(BaseChatModel):
         return {"path": self.path, "max_new_tokens": self.settings.max_new_tokens, "temperature": self.settings.temperature}
 
     def _submit(self, messages: list[BaseMessage]) -> Future:
-        generator = local_generator(self.path)
+        generator = local_generator(self.path, self.settings.local_dtype)
         rendered = generator.render([{"role": ROLES[m.type], "content": m.text} for m in messages])
         return generator.submit(rendered, self.settings)
 

@@ -48,6 +48,13 @@ class GenerationSettings:
     max_new_tokens: int = 128
     seed: int | None = None
     base_url: str | None = None  # one URL, or several separated by commas to spread calls round-robin
+    local_dtype: str = "auto"  # local models only: see resolve_local_dtype
+
+    @classmethod
+    def reproducible(cls, max_new_tokens: int) -> "GenerationSettings":
+        """Greedy, and float32 for local models: the same answer whatever else shares its batch
+        (bfloat16 rounds differently with the batch's shape). For evaluation."""
+        return cls(temperature=0.0, max_new_tokens=max_new_tokens, local_dtype="float32")
     timeout: float | None = None
 
 
@@ -113,18 +120,39 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     os.replace(staging, target)
 
 
-def load_local_model(path: str) -> tuple[Any, Any]:
-    """Load (model, tokenizer) from a Hugging Face folder, or a PEFT adapter folder, once.
+LOCAL_DTYPES = ("auto", "bfloat16", "float32")
+
+
+def resolve_local_dtype(name: str) -> str:
+    """'auto' is bfloat16 where this CPU computes it natively (AVX512-BF16 or AMX), else float32.
+
+    On such a CPU bfloat16 generates the embedded model about 1.7x faster per decoding step and
+    prefills about 3x faster than float32; elsewhere it is emulated, and slower.
+    """
+    if name not in LOCAL_DTYPES:
+        raise ModelSpecError(f"local dtype {name!r}: expected one of {', '.join(LOCAL_DTYPES)}")
+    if name != "auto":
+        return name
+    import torch
+
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return "bfloat16" if native else "float32"
+
+
+def load_local_model(path: str, dtype: str = "float32") -> tuple[Any, Any]:
+    """Load (model, tokenizer) from a Hugging Face folder, or a PEFT adapter folder, once per dtype.
 
     Under a lock: concurrent sessions ask for the model at the same moment, and two
     ``from_pretrained`` calls racing on one folder can leave weights uninitialised.
     """
     with _load_lock:
-        return _load_local_model(path)
+        return _load_local_model(path, resolve_local_dtype(dtype))
 
 
 @functools.lru_cache(maxsize=4)
-def _load_local_model(path: str) -> tuple[Any, Any]:
+def _load_local_model(path: str, dtype: str) -> tuple[Any, Any]:
+    import torch
+
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = Path(path)
@@ -139,7 +167,7 @@ def _load_local_model(path: str) -> tuple[Any, Any]:
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model.eval()
+    model.to(getattr(torch, dtype)).eval()
     return model, tokenizer
 
 

@@ -260,7 +260,7 @@ def evaluate_imhi(args: IMHIArgs) -> tuple[dict, list[dict]]:
     results = {"kind": "imhi", "sets": list(args.sets), "models": {}}
     rows = []
     for spec in args.models:
-        model = load_chat_model(spec, GenerationSettings(temperature=0.0, max_new_tokens=args.max_new_tokens))
+        model = load_chat_model(spec, GenerationSettings.reproducible(args.max_new_tokens))
         per_set = {}
         for name, set_items in items.items():
             started = time.perf_counter()

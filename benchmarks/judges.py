@@ -86,7 +86,7 @@ def record_exchanges(path: Path) -> list[Exchange]:
 def answer_questions(spec: str, questions: list[dict], max_new_tokens: int, progress: bool) -> list[Exchange]:
     from tqdm import tqdm
 
-    model = load_chat_model(spec, GenerationSettings(temperature=0.0, max_new_tokens=max_new_tokens))
+    model = load_chat_model(spec, GenerationSettings.reproducible(max_new_tokens))
     return [Exchange(q["id"], q["message"], model.invoke([SystemMessage(prompts.COUNSELLOR_SYSTEM), HumanMessage(q["message"])]).text.strip())
             for q in tqdm(questions, desc=f"answer {spec}", disable=not progress)]
 
@@ -176,7 +176,7 @@ def judged_sources(args: JudgeArgs) -> dict[str, tuple[str, list[Exchange]]]:
 
 
 def evaluate_judges(args: JudgeArgs) -> tuple[dict, list[dict]]:
-    judge_model = load_chat_model(args.judge, GenerationSettings(temperature=0.0, max_new_tokens=args.judge_max_new_tokens))
+    judge_model = load_chat_model(args.judge, GenerationSettings.reproducible(args.judge_max_new_tokens))
     attempts = args.parse_retries + 1
     sources = judged_sources(args)
     results = {"kind": "judge", "judge": describe_model(args.judge), "metrics": {m: title for m, (title, _) in METRICS.items()}, "models": {}, "pairwise": []}

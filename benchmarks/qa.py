@@ -255,7 +255,7 @@ def extract_option(reply: str, options: dict[str, str]) -> str | None:
 def generate_predictions(items: list[MCQItem], spec: str, max_new_tokens: int, progress: bool = False) -> list[Prediction]:
     from tqdm import tqdm
 
-    model = load_chat_model(spec, GenerationSettings(temperature=0.0, max_new_tokens=max_new_tokens))
+    model = load_chat_model(spec, GenerationSettings.reproducible(max_new_tokens))
     predictions = []
     for item in tqdm(items, desc=f"generate {items[0].task if items else ''}", disable=not progress):
         prompt = prompts.MCQ_QUESTION.format(question=item.question, options=options_text(item.options))

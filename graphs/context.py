@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-from mentalarena.agents.models import GenerationSettings
+from mentalarena.agents.models import LOCAL_DTYPES, GenerationSettings
 from mentalarena.agents.prompts import CRISIS_RESOURCES
 
 
@@ -32,6 +32,7 @@ class Context:
     call_retries: int = field(default=3, metadata={"description": "Extra attempts, with exponential backoff, when a model call times out, loses its connection, is rate-limited or gets a server error."})
     retry_backoff_seconds: float = field(default=1.0, metadata={"description": "First backoff of those retries; it doubles each time (with jitter), up to 30 s."})
     request_timeout: float = field(default=120.0, metadata={"description": "Seconds an API model call may take before it counts as timed out."})
+    local_dtype: str = field(default="auto", metadata={"description": "Weights dtype of local models (embedded, model folders) when generating: 'auto' (bfloat16 where the CPU computes it natively, else float32), 'bfloat16' or 'float32'."})
     temperature: float = field(default=0.7, metadata={"description": "Sampling temperature; 0 means greedy."})
     max_new_tokens: int = field(default=128, metadata={"description": "Token budget of each model turn."})
     seed: int = field(default=0, metadata={"description": "Seed for the style choice and for sampling where the backend supports it."})
@@ -60,6 +61,8 @@ class Context:
             raise ValueError(f"Context.human_role: {self.human_role!r} is not '', 'patient' or 'therapist'")
         if self.crisis_locale not in CRISIS_RESOURCES:
             raise ValueError(f"Context.crisis_locale: {self.crisis_locale!r} is not one of {', '.join(CRISIS_RESOURCES)}")
+        if self.local_dtype not in LOCAL_DTYPES:
+            raise ValueError(f"Context.local_dtype: {self.local_dtype!r} is not one of {', '.join(LOCAL_DTYPES)}")
         if not self.model.strip():
             raise ValueError("Context.model: must name a model spec")
 
@@ -73,6 +76,7 @@ class Context:
             seed=self.seed,
             base_url=self.base_url or None,
             timeout=self.request_timeout,
+            local_dtype=self.local_dtype,
         )
 
     def as_dict(self) -> dict:

@@ -44,8 +44,8 @@ def test_concurrent_requests_share_one_batch():
 
     from mentalarena.agents.local import local_generator
 
-    model = load_chat_model("embedded", GenerationSettings(temperature=0, max_new_tokens=6))
-    generator = local_generator(str(embedded_model_dir()))
+    model = load_chat_model("embedded", GenerationSettings.reproducible(max_new_tokens=6))
+    generator = local_generator(str(embedded_model_dir()), "float32")
     before = dict(generator.stats)
     questions = [f"Name a colour. ({i})" for i in range(4)]
     with ThreadPoolExecutor(4) as pool:

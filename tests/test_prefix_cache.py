@@ -49,7 +49,8 @@ def test_cached_prefill_generates_what_plain_generate_does():
     from mentalarena.agents.local import generation_options, local_generator
     from mentalarena.agents.models import GenerationSettings, embedded_model_dir
 
-    generator = local_generator(str(embedded_model_dir()))
+    # float32: chunked and whole-prompt prefill then agree to the last bit, so outputs can be compared.
+    generator = local_generator(str(embedded_model_dir()), "float32")
     generator.prefix_cache.clear()
     settings = GenerationSettings(temperature=0, max_new_tokens=16)
     system = {"role": "system", "content": "You are a patient in a first therapy session. Answer in one or two sentences."}
