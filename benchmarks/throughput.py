@@ -51,14 +51,17 @@ def selfplay(sessions: int, concurrency: int, prompts: list[str] | None = None) 
         summary = run_sessions(builtin_profiles(), Context(model="embedded", **SMALL), Path(folder), sessions, progress=False, concurrency=concurrency)
         seconds = time.perf_counter() - started
     generator.submit = submit
-    tokens, batches, requests, prompt_tokens, cached = (
+    tokens, batches, requests, prompt_tokens, cached, busy, prefill = (
         generator.stats[key] - before.get(key, 0)
-        for key in ("generated_tokens", "batches", "requests", "prompt_tokens", "cached_prompt_tokens"))
+        for key in ("generated_tokens", "batches", "requests", "prompt_tokens", "cached_prompt_tokens",
+                    "generate_seconds", "prefill_seconds"))
     return {
         "sessions": sessions, "concurrency": concurrency, "done": summary.done, "seconds": round(seconds, 1),
         "generated_tokens": tokens, "tokens_per_second": round(tokens / seconds, 2),
         "sessions_per_hour": round(summary.done * 3600 / seconds, 1), "mean_batch": round(requests / max(batches, 1), 2),
         "prompt_tokens": prompt_tokens, "prompt_tokens_from_prefix_cache": round(cached / max(prompt_tokens, 1), 3),
+        # Where the wall time went: generating at all, and prefilling within that.
+        "generator_busy_fraction": round(busy / seconds, 3), "prefill_fraction_of_busy": round(prefill / max(busy, 1e-9), 3),
     }
 
 
@@ -132,6 +135,9 @@ def main() -> None:
     print(f"self-play, concurrency 8: {at_8['tokens_per_second']} tokens/s, {at_8['sessions_per_hour']} sessions/h, mean batch {at_8['mean_batch']}")
     print(f"prompt tokens served from the prefix cache: {at_1['prompt_tokens_from_prefix_cache']:.0%} at concurrency 1, "
           f"{at_8['prompt_tokens_from_prefix_cache']:.0%} at concurrency 8")
+    for at in (at_1, at_8):
+        print(f"concurrency {at['concurrency']}: generator busy {at['generator_busy_fraction']:.0%} of the wall time, "
+              f"{at['prefill_fraction_of_busy']:.0%} of that prefilling")
     print(f"raw generate, batch 8:    {raw['tokens_per_second']} tokens/s on {len(prompts)} arena prompts")
     print(f"concurrency 8 / raw batch 8 = {ratios['concurrency_8_vs_raw_batch_8']} (target >= 0.75)")
     print(f"concurrency 8 / concurrency 1 = {ratios['concurrency_8_vs_concurrency_1']} (target >= 3.5)")

@@ -119,6 +119,8 @@ def test_bad_settings_name_the_field():
         Context(inquiry_turns=0)
     with pytest.raises(ValueError, match="Context.similarity_threshold"):
         Context(similarity_threshold=1.5)
+    with pytest.raises(ValueError, match="Context.local_dtype: 'float16' is not one of auto, bfloat16, float32"):
+        Context(local_dtype="float16")
 
 
 def test_a_diagnosis_outside_the_format_is_kept_and_the_failure_recorded(scripted):
