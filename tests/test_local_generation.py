@@ -1,9 +1,10 @@
-"""The local backend's prefix cache: what it finds, what it keeps, and that it changes no output."""
+"""The local backend: its prefix cache (what it finds, what it keeps, and that it changes no
+output) and its sampler (the distribution ``generate``'s own sampling has)."""
 
 import pytest
 import torch
 
-from mentalarena.agents.local import PrefixCache
+from mentalarena.agents.local import PrefixCache, TopKNucleusSampler
 
 
 def states(ids: list[int], layers: int = 2) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -71,9 +72,34 @@ def test_cached_prefill_generates_what_plain_generate_does():
     assert generator.generate(prompts, settings) == plain
     cached_first = generator.stats["cached_prompt_tokens"] - before.get("cached_prompt_tokens", 0)
     assert cached_first > 0  # the follow-up and the other question reuse the opening's tokens
-    kept = {key: [k.clone() for k, _ in entry[1]] for key, entry in generator.prefix_cache._entries.items()}
+    kept = [(k, k.clone()) for _, states in generator.prefix_cache._entries.values() for k, _ in states]
     assert generator.generate(prompts, settings) == plain  # now every prompt is served from the cache
     prompt_tokens = generator.stats["prompt_tokens"] - before.get("prompt_tokens", 0)
     assert generator.stats["cached_prompt_tokens"] - before.get("cached_prompt_tokens", 0) - cached_first == prompt_tokens // 2
-    for key, keys in kept.items():  # generating from cached states never writes into them
-        assert all(torch.equal(a, b) for a, b in zip(keys, (k for k, _ in generator.prefix_cache._entries[key][1])))
+    assert all(torch.equal(k, copy) for k, copy in kept)  # generating from cached states never writes into them
+
+    # Replies are kept too: the next turn, which repeats the reply, prefills little more than its question.
+    next_turn = generator.render(opening + [{"role": "assistant", "content": plain[0]}, {"role": "user", "content": "And at night?"}])
+    opening_tokens = len(tokenizer(prompts[0], add_special_tokens=False)["input_ids"])
+    reply_tokens = len(tokenizer(plain[0], add_special_tokens=False)["input_ids"])
+    ids = tokenizer(next_turn, return_tensors="pt", add_special_tokens=False)["input_ids"][0]
+    assert generator.prefix_cache.longest_prefix(ids)[0] >= opening_tokens + reply_tokens // 2
+    inputs = tokenizer([next_turn], return_tensors="pt", add_special_tokens=False)
+    with torch.inference_mode():
+        output = generator.model.generate(**inputs, **generation_options(settings, tokenizer.pad_token_id))
+    assert generator.generate([next_turn], settings) == [tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()]
+
+
+def test_the_sampler_draws_from_the_distribution_generate_samples_from():
+    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    torch.manual_seed(0)
+    scores = torch.randn(1, 200).repeat(40_000, 1)  # one distribution, drawn 40,000 times
+    warped = LogitsProcessorList([TemperatureLogitsWarper(0.7), TopKLogitsWarper(50), TopPLogitsWarper(0.95)])(None, scores[:1])
+    expected = warped.softmax(dim=-1)[0]
+    drawn = TopKNucleusSampler(0.7)(None, scores)
+    assert bool((torch.isfinite(drawn).sum(dim=-1) == 1).all())  # one possible token per row
+    observed = torch.bincount(drawn.argmax(dim=-1), minlength=200) / len(scores)
+    assert int((expected > 0).sum()) > 3  # a real nucleus, not one token
+    assert bool((observed[expected == 0] == 0).all())  # nothing outside top-k and top-p
+    assert float((observed - expected).abs().max()) < 0.01
