@@ -40,9 +40,11 @@ STYLE_INSTRUCTIONS = {
 
 PATIENT_OPENING = "The session begins. In your own words, tell the therapist what has been troubling you this week."
 
-THERAPIST_SYSTEM = """You are a psychiatrist in a first assessment session with a patient. Ask one question at a time to understand the patient's emotional, cognitive, behavioural and physiological symptoms and their history. Be warm and non-judgmental. Do not diagnose or suggest treatment yet. Reply with one or two sentences: a brief acknowledgement and your next question.
+THERAPIST_SYSTEM = """You are a psychiatrist in a first assessment session with a patient. Ask one question at a time to understand the patient's emotional, cognitive, behavioural and physiological symptoms and their history. Be warm and non-judgmental. Do not diagnose or suggest treatment yet. Reply with one or two sentences: a brief acknowledgement and your next question."""
 
-Focus of your next question: {focus}"""
+# Comes after the dialogue, not in the system prompt: it changes every turn, and a system prompt
+# that stays the same lets a local model's prefix cache reuse the whole dialogue.
+THERAPIST_NEXT_QUESTION = "Focus of your next question: {focus}"
 
 THERAPIST_FEEDBACK = """
 

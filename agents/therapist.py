@@ -15,16 +15,17 @@ from mentalarena.agents.patient import dialogue
 PROPOSAL_LABELS = {"treatment": "Treatment", "medication": "Medication"}
 
 
-def therapist_system_prompt(state: dict) -> str:
+def next_question_task(state: dict) -> str:
+    """What the next question should be about, and the decoder's feedback when it redirected."""
     focus = prompts.INQUIRY_FOCI[state.get("questions_asked", 0) % len(prompts.INQUIRY_FOCI)]
-    system = prompts.THERAPIST_SYSTEM.format(focus=focus)
+    task = prompts.THERAPIST_NEXT_QUESTION.format(focus=focus)
     if state.get("feedback"):
-        system += prompts.THERAPIST_FEEDBACK.format(feedback=state["feedback"])
-    return system
+        task += prompts.THERAPIST_FEEDBACK.format(feedback=state["feedback"])
+    return task
 
 
 def therapist_messages(state: dict, task: str | None = None):
-    return role_messages(therapist_system_prompt(state), dialogue(state), me="therapist", task=task)
+    return role_messages(prompts.THERAPIST_SYSTEM, dialogue(state), me="therapist", task=task)
 
 
 def therapist(state: dict, runtime: Runtime) -> dict:
@@ -39,7 +40,7 @@ def therapist(state: dict, runtime: Runtime) -> dict:
         state = {**state, "feedback": reviewed}
     turns = dialogue(state)
     request = {"kind": "question", "patient_said": turns[-1]["text"] if turns else "", "feedback": state.get("feedback", "")}
-    _, text, error = speak(context, "therapist", therapist_messages(state), require_text, request)
+    _, text, error = speak(context, "therapist", therapist_messages(state, next_question_task(state)), require_text, request)
     if error:
         raise ParseError(f"therapist turn: {error}")  # a dialogue cannot go on without it
     return {

@@ -36,8 +36,8 @@ def test_deviation_goes_back_to_the_therapist_with_the_feedback_in_its_prompt(sc
     assert not second["deviations"] and not second["redirected"]
     questions = question_calls(model)
     assert len(questions) == 3  # two inquiry questions, one follow-up after the redirection
-    assert "Supervisor feedback" not in questions[1][0].content
-    assert first["feedback"] in questions[2][0].content
+    assert "Supervisor feedback" not in questions[1][-1].content
+    assert first["feedback"] in questions[2][-1].content
     phases = [turn["phase"] for turn in record["transcript"]]
     assert phases.count("followup") == 2  # the follow-up question and its answer
     assert record["illness"]
@@ -51,7 +51,7 @@ def test_no_deviation_goes_straight_on_to_diagnosis(scripted):
     assert record["decoder_rounds"][0]["deviations"] == []
     assert all(sim > 0.99 for sim in record["decoder_rounds"][0]["similarities"].values())
     assert "followup" not in {turn["phase"] for turn in record["transcript"]}
-    assert not any("Supervisor feedback" in call[0].content for call in question_calls(model))
+    assert not any("Supervisor feedback" in call[-1].content for call in question_calls(model))
     assert record["diagnosis_candidates"] == ["Major depressive disorder", "Adjustment disorder"]
     assert record["symptom_summary"] == "Low mood and withdrawal for months."
     assert record["illness"] == "Adjustment disorder"  # the patient picked the second

@@ -70,8 +70,8 @@ def test_a_person_edits_the_decoder_feedback_before_the_therapist_sees_it(script
     assert [p["kind"] for p in payloads] == ["review_feedback"]
     original = result["record"]["decoder_rounds"][0]["feedback"]
     assert payloads[0]["feedback"] == original
-    followup = [c for c in model.calls if c[0].content.startswith("You are a psychiatrist") and "Supervisor feedback" in c[0].content]
-    assert len(followup) == 1 and edited in followup[0][0].content and original not in followup[0][0].content
+    followup = [c for c in model.calls if c[0].content.startswith("You are a psychiatrist") and "Supervisor feedback" in c[-1].content]
+    assert len(followup) == 1 and edited in followup[0][-1].content and original not in followup[0][-1].content
     assert result["record"]["feedback_reviews"] == [{"round": 1, "original": original, "final": edited}]
 
 
