@@ -155,7 +155,9 @@ class LocalGenerator:
         if hit == len(ids):
             return states
         cache = DynamicCache(ddp_cache_data=states or None, config=self.model.config)
-        self.model(input_ids=ids[hit:].unsqueeze(0), past_key_values=cache, use_cache=True)
+        # Only the states are wanted: logits for one position, not for every prompt token (the
+        # vocabulary projection would add a fifth to the prefill).
+        self.model(input_ids=ids[hit:].unsqueeze(0), past_key_values=cache, use_cache=True, logits_to_keep=1)
         states = [(layer.keys, layer.values) for layer in cache.layers]
         self.prefix_cache.add(ids, states)
         return states
