@@ -20,6 +20,7 @@ Decoding then runs on a static key/value cache and samples with :class:`TopKNucl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 import time
@@ -74,6 +75,8 @@ class LocalGenerator:
             batch = [self._queue.get()]
             deadline = time.monotonic() + self.max_wait_seconds
             while len(batch) < self.max_batch:
+                if 0 < sessions_in_flight.count <= len(batch):
+                    break  # every running session has asked already: nobody else to wait for
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
@@ -216,6 +219,31 @@ def _left_padded_batch(states: list[list[tuple[Any, Any]]], width: int) -> list[
         (torch.cat([pad(row[layer][0]) for row in states]), torch.cat([pad(row[layer][1]) for row in states]))
         for layer in range(len(states[0]))
     ]
+
+
+class _SessionsInFlight:
+    """How many sessions are running now, when a runner says so (0: unknown).
+
+    The generator stops waiting for more requests once each of them has one queued, since a
+    session asks one thing at a time; at concurrency 1 it then never waits at all.
+    """
+
+    def __init__(self):
+        self.count = 0
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def session(self):
+        with self._lock:
+            self.count += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.count -= 1
+
+
+sessions_in_flight = _SessionsInFlight()
 
 
 class PrefixCache:

@@ -103,3 +103,21 @@ def test_the_sampler_draws_from_the_distribution_generate_samples_from():
     assert int((expected > 0).sum()) > 3  # a real nucleus, not one token
     assert bool((observed[expected == 0] == 0).all())  # nothing outside top-k and top-p
     assert float((observed - expected).abs().max()) < 0.01
+
+
+@pytest.mark.real_model
+def test_the_generator_does_not_wait_for_requests_no_running_session_will_make():
+    """With one session running and its request queued, nobody else will ask: the batch goes at
+    once, not after the bounded wait (here made ten minutes long, so a wait would time out)."""
+    from mentalarena.agents.local import local_generator, sessions_in_flight
+    from mentalarena.agents.models import GenerationSettings, embedded_model_dir
+
+    generator = local_generator(str(embedded_model_dir()), "float32")
+    prompt = generator.render([{"role": "user", "content": "Say hello."}])
+    wait = generator.max_wait_seconds
+    generator.max_wait_seconds = 600
+    try:
+        with sessions_in_flight.session():
+            assert generator.submit(prompt, GenerationSettings.reproducible(4)).result(timeout=60)
+    finally:
+        generator.max_wait_seconds = wait
