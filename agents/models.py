@@ -48,6 +48,7 @@ class GenerationSettings:
     max_new_tokens: int = 128
     seed: int | None = None
     base_url: str | None = None  # one URL, or several separated by commas to spread calls round-robin
+    timeout: float | None = None
     local_dtype: str = "auto"  # local models only: see resolve_local_dtype
 
     @classmethod
@@ -55,7 +56,6 @@ class GenerationSettings:
         """Greedy, and float32 for local models: the same answer whatever else shares its batch
         (bfloat16 rounds differently with the batch's shape). For evaluation."""
         return cls(temperature=0.0, max_new_tokens=max_new_tokens, local_dtype="float32")
-    timeout: float | None = None
 
 
 def register_chat_model(name: str, factory: ChatModelFactory | BaseChatModel) -> None:
