@@ -55,6 +55,7 @@ class LocalGenerator:
         self.max_batch = max_batch
         self.max_wait_seconds = max_wait_seconds
         self.prefix_cache = PrefixCache(prefix_cache_bytes)
+        self._reply_ends = [self.tokenizer.pad_token_id, *_as_list(self.model.generation_config.eos_token_id)]
         # requests, batches, generated_tokens, prompt_tokens, cached_prompt_tokens, and the seconds
         # spent generating (prefill included) and prefilling
         self.stats: Counter = Counter()
@@ -132,17 +133,30 @@ class LocalGenerator:
         generated = int((new_tokens != tokenizer.pad_token_id).sum())
         self.stats.update(requests=len(prompts), batches=1, generated_tokens=generated,
                           generate_seconds=time.perf_counter() - started)
-        return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in new_tokens]
+        return self.decode(new_tokens)
+
+    def generate_plain(self, prompts: list[str], settings: GenerationSettings):
+        """The new tokens of transformers' own ``generate`` on the left-padded batch, without the
+        prefix cache: what :meth:`generate` must equal, and the benchmark's baseline."""
+        import torch
+
+        inputs = self.tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+        with torch.inference_mode():
+            output = self.model.generate(**inputs, **generation_options(settings, self.tokenizer.pad_token_id))
+        return output[:, inputs["input_ids"].shape[1]:]
+
+    def decode(self, new_tokens) -> list[str]:
+        return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in new_tokens]
 
     def _remember_replies(self, rows: list, new_tokens, cache, width: int) -> None:
         """Cache each prompt together with its reply, whose states decoding has computed anyway:
         the session's next prompt repeats both."""
         import torch
 
-        ends = [self.tokenizer.pad_token_id, *_as_list(self.model.generation_config.eos_token_id)]
+        ends = torch.tensor(self._reply_ends)
         run_through = new_tokens.shape[1] - 1  # the last token drawn never goes through the model
         for i, row in enumerate(rows):
-            stops = torch.isin(new_tokens[i], torch.tensor(ends)).nonzero()
+            stops = torch.isin(new_tokens[i], ends).nonzero()
             reply = min(int(stops[0]) + 1 if len(stops) else new_tokens.shape[1], run_through)
             start = width - len(row)  # row i's left padding
             states = [(layer.keys[i:i + 1, :, start:width + reply].clone(), layer.values[i:i + 1, :, start:width + reply].clone())
@@ -255,17 +269,15 @@ class PrefixCache:
 
     def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes
+        self.nbytes = 0  # of the tensors held, kept up to date by add and clear
         self._entries: OrderedDict[int, tuple[Any, list[tuple[Any, Any]]]] = OrderedDict()
         self._next_key = 0
         self._lock = threading.Lock()
 
-    @property
-    def nbytes(self) -> int:
-        return sum(k.nbytes + v.nbytes for _, states in self._entries.values() for k, v in states)
-
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self.nbytes = 0
 
     def longest_prefix(self, ids) -> tuple[int, list[tuple[Any, Any]]]:
         """(length, states cut to that length) of the cached prompt sharing most leading tokens."""
@@ -289,11 +301,19 @@ class PrefixCache:
         with self._lock:
             for key, (cached, _) in list(self._entries.items()):
                 if len(cached) <= len(ids) and bool((cached == ids[:len(cached)]).all()):
-                    del self._entries[key]
+                    self._drop(key)
             self._entries[self._next_key] = (ids, states)
+            self.nbytes += _nbytes(states)
             self._next_key += 1
             while len(self._entries) > 1 and self.nbytes > self.max_bytes:
-                self._entries.popitem(last=False)
+                self._drop(next(iter(self._entries)))
+
+    def _drop(self, key: int) -> None:
+        self.nbytes -= _nbytes(self._entries.pop(key)[1])
+
+
+def _nbytes(states: list[tuple[Any, Any]]) -> int:
+    return sum(k.nbytes + v.nbytes for k, v in states)
 
 
 _generators: dict[tuple[str, str], LocalGenerator] = {}

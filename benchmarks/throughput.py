@@ -24,7 +24,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from mentalarena.agents.local import generation_options, local_generator
+from mentalarena.agents.local import local_generator
 from mentalarena.agents.models import embedded_model_dir
 from mentalarena.agents.profiles import builtin_profiles
 from mentalarena.graphs.arena import build_arena_graph
@@ -68,21 +68,14 @@ def selfplay(sessions: int, concurrency: int, prompts: list[str] | None = None) 
 def raw_batched_generate(prompts: list[str], batch: int = 8, batches: int = 4) -> dict:
     """Plain ``model.generate`` (no prefix cache) on batches of prompts taken evenly across the
     run, so every kind of arena prompt is in them."""
-    import torch
-
     generator = local_generator(str(embedded_model_dir()))
-    model, tokenizer = generator.model, generator.tokenizer
-    options = generation_options(Context(model="embedded", **SMALL).generation(), tokenizer.pad_token_id)
+    settings = Context(model="embedded", **SMALL).generation()
     step = max(1, len(prompts) // (batch * batches))
     sample = prompts[::step][: batch * batches]
-    tokenizer.padding_side = "left"
     tokens = 0
     started = time.perf_counter()
     for i in range(0, len(sample) - batch + 1, batch):
-        inputs = tokenizer(sample[i:i + batch], return_tensors="pt", padding=True, add_special_tokens=False)
-        with torch.inference_mode():
-            output = model.generate(**inputs, **options)
-        tokens += int((output[:, inputs["input_ids"].shape[1]:] != tokenizer.pad_token_id).sum())
+        tokens += int((generator.generate_plain(sample[i:i + batch], settings) != generator.tokenizer.pad_token_id).sum())
     seconds = time.perf_counter() - started
     return {"batch": batch, "seconds": round(seconds, 1), "generated_tokens": tokens, "tokens_per_second": round(tokens / seconds, 2)}
 

@@ -47,7 +47,7 @@ def test_the_least_recently_used_prompt_goes_first_when_full():
 def test_cached_prefill_generates_what_plain_generate_does():
     """Greedy decoding through the prefix cache is token for token what ``model.generate`` gives on
     the same padded batch, and prompts that repeat earlier ones prefill only their new tokens."""
-    from mentalarena.agents.local import generation_options, local_generator
+    from mentalarena.agents.local import local_generator
     from mentalarena.agents.models import GenerationSettings, embedded_model_dir
 
     # float32: chunked and whole-prompt prefill then agree to the last bit, so outputs can be compared.
@@ -62,11 +62,7 @@ def test_cached_prefill_generates_what_plain_generate_does():
     prompts = [generator.render(m) for m in (opening, follow_up, other)]
 
     tokenizer = generator.tokenizer
-    tokenizer.padding_side = "left"
-    inputs = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-    with torch.inference_mode():
-        output = generator.model.generate(**inputs, **generation_options(settings, tokenizer.pad_token_id))
-    plain = [tokenizer.decode(row, skip_special_tokens=True).strip() for row in output[:, inputs["input_ids"].shape[1]:]]
+    plain = generator.decode(generator.generate_plain(prompts, settings))
 
     before = dict(generator.stats)
     assert generator.generate(prompts, settings) == plain
@@ -84,10 +80,7 @@ def test_cached_prefill_generates_what_plain_generate_does():
     reply_tokens = len(tokenizer(plain[0], add_special_tokens=False)["input_ids"])
     ids = tokenizer(next_turn, return_tensors="pt", add_special_tokens=False)["input_ids"][0]
     assert generator.prefix_cache.longest_prefix(ids)[0] >= opening_tokens + reply_tokens // 2
-    inputs = tokenizer([next_turn], return_tensors="pt", add_special_tokens=False)
-    with torch.inference_mode():
-        output = generator.model.generate(**inputs, **generation_options(settings, tokenizer.pad_token_id))
-    assert generator.generate([next_turn], settings) == [tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()]
+    assert generator.generate([next_turn], settings) == generator.decode(generator.generate_plain([next_turn], settings))
 
 
 def test_the_sampler_draws_from_the_distribution_generate_samples_from():
