@@ -14,7 +14,8 @@ prefill-bound, and nearly every arena prompt repeats one seen before (the same s
 prompt plus its new turns; every session of a role opens with the same instructions), so each
 prompt computes key/value states only for tokens no cached prompt had. vLLM calls this automatic
 prefix caching; transformers' ``generate`` continues from a cache it is given, but keeps none.
-Decoding then runs on a static key/value cache and samples with :class:`TopKNucleusSampler`.
+Decoding then runs on a static key/value cache, attends with :func:`grouped_decode_attention`,
+and samples with :class:`TopKNucleusSampler`.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ class LocalGenerator:
     def __init__(self, path: str, dtype: str = "auto", max_batch: int = 16, max_wait_seconds: float = 0.1,
                  prefix_cache_bytes: int = 2 * 1024**3):
         self.model, self.tokenizer = load_local_model(path, dtype)
+        _register_decode_attention()
+        self.model.set_attn_implementation(DECODE_ATTENTION)
         self.max_batch = max_batch
         self.max_wait_seconds = max_wait_seconds
         self.prefix_cache = PrefixCache(prefix_cache_bytes)
@@ -192,6 +195,40 @@ def generation_options(settings: GenerationSettings, pad_token_id: int) -> dict[
         repetition_penalty=1.15,  # small local models loop on their own phrases without it
         pad_token_id=pad_token_id,
     )
+
+
+DECODE_ATTENTION = "mentalarena_grouped_decode"
+
+
+def grouped_decode_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """SDPA, except for a batch of single new tokens in half precision: two matmuls per key/value
+    head over the query heads that share it, with the softmax in float32.
+
+    On a CPU, torch's flash kernel for bfloat16 is slower there from batch 4 up: 1.6x at batch 8
+    over 950 cached positions, and the gap grows with the batch (``benchmarks/decode_attention.py``).
+    In float32, and for one or two rows, it is as fast or faster, so it keeps those.
+    """
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    batch, heads, new_tokens, head_dim = query.shape
+    if new_tokens != 1 or batch < 4 or query.dtype == torch.float32:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+    kv_heads = key.shape[1]
+    # Query head h reads key/value head h // (heads / kv_heads): grouped, it is one row of a matmul.
+    scores = torch.matmul(query.reshape(batch, kv_heads, heads // kv_heads, head_dim), key.transpose(-1, -2)) * scaling
+    if attention_mask is not None:  # [batch, 1, 1, positions]: True (or 0.0) where a row may attend
+        scores = scores.masked_fill(~attention_mask, float("-inf")) if attention_mask.dtype == torch.bool else scores + attention_mask
+    output = torch.matmul(scores.softmax(dim=-1, dtype=torch.float32).to(value.dtype), value)
+    return output.reshape(batch, 1, heads, head_dim), None  # [batch, new tokens, heads, head_dim], as SDPA gives
+
+
+def _register_decode_attention() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(DECODE_ATTENTION, grouped_decode_attention)
+    AttentionMaskInterface.register(DECODE_ATTENTION, sdpa_mask)  # the boolean masks SDPA takes
 
 
 class TopKNucleusSampler:

@@ -1,5 +1,6 @@
 """The local backend: its prefix cache (what it finds, what it keeps, and that it changes no
-output) and its sampler (the distribution ``generate``'s own sampling has)."""
+output), its decoding attention (what SDPA computes) and its sampler (the distribution
+``generate``'s own sampling has)."""
 
 import pytest
 import torch
@@ -81,6 +82,65 @@ def test_cached_prefill_generates_what_plain_generate_does():
     ids = tokenizer(next_turn, return_tensors="pt", add_special_tokens=False)["input_ids"][0]
     assert generator.prefix_cache.longest_prefix(ids)[0] >= opening_tokens + reply_tokens // 2
     assert generator.generate([next_turn], settings) == generator.decode(generator.generate_plain([next_turn], settings))
+
+
+def test_grouped_decode_attention_computes_what_sdpa_does_and_skips_masked_positions():
+    from types import SimpleNamespace
+
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from mentalarena.agents.local import grouped_decode_attention
+
+    torch.manual_seed(0)
+    layer = SimpleNamespace(num_key_value_groups=3, is_causal=True)  # 9 query heads over 3 key/value heads
+    query, key, value = torch.randn(6, 9, 1, 64), torch.randn(6, 3, 40, 64), torch.randn(6, 3, 40, 64)
+    mask = torch.ones(6, 1, 1, 40, dtype=torch.bool)
+    for row in range(6):
+        mask[row, ..., : 5 * row] = False  # left padding, different in every row
+    expected, _ = sdpa_attention_forward(layer, query, key, value, mask, scaling=0.125)  # float32
+
+    def grouped(key, value):
+        output, _ = grouped_decode_attention(layer, query.bfloat16(), key.bfloat16(), value.bfloat16(), mask, scaling=0.125)
+        return output.float()
+
+    assert grouped(key, value).shape == expected.shape == (6, 1, 9, 64)
+    torch.testing.assert_close(grouped(key, value), expected, atol=0.02, rtol=0.02)  # bfloat16 rounding
+    scrambled = torch.where(mask.transpose(-1, -2), key, torch.randn_like(key) * 100)
+    torch.testing.assert_close(grouped(scrambled, value), grouped(key, value), atol=0, rtol=0)
+
+
+@pytest.mark.real_model
+def test_a_bfloat16_batch_decodes_through_the_grouped_attention():
+    """The generator's model takes its decoding steps through :func:`grouped_decode_attention`, and
+    the logits it gives for a padded batch are those of SDPA up to bfloat16 rounding."""
+    from unittest import mock
+
+    from transformers import DynamicCache
+
+    from mentalarena.agents import local
+    from mentalarena.agents.models import embedded_model_dir
+
+    generator = local.local_generator(str(embedded_model_dir()), "bfloat16")
+    model, tokenizer = generator.model, generator.tokenizer
+    prompts = [generator.render([{"role": "user", "content": "How have you slept " + "lately? " * n}]) for n in range(4)]
+    batch = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+
+    def next_token_logits(attention: str):
+        model.set_attn_implementation(attention)
+        cache = DynamicCache(config=model.config)
+        with torch.inference_mode():
+            ids, mask = batch["input_ids"], batch["attention_mask"]
+            model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], past_key_values=cache, use_cache=True)
+            return model(input_ids=ids[:, -1:], attention_mask=mask, past_key_values=cache).logits[:, -1].float()
+
+    sdpa = next_token_logits("sdpa")
+    with mock.patch.object(local, "grouped_decode_attention", wraps=local.grouped_decode_attention) as spy:
+        local._register_decode_attention()
+        grouped = next_token_logits(local.DECODE_ATTENTION)  # and the shared model is as it was
+    local._register_decode_attention()
+    assert spy.call_count == model.config.num_hidden_layers * 2  # the prefill and the decoding step
+    assert float((grouped - sdpa).abs().max()) < 0.05 * float(sdpa.abs().max())
+    assert grouped.argmax(dim=-1).tolist() == sdpa.argmax(dim=-1).tolist()
 
 
 def test_the_sampler_draws_from_the_distribution_generate_samples_from():
