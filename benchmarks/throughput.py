@@ -2,14 +2,15 @@
 
 Measured side by side in one run (this machine is shared and noisy, so ratios, not timings, are
 the claim):
-1. self-play at concurrency 1 and at concurrency 8: generated tokens/s and sessions/hour;
+1. self-play at concurrency 1 and at concurrency 8: generated tokens/s and sessions/hour
+   (concurrency 1 runs before, between and after the concurrency-8 runs; each side is pooled);
 2. raw batched ``generate`` of the same model at batch 8 on the prompts the arena sent in (1):
    the limit that batching across sessions can reach;
 3. orchestration overhead: wall time not spent inside nodes, per node, with the instant scripted
    model.
 Prints the ratios against the targets and appends the figures to ``benchmarks/results.jsonl``.
 
-    python -m mentalarena.benchmarks.throughput [--sessions-1 2 --sessions-8 8]
+    python -m mentalarena.benchmarks.throughput [--rounds 2 --sessions-1 1 --sessions-8 24]
 """
 
 from __future__ import annotations
@@ -35,8 +36,12 @@ RESULTS = Path(__file__).with_name("results.jsonl")
 SMALL = dict(inquiry_turns=2, max_redirections=1, treatment_tries=2, medication_tries=2, max_new_tokens=64, temperature=0.7)
 
 
-def selfplay(sessions: int, concurrency: int, prompts: list[str] | None = None) -> dict:
-    """Run sessions on the embedded model; returns tokens/s and sessions/hour (and keeps prompts)."""
+COUNTS = ("generated_tokens", "batches", "requests", "prompt_tokens", "cached_prompt_tokens", "generate_seconds", "prefill_seconds")
+
+
+def selfplay(sessions: int, concurrency: int, prompts: list[str] | None = None, first_profile: int = 0) -> dict:
+    """Run sessions on the embedded model (starting from the ``first_profile``-th built-in profile);
+    returns the generator's counts over the run, its wall time and its finished sessions."""
     generator = local_generator(str(embedded_model_dir()))
     submit = generator.submit
     if prompts is not None:
@@ -45,23 +50,31 @@ def selfplay(sessions: int, concurrency: int, prompts: list[str] | None = None) 
             return submit(prompt, settings)
         generator.submit = recording_submit
     generator.prefix_cache.clear()  # each run starts cold: no run reuses another's prompts
+    profiles = builtin_profiles()
+    first_profile %= len(profiles)
     before = dict(generator.stats)
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
-        summary = run_sessions(builtin_profiles(), Context(model="embedded", **SMALL), Path(folder), sessions, progress=False, concurrency=concurrency)
+        summary = run_sessions(profiles[first_profile:] + profiles[:first_profile], Context(model="embedded", **SMALL),
+                               Path(folder), sessions, progress=False, concurrency=concurrency)
         seconds = time.perf_counter() - started
     generator.submit = submit
-    tokens, batches, requests, prompt_tokens, cached, busy, prefill = (
-        generator.stats[key] - before.get(key, 0)
-        for key in ("generated_tokens", "batches", "requests", "prompt_tokens", "cached_prompt_tokens",
-                    "generate_seconds", "prefill_seconds"))
+    return {"sessions": sessions, "concurrency": concurrency, "done": summary.done, "seconds": seconds,
+            **{key: generator.stats[key] - before.get(key, 0) for key in COUNTS}}
+
+
+def figures(*runs: dict) -> dict:
+    """Tokens/s, sessions/hour and where the time went, over one run or several pooled."""
+    total = {key: sum(run[key] for run in runs) for key in ("sessions", "done", "seconds", *COUNTS)}
+    seconds, busy = total["seconds"], total["generate_seconds"]
     return {
-        "sessions": sessions, "concurrency": concurrency, "done": summary.done, "seconds": round(seconds, 1),
-        "generated_tokens": tokens, "tokens_per_second": round(tokens / seconds, 2),
-        "sessions_per_hour": round(summary.done * 3600 / seconds, 1), "mean_batch": round(requests / max(batches, 1), 2),
-        "prompt_tokens": prompt_tokens, "prompt_tokens_from_prefix_cache": round(cached / max(prompt_tokens, 1), 3),
+        "sessions": total["sessions"], "concurrency": runs[0]["concurrency"], "done": total["done"], "seconds": round(seconds, 1),
+        "generated_tokens": total["generated_tokens"], "tokens_per_second": round(total["generated_tokens"] / seconds, 2),
+        "sessions_per_hour": round(total["done"] * 3600 / seconds, 1),
+        "mean_batch": round(total["requests"] / max(total["batches"], 1), 2), "prompt_tokens": total["prompt_tokens"],
+        "prompt_tokens_from_prefix_cache": round(total["cached_prompt_tokens"] / max(total["prompt_tokens"], 1), 3),
         # Where the wall time went: generating at all, and prefilling within that.
-        "generator_busy_fraction": round(busy / seconds, 3), "prefill_fraction_of_busy": round(prefill / max(busy, 1e-9), 3),
+        "generator_busy_fraction": round(busy / seconds, 3), "prefill_fraction_of_busy": round(total["prefill_seconds"] / max(busy, 1e-9), 3),
     }
 
 
@@ -101,19 +114,32 @@ async def _overhead(sessions: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sessions-1", type=int, default=2, help="sessions at concurrency 1")
-    parser.add_argument("--sessions-8", type=int, default=16, help="sessions at concurrency 8 (more than 8, so the tail of a run weighs less)")
+    parser.add_argument("--rounds", type=int, default=2, help="concurrency-8 runs, each between two concurrency-1 runs")
+    parser.add_argument("--sessions-1", type=int, default=1, help="sessions in each concurrency-1 run")
+    parser.add_argument("--sessions-8", type=int, default=24,
+                        help="sessions in each concurrency-8 run (many more than 8, so the run's tail, with fewer sessions left to batch, weighs little)")
     parser.add_argument("--overhead-sessions", type=int, default=10)
     args = parser.parse_args()
 
     overhead = asyncio.run(_overhead(args.overhead_sessions))
     prompts: list[str] = []
-    at_1 = selfplay(args.sessions_1, concurrency=1)
-    at_8 = selfplay(args.sessions_8, concurrency=8, prompts=prompts)
+    # This machine's speed drifts (it is shared), by 1.6x within one benchmark once. So
+    # concurrency 1 runs before, between and after the concurrency-8 runs, and each concurrency-8
+    # run is also set against the concurrency-1 runs on either side of it.
+    runs_1 = [selfplay(args.sessions_1, concurrency=1)]
+    runs_8 = []
+    for done_rounds in range(1, args.rounds + 1):
+        runs_8.append(selfplay(args.sessions_8, concurrency=8, prompts=prompts))
+        runs_1.append(selfplay(args.sessions_1, concurrency=1, first_profile=done_rounds * args.sessions_1))
+    by_run_1 = [figures(run)["tokens_per_second"] for run in runs_1]
+    by_run_8 = [figures(run)["tokens_per_second"] for run in runs_8]
+    at_1 = {**figures(*runs_1), "tokens_per_second_by_run": by_run_1}
+    at_8 = {**figures(*runs_8), "tokens_per_second_by_run": by_run_8}
     raw = raw_batched_generate(prompts)
     ratios = {
         "concurrency_8_vs_raw_batch_8": round(at_8["tokens_per_second"] / raw["tokens_per_second"], 2),
         "concurrency_8_vs_concurrency_1": round(at_8["tokens_per_second"] / at_1["tokens_per_second"], 2),
+        "concurrency_8_vs_concurrency_1_by_round": [round(tps / ((earlier + later) / 2), 2) for tps, earlier, later in zip(by_run_8, by_run_1, by_run_1[1:])],
     }
     result = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -124,8 +150,10 @@ def main() -> None:
     }
     with open(RESULTS, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(result) + "\n")
-    print(f"self-play, concurrency 1: {at_1['tokens_per_second']} tokens/s, {at_1['sessions_per_hour']} sessions/h")
-    print(f"self-play, concurrency 8: {at_8['tokens_per_second']} tokens/s, {at_8['sessions_per_hour']} sessions/h, mean batch {at_8['mean_batch']}")
+    print(f"self-play, concurrency 1: {at_1['tokens_per_second']} tokens/s, {at_1['sessions_per_hour']} sessions/h "
+          f"(tokens/s by run, in order: {by_run_1})")
+    print(f"self-play, concurrency 8: {at_8['tokens_per_second']} tokens/s, {at_8['sessions_per_hour']} sessions/h, "
+          f"mean batch {at_8['mean_batch']} (tokens/s by run: {by_run_8})")
     print(f"prompt tokens served from the prefix cache: {at_1['prompt_tokens_from_prefix_cache']:.0%} at concurrency 1, "
           f"{at_8['prompt_tokens_from_prefix_cache']:.0%} at concurrency 8")
     for at in (at_1, at_8):
@@ -133,7 +161,8 @@ def main() -> None:
               f"{at['prefill_fraction_of_busy']:.0%} of that prefilling")
     print(f"raw generate, batch 8:    {raw['tokens_per_second']} tokens/s on {len(prompts)} arena prompts")
     print(f"concurrency 8 / raw batch 8 = {ratios['concurrency_8_vs_raw_batch_8']} (target >= 0.75)")
-    print(f"concurrency 8 / concurrency 1 = {ratios['concurrency_8_vs_concurrency_1']} (target >= 3.5)")
+    print(f"concurrency 8 / concurrency 1 = {ratios['concurrency_8_vs_concurrency_1']} (target >= 3.5; "
+          f"by round, against the concurrency-1 runs on either side: {ratios['concurrency_8_vs_concurrency_1_by_round']})")
     print(f"orchestration overhead: {overhead['ms_per_node_overhead']} ms per node outside node code "
           f"({overhead['ms_per_node_total']} ms per node in all, scripted model, {overhead['nodes']} nodes; target <= 1 ms)")
     print(f"appended to {RESULTS}")
