@@ -204,9 +204,10 @@ def grouped_decode_attention(module, query, key, value, attention_mask, scaling=
     """SDPA, except for a batch of single new tokens in half precision: two matmuls per key/value
     head over the query heads that share it, with the softmax in float32.
 
-    On a CPU, torch's flash kernel for bfloat16 is slower there from batch 4 up: 1.6x at batch 8
-    over 950 cached positions, and the gap grows with the batch (``benchmarks/decode_attention.py``).
-    In float32, and for one or two rows, it is as fast or faster, so it keeps those.
+    On a CPU, torch's flash kernel for bfloat16 is slower there from batch 4 up: the attention
+    alone about 1.6x at batch 8 over 950 cached positions, a whole decoding step 1.35-1.4x at
+    batch 8 and 16 (``benchmarks/decode_attention.py``). In float32, and for one or two rows, it is
+    as fast or faster, so it keeps those.
     """
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward

@@ -25,7 +25,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from mentalarena.agents.local import local_generator
+from mentalarena.agents.local import local_generator, sessions_in_flight
 from mentalarena.agents.models import embedded_model_dir
 from mentalarena.agents.profiles import builtin_profiles
 from mentalarena.graphs.arena import build_arena_graph
@@ -41,35 +41,52 @@ COUNTS = ("generated_tokens", "batches", "requests", "prompt_tokens", "cached_pr
 
 def selfplay(sessions: int, concurrency: int, prompts: list[str] | None = None, first_profile: int = 0) -> dict:
     """Run sessions on the embedded model (starting from the ``first_profile``-th built-in profile);
-    returns the generator's counts over the run, its wall time and its finished sessions."""
+    returns the generator's counts over the run, its wall time and its finished sessions, and the
+    part of the run during which ``concurrency`` sessions were in flight."""
     generator = local_generator(str(embedded_model_dir()))
-    submit = generator.submit
+    submit, generate = generator.submit, generator.generate
     if prompts is not None:
         def recording_submit(prompt, settings):
             prompts.append(prompt)
             return submit(prompt, settings)
         generator.submit = recording_submit
+    full: list[tuple[float, int]] = []  # (seconds into the run, tokens so far) after each batch begun with every slot taken
+
+    def logging_generate(batch, settings):
+        slots_taken = sessions_in_flight.count >= concurrency
+        texts = generate(batch, settings)
+        if slots_taken:
+            full.append((time.perf_counter() - started, generator.stats["generated_tokens"] - before.get("generated_tokens", 0)))
+        return texts
+    generator.generate = logging_generate
     generator.prefix_cache.clear()  # each run starts cold: no run reuses another's prompts
     profiles = builtin_profiles()
     first_profile %= len(profiles)
     before = dict(generator.stats)
-    with tempfile.TemporaryDirectory() as folder:
-        started = time.perf_counter()
-        summary = run_sessions(profiles[first_profile:] + profiles[:first_profile], Context(model="embedded", **SMALL),
-                               Path(folder), sessions, progress=False, concurrency=concurrency)
-        seconds = time.perf_counter() - started
-    generator.submit = submit
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            started = time.perf_counter()
+            summary = run_sessions(profiles[first_profile:] + profiles[:first_profile], Context(model="embedded", **SMALL),
+                                   Path(folder), sessions, progress=False, concurrency=concurrency)
+            seconds = time.perf_counter() - started
+    finally:
+        generator.submit, generator.generate = submit, generate
+    full_seconds, full_tokens = full[-1] if full else (0.0, 0)
     return {"sessions": sessions, "concurrency": concurrency, "done": summary.done, "seconds": seconds,
+            "full_seconds": full_seconds, "full_generated_tokens": full_tokens,
             **{key: generator.stats[key] - before.get(key, 0) for key in COUNTS}}
 
 
 def figures(*runs: dict) -> dict:
     """Tokens/s, sessions/hour and where the time went, over one run or several pooled."""
-    total = {key: sum(run[key] for run in runs) for key in ("sessions", "done", "seconds", *COUNTS)}
+    total = {key: sum(run[key] for run in runs) for key in ("sessions", "done", "seconds", "full_seconds", "full_generated_tokens", *COUNTS)}
     seconds, busy = total["seconds"], total["generate_seconds"]
     return {
         "sessions": total["sessions"], "concurrency": runs[0]["concurrency"], "done": total["done"], "seconds": round(seconds, 1),
         "generated_tokens": total["generated_tokens"], "tokens_per_second": round(total["generated_tokens"] / seconds, 2),
+        # A run's end, when fewer sessions are left than slots, batches less: without it, what a long run keeps up.
+        "tokens_per_second_while_all_slots_taken": round(total["full_generated_tokens"] / max(total["full_seconds"], 1e-9), 2),
+        "share_of_run_with_all_slots_taken": round(total["full_seconds"] / seconds, 3),
         "sessions_per_hour": round(total["done"] * 3600 / seconds, 1),
         "mean_batch": round(total["requests"] / max(total["batches"], 1), 2), "prompt_tokens": total["prompt_tokens"],
         "prompt_tokens_from_prefix_cache": round(total["cached_prompt_tokens"] / max(total["prompt_tokens"], 1), 3),
@@ -139,6 +156,8 @@ def main() -> None:
     ratios = {
         "concurrency_8_vs_raw_batch_8": round(at_8["tokens_per_second"] / raw["tokens_per_second"], 2),
         "concurrency_8_vs_concurrency_1": round(at_8["tokens_per_second"] / at_1["tokens_per_second"], 2),
+        "concurrency_8_vs_concurrency_1_while_all_slots_taken": round(
+            at_8["tokens_per_second_while_all_slots_taken"] / at_1["tokens_per_second_while_all_slots_taken"], 2),
         "concurrency_8_vs_concurrency_1_by_round": [round(tps / ((earlier + later) / 2), 2) for tps, earlier, later in zip(by_run_8, by_run_1, by_run_1[1:])],
     }
     result = {
@@ -154,6 +173,9 @@ def main() -> None:
           f"(tokens/s by run, in order: {by_run_1})")
     print(f"self-play, concurrency 8: {at_8['tokens_per_second']} tokens/s, {at_8['sessions_per_hour']} sessions/h, "
           f"mean batch {at_8['mean_batch']} (tokens/s by run: {by_run_8})")
+    print(f"while all 8 slots were taken ({at_8['share_of_run_with_all_slots_taken']:.0%} of the concurrency-8 runs): "
+          f"{at_8['tokens_per_second_while_all_slots_taken']} tokens/s; concurrency 1 over the same part of its runs: "
+          f"{at_1['tokens_per_second_while_all_slots_taken']} tokens/s")
     print(f"prompt tokens served from the prefix cache: {at_1['prompt_tokens_from_prefix_cache']:.0%} at concurrency 1, "
           f"{at_8['prompt_tokens_from_prefix_cache']:.0%} at concurrency 8")
     for at in (at_1, at_8):
@@ -162,7 +184,8 @@ def main() -> None:
     print(f"raw generate, batch 8:    {raw['tokens_per_second']} tokens/s on {len(prompts)} arena prompts")
     print(f"concurrency 8 / raw batch 8 = {ratios['concurrency_8_vs_raw_batch_8']} (target >= 0.75)")
     print(f"concurrency 8 / concurrency 1 = {ratios['concurrency_8_vs_concurrency_1']} (target >= 3.5; "
-          f"by round, against the concurrency-1 runs on either side: {ratios['concurrency_8_vs_concurrency_1_by_round']})")
+          f"by round, against the concurrency-1 runs on either side: {ratios['concurrency_8_vs_concurrency_1_by_round']}; "
+          f"while all slots were taken: {ratios['concurrency_8_vs_concurrency_1_while_all_slots_taken']})")
     print(f"orchestration overhead: {overhead['ms_per_node_overhead']} ms per node outside node code "
           f"({overhead['ms_per_node_total']} ms per node in all, scripted model, {overhead['nodes']} nodes; target <= 1 ms)")
     print(f"appended to {RESULTS}")
