@@ -205,9 +205,9 @@ def grouped_decode_attention(module, query, key, value, attention_mask, scaling=
     head over the query heads that share it, with the softmax in float32.
 
     On a CPU, torch's flash kernel for bfloat16 is slower there from batch 4 up: the attention
-    alone about 1.6x at batch 8 over 950 cached positions, a whole decoding step 1.35-1.4x at
-    batch 8 and 16 (``benchmarks/decode_attention.py``). In float32, and for one or two rows, it is
-    as fast or faster, so it keeps those.
+    alone about 1.6x at batch 8 over 950 cached positions; a whole decoding step 1.1-1.4x at
+    batch 8 and 1.2-1.35x at batch 16 in two runs (``benchmarks/decode_attention.py``). In float32,
+    and for one or two rows, it is as fast or faster, so it keeps those.
     """
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
