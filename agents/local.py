@@ -53,7 +53,7 @@ class LocalGenerator:
     def __init__(self, path: str, dtype: str = "auto", max_batch: int = 16, max_wait_seconds: float = 0.1,
                  prefix_cache_bytes: int = 2 * 1024**3):
         self.model, self.tokenizer = load_local_model(path, dtype)
-        _register_decode_attention()
+        register_attention(DECODE_ATTENTION, grouped_decode_attention)
         self.model.set_attn_implementation(DECODE_ATTENTION)
         self.max_batch = max_batch
         self.max_wait_seconds = max_wait_seconds
@@ -198,38 +198,53 @@ def generation_options(settings: GenerationSettings, pad_token_id: int) -> dict[
 
 
 DECODE_ATTENTION = "mentalarena_grouped_decode"
+GROUPED_MIN_BATCH = 4  # from here up, grouped decoding steps measured faster (benchmarks/decode_attention.jsonl)
 
 
 def grouped_decode_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """SDPA, except for a batch of single new tokens in half precision: two matmuls per key/value
-    head over the query heads that share it, with the softmax in float32.
+    """SDPA, except for a batch of single new tokens in half precision, which goes to
+    :func:`grouped_attention`.
 
-    On a CPU, torch's flash kernel for bfloat16 is slower there from batch 4 up: the attention
-    alone about 1.6x at batch 8 over 950 cached positions; a whole decoding step 1.1-1.4x at
-    batch 8 and 1.2-1.35x at batch 16 in two runs (``benchmarks/decode_attention.py``). In float32,
-    and for one or two rows, it is as fast or faster, so it keeps those.
+    On a CPU, torch's flash kernel for bfloat16 is slower there as the batch grows. With the grouped
+    matmuls a whole decoding step was 1.04x faster at batch 4, 1.1-1.4x at batch 8 and 1.2-1.35x at
+    batch 16, and 0.96-0.99x at batch 1 (``benchmarks/decode_attention.py``). In float32 the kernel
+    was as fast or faster in a microbenchmark. Models whose attention has extras (soft-capping,
+    sinks, position bias) keep SDPA throughout.
     """
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    batch, heads, new_tokens, head_dim = query.shape
-    if new_tokens != 1 or batch < 4 or query.dtype == torch.float32:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+    batch, _, new_tokens, head_dim = query.shape
+    plain = not (kwargs.get("softcap") or kwargs.get("s_aux") is not None or kwargs.get("position_bias") is not None)
+    if (new_tokens == 1 and batch >= GROUPED_MIN_BATCH and query.dtype != torch.float32 and plain
+            and key.shape[-1] == value.shape[-1] == head_dim and (attention_mask is None or attention_mask.dtype == torch.bool)):
+        return grouped_attention(query, key, value, attention_mask, scaling if scaling is not None else head_dim**-0.5), None
+    return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+
+
+def grouped_attention(query, key, value, attention_mask, scaling: float):
+    """Attention of one new token per row as two matmuls per key/value head, over the query heads
+    that share it, with the softmax in float32. ``attention_mask``: boolean, True where a row may
+    attend, or None. Returns [batch, 1, heads, head_dim], as transformers' attention functions do."""
+    import torch
+
+    batch, heads, _, head_dim = query.shape
     kv_heads = key.shape[1]
     # Query head h reads key/value head h // (heads / kv_heads): grouped, it is one row of a matmul.
     scores = torch.matmul(query.reshape(batch, kv_heads, heads // kv_heads, head_dim), key.transpose(-1, -2)) * scaling
-    if attention_mask is not None:  # [batch, 1, 1, positions]: True (or 0.0) where a row may attend
-        scores = scores.masked_fill(~attention_mask, float("-inf")) if attention_mask.dtype == torch.bool else scores + attention_mask
+    if attention_mask is not None:  # [batch, 1, 1, positions]
+        scores = scores.masked_fill(~attention_mask, float("-inf"))
     output = torch.matmul(scores.softmax(dim=-1, dtype=torch.float32).to(value.dtype), value)
-    return output.reshape(batch, 1, heads, head_dim), None  # [batch, new tokens, heads, head_dim], as SDPA gives
+    return output.reshape(batch, 1, heads, head_dim)
 
 
-def _register_decode_attention() -> None:
+def register_attention(name: str, attention) -> None:
+    """Make ``attention`` selectable as ``model.set_attn_implementation(name)``, with SDPA's masks."""
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-    AttentionInterface.register(DECODE_ATTENTION, grouped_decode_attention)
-    AttentionMaskInterface.register(DECODE_ATTENTION, sdpa_mask)  # the boolean masks SDPA takes
+    AttentionInterface.register(name, attention)
+    AttentionMaskInterface.register(name, sdpa_mask)  # boolean, True where a row may attend
 
 
 class TopKNucleusSampler:

@@ -1,5 +1,6 @@
 """Decoding step time of the embedded model with torch's SDPA and with the local backend's
-:func:`~mentalarena.agents.local.grouped_decode_attention`, side by side.
+:func:`~mentalarena.agents.local.grouped_attention` (at every batch size here, so the figures say
+from which batch the generator should use it), side by side.
 
 Each batch size decodes the same left-padded prompts (lengths spread like arena prompts) from the
 same cached prefill, alternating the two attentions round by round, so that a slow moment of this
@@ -18,12 +19,18 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from mentalarena.agents.local import DECODE_ATTENTION, generation_options, local_generator
+from mentalarena.agents.local import DECODE_ATTENTION, generation_options, grouped_attention, local_generator, register_attention
 from mentalarena.agents.models import GenerationSettings, embedded_model_dir
 from mentalarena.graphs.run import package_versions
 
 RESULTS = Path(__file__).with_name("decode_attention.jsonl")
-ATTENTIONS = ("sdpa", DECODE_ATTENTION)
+GROUPED = "mentalarena_grouped_always"
+ATTENTIONS = ("sdpa", GROUPED)
+
+
+def grouped_always(module, query, key, value, attention_mask, scaling=None, **kwargs):
+    """The grouped matmuls for every decoding step (``generate`` after a full cache decodes only)."""
+    return grouped_attention(query, key, value, attention_mask, scaling), None
 
 
 def step_milliseconds(generator, lengths: list[int], steps: int, rounds: int) -> dict[str, float]:
@@ -31,29 +38,30 @@ def step_milliseconds(generator, lengths: list[int], steps: int, rounds: int) ->
     import torch
     from transformers import DynamicCache, StaticCache
 
-    model, pad = generator.model, generator.tokenizer.pad_token_id
+    model, tokenizer = generator.model, generator.tokenizer
     width = max(lengths)
-    generator_of_ids = torch.Generator().manual_seed(0)
-    input_ids = torch.full((len(lengths), width + 1), pad)
-    attention_mask = torch.zeros((len(lengths), width + 1), dtype=torch.long)
-    for row, length in enumerate(lengths):
-        input_ids[row, width - length:] = torch.randint(100, 40_000, (length + 1,), generator=generator_of_ids)
-        attention_mask[row, width - length:] = 1
-    options = {**generation_options(GenerationSettings(temperature=0.7, max_new_tokens=steps), pad), "eos_token_id": None}
+    random_ids = torch.Generator().manual_seed(0)
+    rows = [torch.randint(100, 40_000, (length + 1,), generator=random_ids).tolist() for length in lengths]
+    batch = tokenizer.pad({"input_ids": rows}, padding_side="left", return_tensors="pt")
+    input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
+    options = {**generation_options(GenerationSettings(temperature=0.7, max_new_tokens=steps), tokenizer.pad_token_id), "eos_token_id": None}
     times: dict[str, list[float]] = {name: [] for name in ATTENTIONS}
-    with torch.inference_mode():
-        prefilled = DynamicCache(config=model.config)
-        model(input_ids=input_ids[:, :-1], attention_mask=attention_mask[:, :-1], past_key_values=prefilled, use_cache=True, logits_to_keep=1)
-        for _ in range(rounds):
-            for name in ATTENTIONS:
-                model.set_attn_implementation(name)
-                cache = StaticCache(config=model.config, max_cache_len=width + 1 + steps)
-                for layer, states in enumerate(prefilled.layers):
-                    cache.update(states.keys, states.values, layer)
-                started = time.perf_counter()
-                model.generate(input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache, **options)
-                times[name].append(1000 * (time.perf_counter() - started) / steps)
-    model.set_attn_implementation(DECODE_ATTENTION)  # the generator's own choice, as it was
+    register_attention(GROUPED, grouped_always)
+    try:
+        with torch.inference_mode():
+            prefilled = DynamicCache(config=model.config)
+            model(input_ids=input_ids[:, :-1], attention_mask=attention_mask[:, :-1], past_key_values=prefilled, use_cache=True, logits_to_keep=1)
+            for _ in range(rounds):
+                for name in ATTENTIONS:
+                    model.set_attn_implementation(name)
+                    cache = StaticCache(config=model.config, max_cache_len=width + 1 + steps)
+                    for layer, states in enumerate(prefilled.layers):
+                        cache.update(states.keys, states.values, layer)
+                    started = time.perf_counter()
+                    model.generate(input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache, **options)
+                    times[name].append(1000 * (time.perf_counter() - started) / steps)
+    finally:
+        model.set_attn_implementation(DECODE_ATTENTION)  # the generator's own choice, as it was
     return {name: round(statistics.median(values), 2) for name, values in times.items()}
 
 
@@ -72,8 +80,8 @@ def main() -> None:
         lengths = (arena_like * (batch // len(arena_like) + 1))[:batch]
         ms = step_milliseconds(generator, lengths, args.steps, args.rounds)
         rows.append({"batch": batch, "longest_prompt": max(lengths), "ms_per_step": ms,
-                     "sdpa_over_grouped": round(ms["sdpa"] / ms[DECODE_ATTENTION], 2)})
-        print(f"batch {batch:3d}: SDPA {ms['sdpa']:7.2f} ms/step, grouped {ms[DECODE_ATTENTION]:7.2f} ms/step, "
+                     "sdpa_over_grouped": round(ms["sdpa"] / ms[GROUPED], 2)})
+        print(f"batch {batch:3d}: SDPA {ms['sdpa']:7.2f} ms/step, grouped {ms[GROUPED]:7.2f} ms/step, "
               f"SDPA / grouped = {rows[-1]['sdpa_over_grouped']}")
     result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "dtype": str(generator.model.dtype),
               "versions": package_versions(), "steps": args.steps, "rounds": args.rounds, "batches": rows}

@@ -50,13 +50,17 @@ def selfplay(sessions: int, concurrency: int, prompts: list[str] | None = None, 
             prompts.append(prompt)
             return submit(prompt, settings)
         generator.submit = recording_submit
-    full: list[tuple[float, int]] = []  # (seconds into the run, tokens so far) after each batch begun with every slot taken
+    full: list[tuple[float, int, float, int]] = []  # batches begun with every slot taken: (start, tokens before, end, tokens after)
+
+    def so_far() -> tuple[float, int]:  # seconds into the run, tokens generated in it
+        return time.perf_counter() - started, generator.stats["generated_tokens"] - before.get("generated_tokens", 0)
 
     def logging_generate(batch, settings):
         slots_taken = sessions_in_flight.count >= concurrency
+        began = so_far()
         texts = generate(batch, settings)
         if slots_taken:
-            full.append((time.perf_counter() - started, generator.stats["generated_tokens"] - before.get("generated_tokens", 0)))
+            full.append((*began, *so_far()))
         return texts
     generator.generate = logging_generate
     generator.prefix_cache.clear()  # each run starts cold: no run reuses another's prompts
@@ -71,7 +75,8 @@ def selfplay(sessions: int, concurrency: int, prompts: list[str] | None = None, 
             seconds = time.perf_counter() - started
     finally:
         generator.submit, generator.generate = submit, generate
-    full_seconds, full_tokens = full[-1] if full else (0.0, 0)
+    # From the first to the last batch begun with every slot taken (what came between included).
+    full_seconds, full_tokens = (full[-1][2] - full[0][0], full[-1][3] - full[0][1]) if full else (None, None)
     return {"sessions": sessions, "concurrency": concurrency, "done": summary.done, "seconds": seconds,
             "full_seconds": full_seconds, "full_generated_tokens": full_tokens,
             **{key: generator.stats[key] - before.get(key, 0) for key in COUNTS}}
@@ -79,14 +84,16 @@ def selfplay(sessions: int, concurrency: int, prompts: list[str] | None = None, 
 
 def figures(*runs: dict) -> dict:
     """Tokens/s, sessions/hour and where the time went, over one run or several pooled."""
-    total = {key: sum(run[key] for run in runs) for key in ("sessions", "done", "seconds", "full_seconds", "full_generated_tokens", *COUNTS)}
+    total = {key: sum(run[key] for run in runs) for key in ("sessions", "done", "seconds", *COUNTS)}
+    measured_full = all(run["full_seconds"] for run in runs)  # not when a run never had all its slots taken
+    full_seconds = sum(run["full_seconds"] for run in runs) if measured_full else None
     seconds, busy = total["seconds"], total["generate_seconds"]
     return {
         "sessions": total["sessions"], "concurrency": runs[0]["concurrency"], "done": total["done"], "seconds": round(seconds, 1),
         "generated_tokens": total["generated_tokens"], "tokens_per_second": round(total["generated_tokens"] / seconds, 2),
         # A run's end, when fewer sessions are left than slots, batches less: without it, what a long run keeps up.
-        "tokens_per_second_while_all_slots_taken": round(total["full_generated_tokens"] / max(total["full_seconds"], 1e-9), 2),
-        "share_of_run_with_all_slots_taken": round(total["full_seconds"] / seconds, 3),
+        "tokens_per_second_while_all_slots_taken": round(sum(run["full_generated_tokens"] for run in runs) / full_seconds, 2) if measured_full else None,
+        "share_of_run_with_all_slots_taken": round(full_seconds / seconds, 3) if measured_full else None,
         "sessions_per_hour": round(total["done"] * 3600 / seconds, 1),
         "mean_batch": round(total["requests"] / max(total["batches"], 1), 2), "prompt_tokens": total["prompt_tokens"],
         "prompt_tokens_from_prefix_cache": round(total["cached_prompt_tokens"] / max(total["prompt_tokens"], 1), 3),
@@ -137,6 +144,8 @@ def main() -> None:
                         help="sessions in each concurrency-8 run (many more than 8, so the run's tail, with fewer sessions left to batch, weighs little)")
     parser.add_argument("--overhead-sessions", type=int, default=10)
     args = parser.parse_args()
+    if args.rounds < 1 or args.sessions_1 < 1 or args.sessions_8 < 1:
+        parser.error("--rounds, --sessions-1 and --sessions-8 must each be at least 1")
 
     overhead = asyncio.run(_overhead(args.overhead_sessions))
     prompts: list[str] = []
@@ -157,7 +166,8 @@ def main() -> None:
         "concurrency_8_vs_raw_batch_8": round(at_8["tokens_per_second"] / raw["tokens_per_second"], 2),
         "concurrency_8_vs_concurrency_1": round(at_8["tokens_per_second"] / at_1["tokens_per_second"], 2),
         "concurrency_8_vs_concurrency_1_while_all_slots_taken": round(
-            at_8["tokens_per_second_while_all_slots_taken"] / at_1["tokens_per_second_while_all_slots_taken"], 2),
+            at_8["tokens_per_second_while_all_slots_taken"] / at_1["tokens_per_second_while_all_slots_taken"], 2)
+        if at_8["tokens_per_second_while_all_slots_taken"] else None,
         "concurrency_8_vs_concurrency_1_by_round": [round(tps / ((earlier + later) / 2), 2) for tps, earlier, later in zip(by_run_8, by_run_1, by_run_1[1:])],
     }
     result = {
@@ -173,9 +183,10 @@ def main() -> None:
           f"(tokens/s by run, in order: {by_run_1})")
     print(f"self-play, concurrency 8: {at_8['tokens_per_second']} tokens/s, {at_8['sessions_per_hour']} sessions/h, "
           f"mean batch {at_8['mean_batch']} (tokens/s by run: {by_run_8})")
-    print(f"while all 8 slots were taken ({at_8['share_of_run_with_all_slots_taken']:.0%} of the concurrency-8 runs): "
-          f"{at_8['tokens_per_second_while_all_slots_taken']} tokens/s; concurrency 1 over the same part of its runs: "
-          f"{at_1['tokens_per_second_while_all_slots_taken']} tokens/s")
+    if at_8["tokens_per_second_while_all_slots_taken"]:
+        print(f"while all 8 slots were taken ({at_8['share_of_run_with_all_slots_taken']:.0%} of the concurrency-8 runs): "
+              f"{at_8['tokens_per_second_while_all_slots_taken']} tokens/s; concurrency 1 from its first batch to its last: "
+              f"{at_1['tokens_per_second_while_all_slots_taken']} tokens/s")
     print(f"prompt tokens served from the prefix cache: {at_1['prompt_tokens_from_prefix_cache']:.0%} at concurrency 1, "
           f"{at_8['prompt_tokens_from_prefix_cache']:.0%} at concurrency 8")
     for at in (at_1, at_8):

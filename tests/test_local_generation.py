@@ -84,45 +84,44 @@ def test_cached_prefill_generates_what_plain_generate_does():
     assert generator.generate([next_turn], settings) == generator.decode(generator.generate_plain([next_turn], settings))
 
 
-def test_grouped_decode_attention_computes_what_sdpa_does_and_skips_masked_positions():
-    from types import SimpleNamespace
+def test_grouped_attention_computes_attention_per_head_and_skips_masked_positions():
+    from transformers.integrations.sdpa_attention import repeat_kv
 
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    from mentalarena.agents.local import grouped_decode_attention
+    from mentalarena.agents.local import grouped_attention
 
     torch.manual_seed(0)
-    layer = SimpleNamespace(num_key_value_groups=3, is_causal=True)  # 9 query heads over 3 key/value heads
-    query, key, value = torch.randn(6, 9, 1, 64), torch.randn(6, 3, 40, 64), torch.randn(6, 3, 40, 64)
+    query, key, value = torch.randn(6, 9, 1, 64), torch.randn(6, 3, 40, 64), torch.randn(6, 3, 40, 64)  # 9 query heads, 3 key/value heads
     mask = torch.ones(6, 1, 1, 40, dtype=torch.bool)
     for row in range(6):
         mask[row, ..., : 5 * row] = False  # left padding, different in every row
-    expected, _ = sdpa_attention_forward(layer, query, key, value, mask, scaling=0.125)  # float32
+    # Written out: every query head against its own copy of its key/value head, in float64.
+    scores = (query.double() @ repeat_kv(key, 3).double().transpose(-1, -2)) * 0.125
+    expected = (scores.masked_fill(~mask, float("-inf")).softmax(dim=-1) @ repeat_kv(value, 3).double()).transpose(1, 2)
 
     def grouped(key, value):
-        output, _ = grouped_decode_attention(layer, query.bfloat16(), key.bfloat16(), value.bfloat16(), mask, scaling=0.125)
-        return output.float()
+        return grouped_attention(query.bfloat16(), key.bfloat16(), value.bfloat16(), mask, 0.125).float()
 
     assert grouped(key, value).shape == expected.shape == (6, 1, 9, 64)
-    torch.testing.assert_close(grouped(key, value), expected, atol=0.02, rtol=0.02)  # bfloat16 rounding
+    torch.testing.assert_close(grouped(key, value), expected.float(), atol=0.02, rtol=0.02)  # bfloat16 rounding
     scrambled = torch.where(mask.transpose(-1, -2), key, torch.randn_like(key) * 100)
     torch.testing.assert_close(grouped(scrambled, value), grouped(key, value), atol=0, rtol=0)
 
 
 @pytest.mark.real_model
 def test_a_bfloat16_batch_decodes_through_the_grouped_attention():
-    """The generator's model takes its decoding steps through :func:`grouped_decode_attention`, and
-    the logits it gives for a padded batch are those of SDPA up to bfloat16 rounding."""
+    """The generator's model takes the decoding steps of a batch as small as it groups through
+    :func:`grouped_attention`, and its logits are SDPA's up to bfloat16 rounding."""
     from unittest import mock
 
     from transformers import DynamicCache
+    from transformers.integrations import sdpa_attention
 
     from mentalarena.agents import local
     from mentalarena.agents.models import embedded_model_dir
 
     generator = local.local_generator(str(embedded_model_dir()), "bfloat16")
     model, tokenizer = generator.model, generator.tokenizer
-    prompts = [generator.render([{"role": "user", "content": "How have you slept " + "lately? " * n}]) for n in range(4)]
+    prompts = [generator.render([{"role": "user", "content": "How have you slept " + "lately? " * n}]) for n in range(local.GROUPED_MIN_BATCH)]
     batch = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
 
     def next_token_logits(attention: str):
@@ -133,12 +132,13 @@ def test_a_bfloat16_batch_decodes_through_the_grouped_attention():
             model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], past_key_values=cache, use_cache=True)
             return model(input_ids=ids[:, -1:], attention_mask=mask, past_key_values=cache).logits[:, -1].float()
 
-    sdpa = next_token_logits("sdpa")
-    with mock.patch.object(local, "grouped_decode_attention", wraps=local.grouped_decode_attention) as spy:
-        local._register_decode_attention()
-        grouped = next_token_logits(local.DECODE_ATTENTION)  # and the shared model is as it was
-    local._register_decode_attention()
-    assert spy.call_count == model.config.num_hidden_layers * 2  # the prefill and the decoding step
+    try:
+        sdpa = next_token_logits("sdpa")
+        with mock.patch.object(sdpa_attention, "sdpa_attention_forward", wraps=sdpa_attention.sdpa_attention_forward) as kernel:
+            grouped = next_token_logits(local.DECODE_ATTENTION)
+    finally:
+        model.set_attn_implementation(local.DECODE_ATTENTION)  # the model is shared: leave it as the generator set it
+    assert kernel.call_count == model.config.num_hidden_layers  # SDPA for the prefill only, not the decoding step
     assert float((grouped - sdpa).abs().max()) < 0.05 * float(sdpa.abs().max())
     assert grouped.argmax(dim=-1).tolist() == sdpa.argmax(dim=-1).tolist()
 
