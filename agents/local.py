@@ -35,7 +35,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
-from mentalarena.agents.models import GenerationSettings, load_local_model, resolve_local_dtype
+from mentalarena.agents.models import GenerationSettings, cpu_computes_bfloat16, load_local_model, resolve_local_dtype
 
 ROLES = {"system": "system", "human": "user", "ai": "assistant"}
 
@@ -202,21 +202,22 @@ GROUPED_MIN_BATCH = 4  # from here up, grouped decoding steps measured faster (b
 
 
 def grouped_decode_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """SDPA, except for a batch of single new tokens in half precision, which goes to
-    :func:`grouped_attention`.
+    """SDPA, except for a batch of single new tokens in bfloat16 on a CPU that computes bfloat16
+    natively, which goes to :func:`grouped_attention`.
 
-    On a CPU, torch's flash kernel for bfloat16 is slower there as the batch grows. With the grouped
-    matmuls a whole decoding step was 1.04x faster at batch 4, 1.1-1.4x at batch 8 and 1.2-1.35x at
-    batch 16, and 0.96-0.99x at batch 1 (``benchmarks/decode_attention.py``). In float32 the kernel
-    was as fast or faster in a microbenchmark. Models whose attention has extras (soft-capping,
-    sinks, position bias) keep SDPA throughout.
+    On such a CPU, torch's flash kernel for bfloat16 is slower there as the batch grows. With the
+    grouped matmuls a whole decoding step was 1.04x faster at batch 4, 1.1-1.4x at batch 8 and
+    1.2-1.35x at batch 16, and 0.96-0.99x at batch 1 (``benchmarks/decode_attention.py``). In
+    float32 the kernel was as fast or faster (0.95x at batch 8 on an AVX2-only CPU), and where
+    bfloat16 is emulated the grouped matmuls took twice as long at batch 8. Models whose attention
+    has extras (soft-capping, sinks, position bias) keep SDPA throughout.
     """
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     batch, _, new_tokens, head_dim = query.shape
     plain = not (kwargs.get("softcap") or kwargs.get("s_aux") is not None or kwargs.get("position_bias") is not None)
-    if (new_tokens == 1 and batch >= GROUPED_MIN_BATCH and query.dtype != torch.float32 and plain
+    if (new_tokens == 1 and batch >= GROUPED_MIN_BATCH and query.dtype == torch.bfloat16 and cpu_computes_bfloat16() and plain
             and key.shape[-1] == value.shape[-1] == head_dim and (attention_mask is None or attention_mask.dtype == torch.bool)):
         return grouped_attention(query, key, value, attention_mask, scaling if scaling is not None else head_dim**-0.5), None
     return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)

@@ -109,8 +109,10 @@ def test_grouped_attention_computes_attention_per_head_and_skips_masked_position
 
 @pytest.mark.real_model
 def test_a_bfloat16_batch_decodes_through_the_grouped_attention():
-    """The generator's model takes the decoding steps of a batch as small as it groups through
-    :func:`grouped_attention`, and its logits are SDPA's up to bfloat16 rounding."""
+    """On a CPU that computes bfloat16 natively, the generator's model takes the decoding steps of
+    a batch as small as it groups through :func:`grouped_attention`, and its logits are SDPA's up
+    to bfloat16 rounding. Where bfloat16 is emulated, SDPA takes every step. (The CPU's answer is
+    patched both ways, so each machine tests both.)"""
     from unittest import mock
 
     from transformers import DynamicCache
@@ -132,13 +134,21 @@ def test_a_bfloat16_batch_decodes_through_the_grouped_attention():
             model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], past_key_values=cache, use_cache=True)
             return model(input_ids=ids[:, -1:], attention_mask=mask, past_key_values=cache).logits[:, -1].float()
 
+    def sdpa_calls(native: bool) -> tuple[int, torch.Tensor]:
+        with (mock.patch.object(local, "cpu_computes_bfloat16", return_value=native),
+              mock.patch.object(sdpa_attention, "sdpa_attention_forward", wraps=sdpa_attention.sdpa_attention_forward) as kernel):
+            logits = next_token_logits(local.DECODE_ATTENTION)
+        return kernel.call_count, logits
+
+    layers = model.config.num_hidden_layers
     try:
         sdpa = next_token_logits("sdpa")
-        with mock.patch.object(sdpa_attention, "sdpa_attention_forward", wraps=sdpa_attention.sdpa_attention_forward) as kernel:
-            grouped = next_token_logits(local.DECODE_ATTENTION)
+        native_calls, grouped = sdpa_calls(native=True)
+        emulated_calls, _ = sdpa_calls(native=False)
     finally:
         model.set_attn_implementation(local.DECODE_ATTENTION)  # the model is shared: leave it as the generator set it
-    assert kernel.call_count == model.config.num_hidden_layers  # SDPA for the prefill only, not the decoding step
+    assert native_calls == layers  # SDPA for the prefill only, not the decoding step
+    assert emulated_calls == 2 * layers  # the prefill and the decoding step
     assert float((grouped - sdpa).abs().max()) < 0.05 * float(sdpa.abs().max())
     assert grouped.argmax(dim=-1).tolist() == sdpa.argmax(dim=-1).tolist()
 
