@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from mentalarena.agents.models import EMBEDDED_SPECS, ModelSpecError, embedded_model_dir
+from mentalarena.agents.models import EMBEDDED_SPECS, ModelSpecError, cpu_computes_bfloat16, embedded_model_dir
 
 # ChatML as SmolLM2 renders it, with the assistant's content marked for assistant-only loss.
 CHATML_WITH_GENERATION = (
@@ -128,6 +128,9 @@ def build_trainer(args: TrainArgs):
         report_to="none",
         seed=args.seed,
         use_cpu=not torch.cuda.is_available(),
+        # TRL turns bfloat16 autocast on by default; on a CPU that only emulates bfloat16 (AVX2)
+        # that made each step many times slower than float32.
+        bf16=torch.cuda.is_bf16_supported() if torch.cuda.is_available() else cpu_computes_bfloat16(),
         dataloader_num_workers=0,
     )
     peft_config = LoraConfig(
