@@ -147,7 +147,8 @@ def resolve_local_dtype(name: str) -> str:
 
 
 def load_local_model(path: str, dtype: str = "float32") -> tuple[Any, Any]:
-    """Load (model, tokenizer) from a Hugging Face folder, or a PEFT adapter folder, once per dtype.
+    """Load (model, tokenizer) for inference from a Hugging Face folder, or a PEFT adapter folder,
+    once per dtype. A float32 model on a CPU gets oneDNN-packed linear layers (packed_linear.py).
 
     Under a lock: concurrent sessions ask for the model at the same moment, and two
     ``from_pretrained`` calls racing on one folder can leave weights uninitialised.
@@ -175,6 +176,10 @@ def _load_local_model(path: str, dtype: str) -> tuple[Any, Any]:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.to(getattr(torch, dtype)).eval()
+    if dtype == "float32":
+        from mentalarena.agents.packed_linear import pack_linear_layers
+
+        pack_linear_layers(model)
     return model, tokenizer
 
 

@@ -184,3 +184,63 @@ def test_the_generator_does_not_wait_for_requests_no_running_session_will_make()
             assert generator.submit(prompt, GenerationSettings.reproducible(4)).result(timeout=60)
     finally:
         generator.max_wait_seconds = wait
+
+
+packable = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch here is built without oneDNN")
+
+
+@packable
+@pytest.mark.parametrize("bias", [False, True])
+def test_a_packed_linear_computes_what_the_linear_does_at_every_batch_size(bias):
+    from mentalarena.agents.packed_linear import PACKED_FOR_BATCH, PackedLinear
+
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(576, 1536, bias=bias)
+    packed = PackedLinear(linear)
+    with torch.inference_mode():
+        # decoding steps below, at and above the batch it is packed for, a prefill, and 2-D input
+        for x in (torch.randn(1, 1, 576), torch.randn(PACKED_FOR_BATCH, 1, 576), torch.randn(24, 1, 576),
+                  torch.randn(1, 300, 576), torch.randn(5, 576)):
+            torch.testing.assert_close(packed(x), linear(x), atol=1e-4, rtol=1e-4)
+
+
+@packable
+def test_only_plain_float32_linear_layers_are_packed():
+    from mentalarena.agents.packed_linear import PackedLinear, pack_linear_layers
+
+    class Scaled(torch.nn.Linear):  # a subclass does more than a matmul (as LoRA layers do): kept
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    def model():
+        return torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU()), Scaled(4, 4))
+
+    float32 = model()
+    assert pack_linear_layers(float32) == 2
+    assert [type(m) for m in (float32[0], float32[1][0], float32[2])] == [PackedLinear, PackedLinear, Scaled]
+    bfloat16 = model().to(torch.bfloat16)
+    assert pack_linear_layers(bfloat16) == 0  # not measured in bfloat16: left as it was
+    assert not any(isinstance(m, PackedLinear) for m in bfloat16.modules())
+
+
+@packable
+@pytest.mark.real_model
+def test_the_float32_local_model_decodes_through_packed_layers_as_the_plain_model_does():
+    from transformers import AutoModelForCausalLM
+
+    from mentalarena.agents.models import embedded_model_dir, load_local_model
+    from mentalarena.agents.packed_linear import PackedLinear
+
+    folder = str(embedded_model_dir())
+    model, tokenizer = load_local_model(folder, "float32")
+    plain = AutoModelForCausalLM.from_pretrained(folder).eval()
+    linears = [name for name, m in plain.named_modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(isinstance(model.get_submodule(name), PackedLinear) for name in linears)
+    prompts = [f"Question: {q}\nAnswer:" for q in ("How long have you had trouble sleeping?", "What helps when you feel anxious at work?")]
+    batch = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left")
+    with torch.inference_mode():
+        packed_logits, plain_logits = model(**batch).logits, plain(**batch).logits
+        settings = dict(max_new_tokens=12, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        packed_tokens, plain_tokens = model.generate(**batch, **settings), plain.generate(**batch, **settings)
+    torch.testing.assert_close(packed_logits, plain_logits, atol=1e-3, rtol=1e-3)
+    assert packed_tokens.tolist() == plain_tokens.tolist()
