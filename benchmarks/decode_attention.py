@@ -18,6 +18,7 @@ import statistics
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, Callable
 
 from mentalarena.agents.local import DECODE_ATTENTION, generation_options, grouped_attention, local_generator, register_attention
 from mentalarena.agents.models import GenerationSettings, embedded_model_dir
@@ -33,36 +34,47 @@ def grouped_always(module, query, key, value, attention_mask, scaling=None, **kw
     return grouped_attention(query, key, value, attention_mask, scaling), None
 
 
-def step_milliseconds(generator, lengths: list[int], steps: int, rounds: int) -> dict[str, float]:
-    """Median milliseconds per decoding step of each attention on one padded batch."""
+def step_milliseconds(variants: dict[str, Callable[[], Any]], tokenizer, lengths: list[int], steps: int, rounds: int) -> dict[str, float]:
+    """Median milliseconds per decoding step of each variant on one padded batch. A variant is a
+    callable that readies and returns the model to time; they take turns round by round, each from
+    the same cached prefill."""
     import torch
     from transformers import DynamicCache, StaticCache
 
-    model, tokenizer = generator.model, generator.tokenizer
     width = max(lengths)
     random_ids = torch.Generator().manual_seed(0)
     rows = [torch.randint(100, 40_000, (length + 1,), generator=random_ids).tolist() for length in lengths]
     batch = tokenizer.pad({"input_ids": rows}, padding_side="left", return_tensors="pt")
     input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
     options = {**generation_options(GenerationSettings(temperature=0.7, max_new_tokens=steps), tokenizer.pad_token_id), "eos_token_id": None}
-    times: dict[str, list[float]] = {name: [] for name in ATTENTIONS}
-    register_attention(GROUPED, grouped_always)
-    try:
-        with torch.inference_mode():
-            prefilled = DynamicCache(config=model.config)
-            model(input_ids=input_ids[:, :-1], attention_mask=attention_mask[:, :-1], past_key_values=prefilled, use_cache=True, logits_to_keep=1)
-            for _ in range(rounds):
-                for name in ATTENTIONS:
-                    model.set_attn_implementation(name)
-                    cache = StaticCache(config=model.config, max_cache_len=width + 1 + steps)
-                    for layer, states in enumerate(prefilled.layers):
-                        cache.update(states.keys, states.values, layer)
-                    started = time.perf_counter()
-                    model.generate(input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache, **options)
-                    times[name].append(1000 * (time.perf_counter() - started) / steps)
-    finally:
-        model.set_attn_implementation(DECODE_ATTENTION)  # the generator's own choice, as it was
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    with torch.inference_mode():
+        first = next(iter(variants.values()))()
+        prefilled = DynamicCache(config=first.config)
+        first(input_ids=input_ids[:, :-1], attention_mask=attention_mask[:, :-1], past_key_values=prefilled, use_cache=True, logits_to_keep=1)
+        for _ in range(rounds):
+            for name, ready in variants.items():
+                model = ready()
+                cache = StaticCache(config=model.config, max_cache_len=width + 1 + steps)
+                for layer, states in enumerate(prefilled.layers):
+                    cache.update(states.keys, states.values, layer)
+                started = time.perf_counter()
+                model.generate(input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache, **options)
+                times[name].append(1000 * (time.perf_counter() - started) / steps)
     return {name: round(statistics.median(values), 2) for name, values in times.items()}
+
+
+def arena_like_lengths(batch: int) -> list[int]:
+    """Prompt lengths in tokens, spread as the arena's are from first to late turns."""
+    spread = [320, 880, 540, 760, 410, 930, 650, 700]
+    return (spread * (batch // len(spread) + 1))[:batch]
+
+
+def append_result(path: Path, result: dict) -> None:
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), **result,
+                                 "versions": package_versions()}) + "\n")
+    print(f"appended to {path}")
 
 
 def main() -> None:
@@ -74,20 +86,27 @@ def main() -> None:
     args = parser.parse_args()
 
     generator = local_generator(str(embedded_model_dir()), args.dtype)
-    arena_like = [320, 880, 540, 760, 410, 930, 650, 700]  # prompt tokens, as the arena's range from first to late turns
+    model = generator.model
+    register_attention(GROUPED, grouped_always)
+
+    def attention(name: str):
+        def ready():
+            model.set_attn_implementation(name)
+            return model
+        return ready
+
     rows = []
-    for batch in args.batches:
-        lengths = (arena_like * (batch // len(arena_like) + 1))[:batch]
-        ms = step_milliseconds(generator, lengths, args.steps, args.rounds)
-        rows.append({"batch": batch, "longest_prompt": max(lengths), "ms_per_step": ms,
-                     "sdpa_over_grouped": round(ms["sdpa"] / ms[GROUPED], 2)})
-        print(f"batch {batch:3d}: SDPA {ms['sdpa']:7.2f} ms/step, grouped {ms[GROUPED]:7.2f} ms/step, "
-              f"SDPA / grouped = {rows[-1]['sdpa_over_grouped']}")
-    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "dtype": str(generator.model.dtype),
-              "versions": package_versions(), "steps": args.steps, "rounds": args.rounds, "batches": rows}
-    with open(RESULTS, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(result) + "\n")
-    print(f"appended to {RESULTS}")
+    try:
+        for batch in args.batches:
+            lengths = arena_like_lengths(batch)
+            ms = step_milliseconds({name: attention(name) for name in ATTENTIONS}, generator.tokenizer, lengths, args.steps, args.rounds)
+            rows.append({"batch": batch, "longest_prompt": max(lengths), "ms_per_step": ms,
+                         "sdpa_over_grouped": round(ms["sdpa"] / ms[GROUPED], 2)})
+            print(f"batch {batch:3d}: SDPA {ms['sdpa']:7.2f} ms/step, grouped {ms[GROUPED]:7.2f} ms/step, "
+                  f"SDPA / grouped = {rows[-1]['sdpa_over_grouped']}")
+    finally:
+        model.set_attn_implementation(DECODE_ATTENTION)  # the generator's own choice, as it was
+    append_result(RESULTS, {"dtype": str(model.dtype), "steps": args.steps, "rounds": args.rounds, "batches": rows})
 
 
 if __name__ == "__main__":
