@@ -176,10 +176,9 @@ def _load_local_model(path: str, dtype: str) -> tuple[Any, Any]:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.to(getattr(torch, dtype)).eval()
-    if dtype == "float32":
-        from mentalarena.agents.packed_linear import pack_linear_layers
+    from mentalarena.agents.packed_linear import pack_linear_layers
 
-        pack_linear_layers(model)
+    pack_linear_layers(model)  # float32 on a CPU only: can_pack decides
     return model, tokenizer
 
 
