@@ -1,34 +1,36 @@
-"""Local Hugging Face chat models with dynamic batching.
+"""Local Hugging Face chat models with continuous batching.
 
-Self-play spends nearly all its time generating, and a CPU generates several sequences in one
+Self-play spends nearly all its time generating, and a CPU decodes several sequences in one
 forward pass almost as fast as one. So every session that uses a local model submits its prompt
-to one shared ``LocalGenerator``, whose worker thread gathers the requests that arrive within a
-short, bounded wait and generates them as one left-padded batch.
+to one shared ``LocalGenerator``, whose worker thread decodes all the requests it holds together,
+one token each per forward pass. A request joins the batch between two decoding steps, as soon as
+it arrives, and leaves it the step it ends: a session gets its reply without waiting for the
+batch's longest one, and its next request takes the freed place. Orca and vLLM call this
+continuous (iteration-level) batching.
 
-Written here rather than taken from langchain-huggingface: its ``ChatHuggingFace`` over a local
-pipeline has no async and generates one request at a time, so concurrent sessions could not
-share a forward pass.
+Written here rather than taken from a library: langchain-huggingface's ``ChatHuggingFace`` over a
+local pipeline has no async and generates one request at a time. transformers' own continuous
+batching (``generate_batch``, paged attention) took 1.25x as long as a plain padded ``generate``
+for 8 arena-length prompts on this CPU, and has no place for the prefix cache below.
 
 Prompts are prefilled through a :class:`PrefixCache`. Long prompts make CPU generation
 prefill-bound, and nearly every arena prompt repeats one seen before (the same session's last
 prompt plus its new turns; every session of a role opens with the same instructions), so each
 prompt computes key/value states only for tokens no cached prompt had. vLLM calls this automatic
-prefix caching; transformers' ``generate`` continues from a cache it is given, but keeps none.
-Decoding then runs on a static key/value cache, attends with :func:`grouped_decode_attention`,
-and samples with :class:`TopKNucleusSampler`.
+prefix caching. Decoding then runs on a :class:`DecodingBatch`, attends with
+:func:`grouped_decode_attention`, and samples with :class:`TopKNucleusSampler`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import queue
 import threading
 import time
 from collections import Counter, OrderedDict
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
@@ -38,6 +40,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from mentalarena.agents.models import GenerationSettings, cpu_computes_bfloat16, load_local_model, resolve_local_dtype
 
 ROLES = {"system": "system", "human": "user", "ai": "assistant"}
+REPETITION_PENALTY = 1.15  # small local models loop on their own phrases without it
 
 
 @dataclass
@@ -47,21 +50,35 @@ class _Request:
     future: Future = field(default_factory=Future)
 
 
-class LocalGenerator:
-    """One local model shared by all sessions; concurrent requests are generated as one batch."""
+@dataclass
+class _Row:
+    """A request being decoded. Every token it has but ``next_token`` has key/value states in the
+    batch; ``seen`` marks the vocabulary entries the repetition penalty applies to (prompt and
+    reply, as ``generate``'s penalty does)."""
 
-    def __init__(self, path: str, dtype: str = "auto", max_batch: int = 16, max_wait_seconds: float = 0.1,
-                 prefix_cache_bytes: int = 2 * 1024**3):
+    request: _Request
+    prompt_ids: Any
+    next_token: int
+    seen: Any
+    drawn: list[int] = field(default_factory=list)
+
+
+class LocalGenerator:
+    """One local model shared by all sessions; the requests it holds decode as one batch."""
+
+    def __init__(self, path: str, dtype: str = "auto", max_batch: int = 16, prefix_cache_bytes: int = 2 * 1024**3):
         self.model, self.tokenizer = load_local_model(path, dtype)
+        check_full_attention(self.model.config, path)
         register_attention(DECODE_ATTENTION, grouped_decode_attention)
         self.model.set_attn_implementation(DECODE_ATTENTION)
         self.max_batch = max_batch
-        self.max_wait_seconds = max_wait_seconds
         self.prefix_cache = PrefixCache(prefix_cache_bytes)
-        self._reply_ends = [self.tokenizer.pad_token_id, *_as_list(self.model.generation_config.eos_token_id)]
-        # requests, batches, generated_tokens, prompt_tokens, cached_prompt_tokens, and the seconds
-        # spent generating (prefill included) and prefilling
+        self._reply_ends = {self.tokenizer.pad_token_id, *_as_list(self.model.generation_config.eos_token_id)}
+        # requests, decoding steps, row_steps (rows summed over steps), generated_tokens,
+        # prompt_tokens, cached_prompt_tokens, and the seconds spent generating (prefill included)
+        # and prefilling
         self.stats: Counter = Counter()
+        self.on_step: Callable[[int], None] | None = None  # told each step's number of rows (benchmarks)
         self._queue: queue.Queue[_Request] = queue.Queue()
         self._worker = threading.Thread(target=self._serve, name=f"local-generator:{path}", daemon=True)
         self._worker.start()
@@ -74,73 +91,104 @@ class LocalGenerator:
         self._queue.put(request)
         return request.future
 
-    def _serve(self) -> None:
-        while True:
-            batch = [self._queue.get()]
-            deadline = time.monotonic() + self.max_wait_seconds
-            while len(batch) < self.max_batch:
-                if 0 < sessions_in_flight.count <= len(batch):
-                    break  # every running session has asked already: nobody else to wait for
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    batch.append(self._queue.get(timeout=remaining))
-                except queue.Empty:
-                    break
-            groups: dict[GenerationSettings, list[_Request]] = {}
-            for request in batch:
-                groups.setdefault(request.settings, []).append(request)
-            for settings, group in groups.items():
-                try:
-                    texts = self.generate([r.prompt for r in group], settings)
-                except Exception as exc:  # every waiting session hears of it; the worker goes on
-                    for request in group:
-                        request.future.set_exception(exc)
-                else:
-                    for request, text in zip(group, texts):
-                        request.future.set_result(text)
-
     def generate(self, prompts: list[str], settings: GenerationSettings) -> list[str]:
-        """One padded batch through ``model.generate``; returns the new text of each prompt.
+        """The replies to ``prompts``, submitted together (so they share decoding steps)."""
+        return [future.result() for future in [self.submit(prompt, settings) for prompt in prompts]]
 
-        Every prompt but its last token comes from the prefix cache (prefilling what is new), so
-        ``generate`` itself runs the last tokens and the decoding steps, as one batch.
-        """
+    def _serve(self) -> None:
         import torch
-        from transformers import StaticCache
 
-        tokenizer = self.tokenizer
-        rows = [tokenizer(p, return_tensors="pt", add_special_tokens=False)["input_ids"][0] for p in prompts]
-        if min(len(row) for row in rows) < 2:
-            raise ValueError("a local model prompt needs at least two tokens")
-        width = max(len(row) for row in rows)
-        input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):  # left padding: decoder-only models continue from the right edge
-            input_ids[i, width - len(row):] = row
-            attention_mask[i, width - len(row):] = 1
+        rows: list[_Row] = []
+        batch = DecodingBatch()
+        with torch.inference_mode():  # for the worker's whole life: nothing it computes needs autograd
+            while True:
+                # Join: wait for work only when there is none; otherwise take what has arrived.
+                while len(rows) < self.max_batch:
+                    try:
+                        request = self._queue.get(block=not rows)
+                    except queue.Empty:
+                        break
+                    try:
+                        rows.append(self._start(request, batch))
+                    except Exception as exc:  # this request's own fault (too short, say): only it fails
+                        request.future.set_exception(exc)
+                if not rows:
+                    continue
+                try:
+                    self._step(rows, batch)
+                except Exception as exc:  # every row being decoded hears of it; the worker goes on
+                    for row in rows:
+                        row.request.future.set_exception(exc)
+                    rows.clear()
+                    batch = DecodingBatch()
+
+    def _start(self, request: _Request, batch: "DecodingBatch") -> _Row:
+        """Prefill a request's prompt but its last token (through the prefix cache) into the batch;
+        that last token goes into the next decoding step with everyone else's."""
+        import torch
+
         started = time.perf_counter()
-        with torch.inference_mode():
-            states = [self._prefill(row[:-1]) for row in rows]
-            self.stats["prefill_seconds"] += time.perf_counter() - started
-            # Static: decoding writes each new token in place; a dynamic cache would copy the whole
-            # batch's keys and values at every step, which at batch 8 costs about 15% of a step.
-            cache = StaticCache(config=self.model.config, max_cache_len=width + settings.max_new_tokens)
-            for layer, (keys, values) in enumerate(_left_padded_batch(states, width - 1)):
-                cache.update(keys, values, layer)
-            output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache,
-                                         **generation_options(settings, tokenizer.pad_token_id))
-            new_tokens = output[:, width:]
-            self._remember_replies(rows, new_tokens, cache, width)
-        generated = int((new_tokens != tokenizer.pad_token_id).sum())
-        self.stats.update(requests=len(prompts), batches=1, generated_tokens=generated,
-                          generate_seconds=time.perf_counter() - started)
-        return self.decode(new_tokens)
+        ids = self.tokenizer(request.prompt, return_tensors="pt", add_special_tokens=False)["input_ids"][0]
+        if len(ids) < 2:
+            raise ValueError("a local model prompt needs at least two tokens")
+        batch.add(self._prefill(ids[:-1]))
+        seen = torch.zeros(self.model.config.vocab_size, dtype=torch.bool)
+        seen[ids] = True
+        seconds = time.perf_counter() - started
+        self.stats.update(requests=1, prefill_seconds=seconds, generate_seconds=seconds)
+        return _Row(request, ids, int(ids[-1]), seen)
+
+    def _step(self, rows: list[_Row], batch: "DecodingBatch") -> None:
+        """One decoding step for every row; rows that end leave the batch with their reply."""
+        import torch
+
+        started = time.perf_counter()
+        logits = self.model(input_ids=torch.tensor([[row.next_token] for row in rows]), position_ids=batch.lengths.unsqueeze(1),
+                            attention_mask=batch.attention_mask(), past_key_values=batch, use_cache=True).logits[:, -1]
+        batch.advance()
+        tokens = self._draw(logits, rows)
+        for slot in reversed(range(len(rows))):  # from the end: leaving moves the last row into the freed slot
+            row, token = rows[slot], int(tokens[slot])
+            row.drawn.append(token)
+            row.seen[token] = True
+            row.next_token = token
+            if token in self._reply_ends or len(row.drawn) >= row.request.settings.max_new_tokens:
+                self._finish(row, batch.remove(slot))
+                rows[slot] = rows[-1]
+                rows.pop()
+        replied = sum(int(token) not in self._reply_ends for token in tokens)  # an end token is no text
+        self.stats.update(steps=1, row_steps=len(tokens), generated_tokens=replied, generate_seconds=time.perf_counter() - started)
+        if self.on_step is not None:
+            self.on_step(len(tokens))
+
+    def _draw(self, logits, rows: list[_Row]):
+        """Each row's next token: the repetition penalty, then greedy or sampled at its temperature."""
+        import torch
+
+        scores = logits.float()
+        seen = torch.stack([row.seen for row in rows])
+        scores = torch.where(seen, torch.where(scores < 0, scores * REPETITION_PENALTY, scores / REPETITION_PENALTY), scores)
+        tokens = scores.argmax(dim=-1)
+        temperatures = [row.request.settings.temperature for row in rows]
+        for temperature in set(temperatures) - {0}:
+            which = torch.tensor([t == temperature for t in temperatures])
+            tokens[which] = TopKNucleusSampler(temperature).draw(scores[which])
+        return tokens
+
+    def _finish(self, row: _Row, states: list[tuple[Any, Any]]) -> None:
+        """Answer the request, and keep its prompt and reply in the prefix cache (the session's
+        next prompt repeats both): ``states`` are those of every token but the last one drawn."""
+        import torch
+
+        seen_by_model = torch.cat([row.prompt_ids, torch.tensor(row.drawn[:-1], dtype=row.prompt_ids.dtype)])
+        self.prefix_cache.add(seen_by_model, states)
+        reply = row.drawn[:-1] if row.drawn[-1] in self._reply_ends else row.drawn
+        row.request.future.set_result(self.tokenizer.decode(reply, skip_special_tokens=True).strip())
 
     def generate_plain(self, prompts: list[str], settings: GenerationSettings):
         """The new tokens of transformers' own ``generate`` on the left-padded batch, without the
-        prefix cache: what :meth:`generate` must equal, and the benchmark's baseline."""
+        prefix cache or continuous batching: the benchmark's baseline, and what one prompt alone
+        must come to greedily."""
         import torch
 
         inputs = self.tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
@@ -150,21 +198,6 @@ class LocalGenerator:
 
     def decode(self, new_tokens) -> list[str]:
         return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in new_tokens]
-
-    def _remember_replies(self, rows: list, new_tokens, cache, width: int) -> None:
-        """Cache each prompt together with its reply, whose states decoding has computed anyway:
-        the session's next prompt repeats both."""
-        import torch
-
-        ends = torch.tensor(self._reply_ends)
-        run_through = new_tokens.shape[1] - 1  # the last token drawn never goes through the model
-        for i, row in enumerate(rows):
-            stops = torch.isin(new_tokens[i], ends).nonzero()
-            reply = min(int(stops[0]) + 1 if len(stops) else new_tokens.shape[1], run_through)
-            start = width - len(row)  # row i's left padding
-            states = [(layer.keys[i:i + 1, :, start:width + reply].clone(), layer.values[i:i + 1, :, start:width + reply].clone())
-                      for layer in cache.layers]
-            self.prefix_cache.add(torch.cat([row, new_tokens[i, :reply]]), states)
 
     def _prefill(self, ids) -> list[tuple[Any, Any]]:
         """Key/value states of ``ids`` (per layer), computing only what the prefix cache lacks."""
@@ -183,6 +216,104 @@ class LocalGenerator:
         return states
 
 
+class DecodingBatch:
+    """Key/value states of the rows being decoded, a slot each, every row from position 0; the
+    model's cache during a decoding step.
+
+    The step writes each row's new states at that row's own length, so rows of any length decode
+    together, and a row joins (:meth:`add`) or leaves (:meth:`remove`) between two steps. Each
+    row's attention is masked past its own length. Storage grows by whole chunks and is never
+    given back, so a long run reallocates only a few times.
+    """
+
+    CHUNK = 256  # positions added at a time when a row needs more
+
+    def __init__(self):
+        self.keys: list[Any] = []  # per layer: [slots, key/value heads, capacity, head_dim]
+        self.values: list[Any] = []
+        self.lengths = None  # [rows], tokens with states in each row
+        self._width = 0  # positions attended in the current step
+
+    def __len__(self) -> int:
+        return 0 if self.lengths is None else len(self.lengths)
+
+    def add(self, states: list[tuple[Any, Any]]) -> None:
+        """A row joins, with the states of its tokens so far ([1, heads, length, head_dim] per layer)."""
+        import torch
+
+        slot, length = len(self), states[0][0].shape[-2]
+        if not self.keys:  # the first row gives the shapes and the dtype
+            self.keys = [k.new_zeros((1, k.shape[1], 0, k.shape[3])) for k, _ in states]
+            self.values = [v.new_zeros((1, v.shape[1], 0, v.shape[3])) for _, v in states]
+        self._reserve(slot + 1, length + 1)
+        for layer, (keys, values) in enumerate(states):
+            self.keys[layer][slot, :, :length] = keys[0]
+            self.values[layer][slot, :, :length] = values[0]
+        new = torch.tensor([length])
+        self.lengths = new if self.lengths is None else torch.cat([self.lengths, new])
+
+    def remove(self, slot: int) -> list[tuple[Any, Any]]:
+        """The row in ``slot`` leaves; returns copies of its states. The last row moves into its slot."""
+        length, last = int(self.lengths[slot]), len(self) - 1
+        states = [(k[slot:slot + 1, :, :length].clone(), v[slot:slot + 1, :, :length].clone()) for k, v in zip(self.keys, self.values)]
+        if slot != last:
+            moved = int(self.lengths[last])
+            for stored in (*self.keys, *self.values):
+                stored[slot, :, :moved] = stored[last, :, :moved]
+            self.lengths[slot] = self.lengths[last]
+        self.lengths = self.lengths[:last]
+        return states
+
+    def attention_mask(self):
+        """[rows, 1, 1, positions], True where a row may attend: its states and its new token."""
+        import torch
+
+        self._width = int(self.lengths.max()) + 1
+        self._reserve(len(self), self._width)
+        return (torch.arange(self._width) <= self.lengths.unsqueeze(1)).view(len(self), 1, 1, self._width)
+
+    def update(self, key_states, value_states, layer_idx: int, *args, **kwargs):
+        """The model's cache call: store each row's new token's states at its length; return every
+        row's states up to the longest row."""
+        import torch
+
+        rows = torch.arange(len(self))
+        keys, values = self.keys[layer_idx], self.values[layer_idx]
+        keys[rows, :, self.lengths] = key_states[:, :, 0]
+        values[rows, :, self.lengths] = value_states[:, :, 0]
+        return keys[: len(self), :, : self._width], values[: len(self), :, : self._width]
+
+    def advance(self) -> None:
+        self.lengths += 1
+
+    def _reserve(self, slots: int, positions: int) -> None:
+        import torch
+
+        if self.keys[0].shape[0] >= slots and self.keys[0].shape[2] >= positions:
+            return
+        old_slots, heads, old_positions, head_dim = self.keys[0].shape
+        shape = (max(slots, old_slots), heads, max(old_positions, -(-positions // self.CHUNK) * self.CHUNK), head_dim)
+
+        def grown(tensor):  # zeros, not garbage: masked positions must hold finite numbers
+            bigger = torch.zeros(shape, dtype=tensor.dtype)
+            bigger[:old_slots, :, :old_positions] = tensor
+            return bigger
+
+        self.keys, self.values = [grown(t) for t in self.keys], [grown(t) for t in self.values]
+
+
+def check_full_attention(config, path: str) -> None:
+    """The decoding batch masks one way for every layer: full causal attention."""
+    if getattr(config, "layer_types", None):
+        field, kinds = "layer_types", set(config.layer_types) - {"full_attention"}
+    else:  # older configs name one sliding window for every layer
+        windowed = getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True)
+        field, kinds = "sliding_window", {"sliding_attention"} if windowed else set()
+    if kinds:
+        raise ValueError(f"{path}/config.json: field {field} asks for {', '.join(sorted(kinds))}; the local backend decodes "
+                         "full-attention models only. Serve this model with vLLM and use openai:<model>.")
+
+
 def generation_options(settings: GenerationSettings, pad_token_id: int) -> dict[str, Any]:
     """``model.generate`` keyword arguments for one call's settings."""
     from transformers import LogitsProcessorList
@@ -192,7 +323,7 @@ def generation_options(settings: GenerationSettings, pad_token_id: int) -> dict[
         max_new_tokens=settings.max_new_tokens,
         do_sample=False,  # greedy over the sampler's scores, which leave one token: the one it drew
         logits_processor=LogitsProcessorList(sampler),
-        repetition_penalty=1.15,  # small local models loop on their own phrases without it
+        repetition_penalty=REPETITION_PENALTY,
         pad_token_id=pad_token_id,
     )
 
@@ -260,58 +391,24 @@ class TopKNucleusSampler:
     def __init__(self, temperature: float, top_k: int = 50, top_p: float = 0.95):
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
 
-    def __call__(self, input_ids, scores):
+    def draw(self, scores):
+        """One token per row of ``scores`` ([rows, vocabulary]): [rows]."""
         import torch
 
         top, indices = (scores.float() / self.temperature).topk(self.top_k, dim=-1)  # sorted, highest first
         probs = top.softmax(dim=-1)
         # The nucleus: tokens reached before the mass above them gets to top_p (the first always).
         probs = probs.masked_fill(probs.cumsum(dim=-1) - probs >= self.top_p, 0.0)
-        drawn = indices.gather(-1, torch.multinomial(probs, 1))
-        return torch.full_like(scores, float("-inf")).scatter_(-1, drawn, 0.0)
+        return indices.gather(-1, torch.multinomial(probs, 1)).squeeze(-1)
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        return torch.full_like(scores, float("-inf")).scatter_(-1, self.draw(scores).unsqueeze(-1), 0.0)
 
 
 def _as_list(value) -> list:
     return [] if value is None else list(value) if isinstance(value, (list, tuple)) else [value]
-
-
-def _left_padded_batch(states: list[list[tuple[Any, Any]]], width: int) -> list[tuple[Any, Any]]:
-    """Per-layer key/value tensors of several prompts, left-padded with zeros to ``width``."""
-    import torch
-    import torch.nn.functional as F
-
-    def pad(tensor):  # [1, heads, length, head_dim] -> [1, heads, width, head_dim]; masked out
-        return F.pad(tensor, (0, 0, width - tensor.shape[-2], 0))
-
-    return [
-        (torch.cat([pad(row[layer][0]) for row in states]), torch.cat([pad(row[layer][1]) for row in states]))
-        for layer in range(len(states[0]))
-    ]
-
-
-class _SessionsInFlight:
-    """How many sessions are running now, when a runner says so (0: unknown).
-
-    The generator stops waiting for more requests once each of them has one queued, since a
-    session asks one thing at a time; at concurrency 1 it then never waits at all.
-    """
-
-    def __init__(self):
-        self.count = 0
-        self._lock = threading.Lock()
-
-    @contextlib.contextmanager
-    def session(self):
-        with self._lock:
-            self.count += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self.count -= 1
-
-
-sessions_in_flight = _SessionsInFlight()
 
 
 class PrefixCache:

