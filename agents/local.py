@@ -108,6 +108,8 @@ class LocalGenerator:
                         request = self._queue.get(block=not rows)
                     except queue.Empty:
                         break
+                    if not request.future.set_running_or_notify_cancel():
+                        continue  # its caller gave up (a cancelled task) before it began
                     try:
                         rows.append(self._start(request, batch))
                     except Exception as exc:  # this request's own fault (too short, say): only it fails

@@ -122,6 +122,21 @@ def test_requests_join_and_leave_the_batch_between_steps_without_changing_a_repl
     assert slept == generator.decode(generator.generate_plain([other], medium))[0]
 
 
+@pytest.mark.real_model
+def test_a_request_cancelled_by_its_caller_does_not_stop_the_generator():
+    from mentalarena.agents.local import local_generator
+    from mentalarena.agents.models import GenerationSettings, embedded_model_dir
+
+    generator = local_generator(str(embedded_model_dir()), "float32")
+    prompt, settings = generator.render([{"role": "user", "content": "Say hello."}]), GenerationSettings.reproducible(4)
+    abandoned = [generator.submit(prompt, settings) for _ in range(3)]
+    for future in abandoned:
+        future.cancel()  # as asyncio does when a waiting task is cancelled; too late for one that already began
+    assert any(future.cancelled() for future in abandoned)  # the worker prefills one prompt while the others wait
+    assert generator.submit(prompt, settings).result(timeout=60)
+    assert all(future.cancelled() or future.result(timeout=60) for future in abandoned)
+
+
 def test_the_decoding_batch_writes_each_row_at_its_own_length_and_keeps_rows_when_one_leaves():
     from mentalarena.agents.local import DecodingBatch
 
@@ -229,6 +244,26 @@ def test_a_bfloat16_batch_decodes_through_the_grouped_attention():
     assert emulated_calls == 2 * layers  # the prefill and the decoding step
     assert float((grouped - sdpa).abs().max()) < 0.05 * float(sdpa.abs().max())
     assert grouped.argmax(dim=-1).tolist() == sdpa.argmax(dim=-1).tolist()
+
+
+@pytest.mark.real_model
+@pytest.mark.parametrize("native", [True, False])
+def test_a_bfloat16_generator_decodes_its_batch_with_either_attention(native):
+    """The generator's own decoding steps in bfloat16, through the grouped matmuls (as on a CPU
+    that computes bfloat16) and through SDPA: greedy replies agree with plain ``generate``'s first
+    tokens (bfloat16 rounds with the batch's shape, so not every token need agree)."""
+    from unittest import mock
+
+    from mentalarena.agents import local
+    from mentalarena.agents.models import GenerationSettings, embedded_model_dir
+
+    generator = local.local_generator(str(embedded_model_dir()), "bfloat16")
+    settings = GenerationSettings(temperature=0, max_new_tokens=6)
+    prompts = [generator.render([{"role": "user", "content": f"Name {n} colours."}]) for n in range(2, 2 + local.GROUPED_MIN_BATCH)]
+    with mock.patch.object(local, "cpu_computes_bfloat16", return_value=native):
+        replies = generator.generate(prompts, settings)
+    alone = [generator.decode(generator.generate_plain([prompt], settings))[0] for prompt in prompts]
+    assert [reply.split()[:2] for reply in replies] == [text.split()[:2] for text in alone]
 
 
 def test_the_sampler_draws_from_the_distribution_generate_samples_from():
