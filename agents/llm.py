@@ -77,12 +77,22 @@ def speak(context, role: str, messages: list[BaseMessage], parse: Callable[[str]
 
 
 def role_messages(system: str, turns: list[dict], me: str, opening: str | None = None, task: str | None = None) -> list[BaseMessage]:
-    """A role's view of the dialogue: its own turns as the assistant's, the other's as the user's."""
+    """A role's view of the dialogue: its own turns as the assistant's, the other's as the user's.
+
+    Each of its own turns follows the instruction it was given for that turn, as that turn's
+    prompt had it: so every prompt extends the role's previous prompt and reply, and a local
+    model's prefix cache prefills only the new turns.
+    """
     messages: list[BaseMessage] = [SystemMessage(system)]
     if opening:
         messages.append(HumanMessage(opening))
     for turn in turns:
-        messages.append(AIMessage(turn["text"]) if turn["speaker"] == me else HumanMessage(turn["text"]))
+        if turn["speaker"] != me:
+            messages.append(HumanMessage(turn["text"]))
+            continue
+        if turn.get("instruction"):
+            messages.append(HumanMessage(turn["instruction"]))
+        messages.append(AIMessage(turn["text"]))
     if task:
         messages.append(HumanMessage(task))
     return messages

@@ -40,12 +40,14 @@ def therapist(state: dict, runtime: Runtime) -> dict:
         state = {**state, "feedback": reviewed}
     turns = dialogue(state)
     request = {"kind": "question", "patient_said": turns[-1]["text"] if turns else "", "feedback": state.get("feedback", "")}
-    _, text, error = speak(context, "therapist", therapist_messages(state, next_question_task(state)), require_text, request)
+    task = next_question_task(state)
+    _, text, error = speak(context, "therapist", therapist_messages(state, task), require_text, request)
     if error:
         raise ParseError(f"therapist turn: {error}")  # a dialogue cannot go on without it
+    turn = {"speaker": "therapist", "phase": "followup" if redirected else "inquiry", "text": require_text(text), "instruction": task}
     return {
         **update,
-        "transcript": [{"speaker": "therapist", "phase": "followup" if redirected else "inquiry", "text": require_text(text)}],
+        "transcript": [turn],
         "questions_asked": state.get("questions_asked", 0) + 1,
         "feedback": "",  # used up: it shaped this question
     }

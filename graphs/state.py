@@ -6,13 +6,16 @@ Values are plain dicts and lists so that checkpoints, Studio and JSONL exports c
 from __future__ import annotations
 
 import operator
-from typing import Annotated, Literal, TypedDict
+from typing import Annotated, Literal, NotRequired, TypedDict
 
 
 class Turn(TypedDict):
     speaker: Literal["patient", "therapist"]
     phase: str  # inquiry, followup, diagnosis, treatment, medication
     text: str
+    # What the speaker was asked for this turn besides answering (the therapist's question focus
+    # and any decoder feedback); its later prompts repeat it before the turn.
+    instruction: NotRequired[str]
 
 
 class DecoderRound(TypedDict):

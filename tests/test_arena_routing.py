@@ -111,7 +111,24 @@ def test_each_role_sees_its_own_turns_as_the_assistant(scripted):
     assert [m.type for m in patient_call[1:4]] == ["human", "ai", "human"]  # opening, own answer, therapist
     assert patient_call[2].content.startswith("I have been feeling low")
     assert therapist_call[1].type == "human" and therapist_call[1].content.startswith("I have been feeling low")
-    assert therapist_call[2].type == "ai"
+    # its first question's instruction, as that turn's prompt gave it, then the question itself
+    assert therapist_call[2].type == "human" and therapist_call[2].content.startswith("Focus of your next question")
+    assert therapist_call[3].type == "ai"
+
+
+def test_each_therapist_prompt_extends_its_previous_prompt_and_reply(scripted):
+    """What lets a local model's prefix cache prefill only the new turns of a therapist prompt."""
+    spec, model = scripted(RoleScript(inferences=[WRONG_INFERENCE, exact_inference(PROFILE)]))
+    record = run(spec, max_redirections=1)
+    questions = question_calls(model)
+    replies = [t["text"] for t in record["transcript"] if t["speaker"] == "therapist" and t["phase"] in ("inquiry", "followup")]
+    assert len(questions) == len(replies) == 3 and "Supervisor feedback" in questions[2][-1].content
+    for earlier, later, reply in zip(questions, questions[1:], replies):
+        assert [(m.type, m.content) for m in later[:len(earlier)]] == [(m.type, m.content) for m in earlier]
+        assert (later[len(earlier)].type, later[len(earlier)].content) == ("ai", reply)
+    # the decoder's inference prompt goes on from the last question's too
+    inference = next(c for c in reversed(model.calls) if "state what you have inferred" in c[-1].content)
+    assert [m.content for m in inference[:len(questions[-1])]] == [m.content for m in questions[-1]]
 
 
 def test_bad_settings_name_the_field():

@@ -19,7 +19,7 @@ def test_a_person_talks_with_the_simulated_patient_and_has_their_inference_score
     out = graph.invoke({"profile_id": "builtin-01", "messages": [("human", "What brings you here?")]}, config, context=context)
     assert out["messages"][-1].content.startswith("I have been feeling low")
     patient_call = model.calls[-1]
-    assert "Imagine you are Daniel" in patient_call[0].content and patient_call[-1].content == "What brings you here?"
+    assert "You are Daniel" in patient_call[0].content and patient_call[-1].content == "What brings you here?"
 
     out = graph.invoke({"messages": [("human", "/decode\n" + exact_inference("builtin-01"))]}, config, context=context)
     assert "No deviations" in out["messages"][-1].content

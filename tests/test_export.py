@@ -60,7 +60,7 @@ def test_one_session_gives_exactly_the_expected_items(tmp_path):
     assert therapist[-1]["content"].startswith("Summary: low.")
     # The patient's side: its prompt is rebuilt from the encoded profile; it ends on its own turn.
     assert [m["role"] for m in patient] == ["system", "user", "assistant", "user", "assistant", "user", "assistant"]
-    assert "Imagine you are Daniel" in patient[0]["content"] and "Keep answers short." in patient[0]["content"]
+    assert "You are Daniel" in patient[0]["content"] and "Keep answers short." in patient[0]["content"]
     assert patient[-1]["content"] == "1 fits me."
 
 

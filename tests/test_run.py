@@ -45,7 +45,7 @@ def test_a_failing_session_is_recorded_and_the_others_go_on(scripted, tmp_path):
     script = RoleScript()
 
     def respond(messages):
-        if "Imagine you are Priya" in messages[0].content:
+        if "You are Priya" in messages[0].content:
             raise TimeoutError("model timed out")
         return script(messages)
 
