@@ -17,8 +17,11 @@ Prompts are prefilled through a :class:`PrefixCache`. Long prompts make CPU gene
 prefill-bound, and nearly every arena prompt repeats one seen before (the same session's last
 prompt plus its new turns; every session of a role opens with the same instructions), so each
 prompt computes key/value states only for tokens no cached prompt had. vLLM calls this automatic
-prefix caching. Decoding then runs on a :class:`DecodingBatch`, attends with
-:func:`grouped_decode_attention`, and samples with :class:`TopKNucleusSampler`.
+prefix caching. A prompt's remaining tokens join the next decoding step: that step's forward
+pass packs them with the other rows' new tokens (vLLM and Sarathi call this mixed or chunked
+prefill), so the weights are read once for both and the other rows do not wait on a prefill of
+their own. Decoding runs on a :class:`DecodingBatch`, attends with :func:`grouped_decode_attention`
+(:func:`packed_attention` for a step that prefills), and samples with :class:`TopKNucleusSampler`.
 """
 
 from __future__ import annotations
@@ -52,13 +55,14 @@ class _Request:
 
 @dataclass
 class _Row:
-    """A request being decoded. Every token it has but ``next_token`` has key/value states in the
-    batch; ``seen`` marks the vocabulary entries the repetition penalty applies to (prompt and
-    reply, as ``generate``'s penalty does)."""
+    """A request being decoded. Every token it has but ``pending`` has key/value states in the
+    batch; ``pending`` goes into the next step: the prompt's tokens the prefix cache lacked, then
+    one drawn token at a time. ``seen`` marks the vocabulary entries the repetition penalty
+    applies to (prompt and reply, as ``generate``'s penalty does)."""
 
     request: _Request
     prompt_ids: Any
-    next_token: int
+    pending: Any
     seen: Any
     drawn: list[int] = field(default_factory=list)
 
@@ -74,9 +78,10 @@ class LocalGenerator:
         self.max_batch = max_batch
         self.prefix_cache = PrefixCache(prefix_cache_bytes)
         self._reply_ends = {self.tokenizer.pad_token_id, *_as_list(self.model.generation_config.eos_token_id)}
+        self._no_states = no_states(self.model)
         # requests, decoding steps, row_steps (rows summed over steps), generated_tokens,
-        # prompt_tokens, cached_prompt_tokens, and the seconds spent generating (prefill included)
-        # and prefilling
+        # prompt_tokens, cached_prompt_tokens, prefill_steps, and the seconds spent generating and
+        # in the steps that prefilled (those decode the other rows too)
         self.stats: Counter = Counter()
         self.on_step: Callable[[int], None] | None = None  # told each step's number of rows (benchmarks)
         self._queue: queue.Queue[_Request] = queue.Queue()
@@ -125,41 +130,52 @@ class LocalGenerator:
                     batch = DecodingBatch()
 
     def _start(self, request: _Request, batch: "DecodingBatch") -> _Row:
-        """Prefill a request's prompt but its last token (through the prefix cache) into the batch;
-        that last token goes into the next decoding step with everyone else's."""
+        """A request joins the batch with the states the prefix cache has of its prompt; the rest
+        of the prompt (its last token at least) goes into the next step."""
         import torch
 
         started = time.perf_counter()
         ids = self.tokenizer(request.prompt, return_tensors="pt", add_special_tokens=False)["input_ids"][0]
-        if len(ids) < 2:
-            raise ValueError("a local model prompt needs at least two tokens")
-        batch.add(self._prefill(ids[:-1]))
+        if len(ids) < 1:
+            raise ValueError("a local model prompt needs at least one token")
+        hit, states = self.prefix_cache.longest_prefix(ids[:-1])
+        batch.add(states if hit else self._no_states)
         seen = torch.zeros(self.model.config.vocab_size, dtype=torch.bool)
         seen[ids] = True
-        seconds = time.perf_counter() - started
-        self.stats.update(requests=1, prefill_seconds=seconds, generate_seconds=seconds)
-        return _Row(request, ids, int(ids[-1]), seen)
+        self.stats.update(requests=1, prompt_tokens=len(ids) - 1, cached_prompt_tokens=hit, generate_seconds=time.perf_counter() - started)
+        return _Row(request, ids, ids[hit:], seen)
 
     def _step(self, rows: list[_Row], batch: "DecodingBatch") -> None:
-        """One decoding step for every row; rows that end leave the batch with their reply."""
+        """One forward pass: every row's pending tokens (one drawn token, or what is left of a new
+        prompt) and a token drawn for each; rows that end leave the batch with their reply."""
         import torch
 
         started = time.perf_counter()
-        logits = self.model(input_ids=torch.tensor([[row.next_token] for row in rows]), position_ids=batch.lengths.unsqueeze(1),
-                            attention_mask=batch.attention_mask(), past_key_values=batch, use_cache=True).logits[:, -1]
+        counts = [len(row.pending) for row in rows]
+        positions, mask = batch.begin_step(counts)
+        if max(counts) == 1:  # a plain decoding step: a row per request
+            logits = self.model(input_ids=torch.cat([row.pending for row in rows]).unsqueeze(1), position_ids=positions.unsqueeze(1),
+                                attention_mask=mask, past_key_values=batch, use_cache=True).logits[:, -1]
+        else:  # every row's tokens packed into one sequence; logits at each row's last token only
+            logits = self.model(input_ids=torch.cat([row.pending for row in rows]).unsqueeze(0), position_ids=positions.unsqueeze(0),
+                                attention_mask=mask, past_key_values=batch, use_cache=True, logits_to_keep=batch.last_tokens(),
+                                packed_rows=batch.packed_rows()).logits[0]
         batch.advance()
         tokens = self._draw(logits, rows)
         for slot in reversed(range(len(rows))):  # from the end: leaving moves the last row into the freed slot
             row, token = rows[slot], int(tokens[slot])
             row.drawn.append(token)
             row.seen[token] = True
-            row.next_token = token
+            row.pending = tokens[slot:slot + 1]
             if token in self._reply_ends or len(row.drawn) >= row.request.settings.max_new_tokens:
                 self._finish(row, batch.remove(slot))
                 rows[slot] = rows[-1]
                 rows.pop()
         replied = sum(int(token) not in self._reply_ends for token in tokens)  # an end token is no text
-        self.stats.update(steps=1, row_steps=len(tokens), generated_tokens=replied, generate_seconds=time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        self.stats.update(steps=1, row_steps=len(tokens), generated_tokens=replied, generate_seconds=seconds)
+        if max(counts) > 1:
+            self.stats.update(prefill_steps=1, prefill_step_seconds=seconds)
         if self.on_step is not None:
             self.on_step(len(tokens))
 
@@ -201,31 +217,16 @@ class LocalGenerator:
     def decode(self, new_tokens) -> list[str]:
         return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in new_tokens]
 
-    def _prefill(self, ids) -> list[tuple[Any, Any]]:
-        """Key/value states of ``ids`` (per layer), computing only what the prefix cache lacks."""
-        from transformers import DynamicCache
-
-        hit, states = self.prefix_cache.longest_prefix(ids)
-        self.stats.update(prompt_tokens=len(ids), cached_prompt_tokens=hit)
-        if hit == len(ids):
-            return states
-        cache = DynamicCache(ddp_cache_data=states or None, config=self.model.config)
-        # Only the states are wanted: logits for one position, not for every prompt token (the
-        # vocabulary projection would add a fifth to the prefill).
-        self.model(input_ids=ids[hit:].unsqueeze(0), past_key_values=cache, use_cache=True, logits_to_keep=1)
-        states = [(layer.keys, layer.values) for layer in cache.layers]
-        self.prefix_cache.add(ids, states)
-        return states
-
 
 class DecodingBatch:
     """Key/value states of the rows being decoded, a slot each, every row from position 0; the
-    model's cache during a decoding step.
+    model's cache during a step.
 
-    The step writes each row's new states at that row's own length, so rows of any length decode
-    together, and a row joins (:meth:`add`) or leaves (:meth:`remove`) between two steps. Each
-    row's attention is masked past its own length. Storage grows by whole chunks and is never
-    given back, so a long run reallocates only a few times.
+    A step feeds each row one or more tokens (:meth:`begin_step`) and writes their states from
+    that row's own length on, so rows of any length step together, and a row joins (:meth:`add`)
+    or leaves (:meth:`remove`) between two steps. Each row's attention is masked past its own
+    tokens. Storage grows by whole chunks and is never given back, so a long run reallocates only
+    a few times.
     """
 
     CHUNK = 256  # positions added at a time when a row needs more
@@ -235,6 +236,8 @@ class DecodingBatch:
         self.values: list[Any] = []
         self.lengths = None  # [rows], tokens with states in each row
         self._width = 0  # positions attended in the current step
+        self._counts = None  # [rows], tokens each row feeds in the current step
+        self._token_slots = self._token_positions = None  # [tokens fed], where each one's states go
 
     def __len__(self) -> int:
         return 0 if self.lengths is None else len(self.lengths)
@@ -266,27 +269,43 @@ class DecodingBatch:
         self.lengths = self.lengths[:last]
         return states
 
-    def attention_mask(self):
-        """[rows, 1, 1, positions], True where a row may attend: its states and its new token."""
+    def begin_step(self, counts: list[int]):
+        """The next step feeds ``counts[row]`` tokens to each row. Returns their positions, row after
+        row ([tokens fed]), and the attention mask, [rows, 1, 1, positions]: True where a row may
+        attend, its states and its new tokens (a row that feeds several attends causally among
+        them: :func:`packed_attention`)."""
         import torch
 
-        self._width = int(self.lengths.max()) + 1
+        self._counts = torch.tensor(counts)
+        ends = self.lengths + self._counts
+        self._width = int(ends.max())
         self._reserve(len(self), self._width)
-        return (torch.arange(self._width) <= self.lengths.unsqueeze(1)).view(len(self), 1, 1, self._width)
+        self._token_slots = torch.repeat_interleave(torch.arange(len(self)), self._counts)
+        firsts = torch.cumsum(self._counts, 0) - self._counts  # each row's first token among those fed
+        self._token_positions = self.lengths[self._token_slots] + torch.arange(len(self._token_slots)) - firsts[self._token_slots]
+        return self._token_positions, (torch.arange(self._width) < ends.unsqueeze(1)).view(len(self), 1, 1, self._width)
+
+    def last_tokens(self):
+        """Where each row's last fed token stands among the tokens fed: its logits draw the next."""
+        import torch
+
+        return torch.cumsum(self._counts, 0) - 1
+
+    def packed_rows(self) -> "PackedRows":
+        return PackedRows(self.lengths.tolist(), self._counts.tolist())
 
     def update(self, key_states, value_states, layer_idx: int, *args, **kwargs):
-        """The model's cache call: store each row's new token's states at its length; return every
-        row's states up to the longest row."""
-        import torch
-
-        rows = torch.arange(len(self))
+        """The model's cache call: store the states of the tokens fed at their rows and positions
+        (key_states: [rows, heads, 1, head_dim] for one token a row, [1, heads, tokens, head_dim]
+        when packed); return every row's states up to the longest row."""
         keys, values = self.keys[layer_idx], self.values[layer_idx]
-        keys[rows, :, self.lengths] = key_states[:, :, 0]
-        values[rows, :, self.lengths] = value_states[:, :, 0]
+        packed = key_states.shape[0] == 1 and key_states.shape[2] > 1
+        keys[self._token_slots, :, self._token_positions] = key_states[0].transpose(0, 1) if packed else key_states[:, :, 0]
+        values[self._token_slots, :, self._token_positions] = value_states[0].transpose(0, 1) if packed else value_states[:, :, 0]
         return keys[: len(self), :, : self._width], values[: len(self), :, : self._width]
 
     def advance(self) -> None:
-        self.lengths += 1
+        self.lengths += self._counts
 
     def _reserve(self, slots: int, positions: int) -> None:
         import torch
@@ -302,6 +321,25 @@ class DecodingBatch:
             return bigger
 
         self.keys, self.values = [grown(t) for t in self.keys], [grown(t) for t in self.values]
+
+
+@dataclass(frozen=True)
+class PackedRows:
+    """A packed step's layout for :func:`packed_attention`: each row's states before the step and
+    the tokens it feeds, rows in slot order and their tokens in that order too."""
+
+    lengths: list[int]
+    counts: list[int]
+
+
+def no_states(model) -> list[tuple[Any, Any]]:
+    """Key/value states of no tokens, per layer: what a prompt the prefix cache knows nothing of joins with."""
+    import torch
+
+    config = model.config
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    empty = torch.zeros((1, config.num_key_value_heads, 0, head_dim), dtype=model.dtype)
+    return [(empty, empty)] * config.num_hidden_layers
 
 
 def check_full_attention(config, path: str) -> None:
@@ -334,9 +372,10 @@ DECODE_ATTENTION = "mentalarena_grouped_decode"
 GROUPED_MIN_BATCH = 4  # from here up, grouped decoding steps measured faster (benchmarks/decode_attention.jsonl)
 
 
-def grouped_decode_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+def grouped_decode_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, packed_rows=None, **kwargs):
     """SDPA, except for a batch of single new tokens in bfloat16 on a CPU that computes bfloat16
-    natively, which goes to :func:`grouped_attention`.
+    natively, which goes to :func:`grouped_attention`, and for a packed step of a
+    :class:`DecodingBatch`, which goes to :func:`packed_attention`.
 
     On such a CPU, torch's flash kernel for bfloat16 is slower there as the batch grows. With the
     grouped matmuls a whole decoding step was 1.04x faster at batch 4, 1.1-1.4x at batch 8 and
@@ -348,12 +387,40 @@ def grouped_decode_attention(module, query, key, value, attention_mask, scaling=
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+    if packed_rows is not None:
+        return packed_attention(module, query, key, value, attention_mask, packed_rows, scaling=scaling, **kwargs), None
     batch, _, new_tokens, head_dim = query.shape
     plain = not (kwargs.get("softcap") or kwargs.get("s_aux") is not None or kwargs.get("position_bias") is not None)
     if (new_tokens == 1 and batch >= GROUPED_MIN_BATCH and query.dtype == torch.bfloat16 and cpu_computes_bfloat16() and plain
             and key.shape[-1] == value.shape[-1] == head_dim and (attention_mask is None or attention_mask.dtype == torch.bool)):
         return grouped_attention(query, key, value, attention_mask, scaling if scaling is not None else head_dim**-0.5), None
     return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+
+
+def packed_attention(module, query, key, value, attention_mask, rows: PackedRows, **kwargs):
+    """Attention of a packed step: ``query`` is [1, heads, tokens fed, head_dim], every row's
+    tokens in turn; ``key`` and ``value`` are the batch's [rows, key/value heads, positions,
+    head_dim]. The leading rows that feed one token each attend as one decoding batch (no
+    copies of their states); every other row attends causally over its own states and new
+    tokens. Returns [1, tokens fed, heads, head_dim]."""
+    import torch
+
+    output = query.new_empty(1, query.shape[2], query.shape[1], query.shape[3])
+    decoding = next((row for row, count in enumerate(rows.counts) if count != 1), len(rows.counts))
+    if decoding:
+        single = query[0, :, :decoding].transpose(0, 1).unsqueeze(2)  # [rows, heads, 1, head_dim]
+        attended, _ = grouped_decode_attention(module, single, key[:decoding], value[:decoding], attention_mask[:decoding], **kwargs)
+        output[0, :decoding] = attended[:, 0]
+    first = decoding
+    for row in range(decoding, len(rows.counts)):
+        length, count = rows.lengths[row], rows.counts[row]
+        end = length + count
+        causal = (torch.arange(end) <= length + torch.arange(count).unsqueeze(1)).view(1, 1, count, end)
+        attended, _ = grouped_decode_attention(module, query[:, :, first:first + count], key[row:row + 1, :, :end],
+                                               value[row:row + 1, :, :end], causal, **kwargs)
+        output[0, first:first + count] = attended[0]
+        first += count
+    return output
 
 
 def grouped_attention(query, key, value, attention_mask, scaling: float):

@@ -70,7 +70,8 @@ def test_cached_prefill_generates_what_plain_generate_does():
     alone = [generator.decode(generator.generate_plain([prompt], settings))[0] for prompt in prompts]
 
     before = dict(generator.stats)
-    assert generator.generate(prompts, settings) == alone
+    assert generator.generate(prompts[:1], settings) == alone[:1]
+    assert generator.generate(prompts[1:], settings) == alone[1:]  # the two prefill in one step
     cached_first = generator.stats["cached_prompt_tokens"] - before.get("cached_prompt_tokens", 0)
     assert cached_first > 0  # the follow-up and the other question reuse the opening's tokens
     kept = [(k, k.clone()) for _, states in generator.prefix_cache._entries.values() for k, _ in states]
@@ -144,7 +145,8 @@ def test_the_decoding_batch_writes_each_row_at_its_own_length_and_keeps_rows_whe
     for ids in ([1, 2, 3], [4], [5, 6]):
         batch.add(states(ids))
     assert batch.lengths.tolist() == [3, 1, 2]
-    mask = batch.attention_mask()
+    positions, mask = batch.begin_step([1, 1, 1])
+    assert positions.tolist() == [3, 1, 2]
     assert mask.shape == (3, 1, 1, 4)
     assert mask[:, 0, 0].tolist() == [[True] * 4, [True, True, False, False], [True, True, True, False]]
     new = torch.tensor([7.0, 8.0, 9.0]).view(3, 1, 1, 1)
