@@ -17,7 +17,7 @@ Prompts are prefilled through a :class:`PrefixCache`. Long prompts make CPU gene
 prefill-bound, and nearly every arena prompt repeats one seen before (the same session's last
 prompt plus its new turns; every session of a role opens with the same instructions), so each
 prompt computes key/value states only for tokens no cached prompt had. vLLM calls this automatic
-prefix caching. A prompt's remaining tokens join the next decoding step: that step's forward
+prefix caching. A prompt goes into the cache with its reply, when the reply ends. A prompt's remaining tokens join the next decoding step: that step's forward
 pass packs them with the other rows' new tokens (vLLM and Sarathi call this mixed or chunked
 prefill), so the weights are read once for both and the other rows do not wait on a prefill of
 their own. Decoding runs on a :class:`DecodingBatch`, attends with :func:`grouped_decode_attention`
@@ -151,9 +151,8 @@ class LocalGenerator:
         import torch
 
         started = time.perf_counter()
-        counts = [len(row.pending) for row in rows]
-        positions, mask = batch.begin_step(counts)
-        if max(counts) == 1:  # a plain decoding step: a row per request
+        positions, mask = batch.begin_step([len(row.pending) for row in rows])
+        if not batch.packed:  # a plain decoding step: a row per request
             logits = self.model(input_ids=torch.cat([row.pending for row in rows]).unsqueeze(1), position_ids=positions.unsqueeze(1),
                                 attention_mask=mask, past_key_values=batch, use_cache=True).logits[:, -1]
         else:  # every row's tokens packed into one sequence; logits at each row's last token only
@@ -174,7 +173,7 @@ class LocalGenerator:
         replied = sum(int(token) not in self._reply_ends for token in tokens)  # an end token is no text
         seconds = time.perf_counter() - started
         self.stats.update(steps=1, row_steps=len(tokens), generated_tokens=replied, generate_seconds=seconds)
-        if max(counts) > 1:
+        if batch.packed:
             self.stats.update(prefill_steps=1, prefill_step_seconds=seconds)
         if self.on_step is not None:
             self.on_step(len(tokens))
@@ -237,6 +236,7 @@ class DecodingBatch:
         self.lengths = None  # [rows], tokens with states in each row
         self._width = 0  # positions attended in the current step
         self._counts = None  # [rows], tokens each row feeds in the current step
+        self.packed = False  # whether some row feeds several: then the step's tokens are one sequence
         self._token_slots = self._token_positions = None  # [tokens fed], where each one's states go
 
     def __len__(self) -> int:
@@ -277,6 +277,7 @@ class DecodingBatch:
         import torch
 
         self._counts = torch.tensor(counts)
+        self.packed = max(counts) > 1
         ends = self.lengths + self._counts
         self._width = int(ends.max())
         self._reserve(len(self), self._width)
@@ -299,9 +300,8 @@ class DecodingBatch:
         (key_states: [rows, heads, 1, head_dim] for one token a row, [1, heads, tokens, head_dim]
         when packed); return every row's states up to the longest row."""
         keys, values = self.keys[layer_idx], self.values[layer_idx]
-        packed = key_states.shape[0] == 1 and key_states.shape[2] > 1
-        keys[self._token_slots, :, self._token_positions] = key_states[0].transpose(0, 1) if packed else key_states[:, :, 0]
-        values[self._token_slots, :, self._token_positions] = value_states[0].transpose(0, 1) if packed else value_states[:, :, 0]
+        keys[self._token_slots, :, self._token_positions] = key_states[0].transpose(0, 1) if self.packed else key_states[:, :, 0]
+        values[self._token_slots, :, self._token_positions] = value_states[0].transpose(0, 1) if self.packed else value_states[:, :, 0]
         return keys[: len(self), :, : self._width], values[: len(self), :, : self._width]
 
     def advance(self) -> None:

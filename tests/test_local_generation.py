@@ -4,6 +4,7 @@ decoding attention (what SDPA computes) and its sampler (the distribution ``gene
 sampling has)."""
 
 import time
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -164,6 +165,51 @@ def test_the_decoding_batch_writes_each_row_at_its_own_length_and_keeps_rows_whe
     assert batch.lengths.tolist() == [3, 2, 300]
     assert batch.keys[0][:2, 0, :2, 0].tolist() == [[5, 6], [4, 8]]
     assert batch.keys[1][2, 0, :300, 0].tolist() == [float(i) + 1 for i in range(10, 310)]
+
+
+def test_a_packed_step_writes_each_rows_tokens_from_its_length_and_draws_from_its_last():
+    from mentalarena.agents.local import DecodingBatch
+
+    batch = DecodingBatch()
+    for ids in ([1, 2], [3, 4, 5], []):
+        batch.add(states(ids, layers=1))
+    positions, mask = batch.begin_step([1, 3, 2])  # a decoding row, then a prompt of 3 tokens after 3 cached, then one of 2
+    assert batch.packed and positions.tolist() == [2, 3, 4, 5, 0, 1]
+    assert batch.last_tokens().tolist() == [0, 3, 5]
+    assert mask[:, 0, 0].tolist() == [[True] * 3 + [False] * 3, [True] * 6, [True] * 2 + [False] * 4]
+    fed = torch.tensor([6.0, 7, 8, 9, 10, 11]).view(1, 1, 6, 1)
+    keys, _ = batch.update(fed, -fed, 0)
+    batch.advance()
+    assert keys[:, 0, :, 0].tolist() == [[1, 2, 6, 0, 0, 0], [3, 4, 5, 7, 8, 9], [10, 11, 0, 0, 0, 0]]
+    assert batch.lengths.tolist() == [3, 6, 2]
+    assert batch.packed_rows().counts == [1, 3, 2] and batch.begin_step([1, 1, 1])[0].tolist() == [3, 6, 2]
+    assert not batch.packed
+
+
+def test_packed_attention_attends_each_row_over_its_own_states_and_causally_among_its_new_tokens():
+    from transformers.integrations.sdpa_attention import repeat_kv
+
+    from mentalarena.agents.local import PackedRows, packed_attention
+
+    torch.manual_seed(0)
+    lengths, counts = [5, 2, 0, 3, 4], [1, 1, 4, 1, 3]  # two decoding rows, then prompts, then a decoding row after them
+    key, value = torch.randn(5, 3, 8, 64), torch.randn(5, 3, 8, 64)  # 3 key/value heads; positions past a row's tokens are noise
+    query = torch.randn(1, 9, sum(counts), 64)
+    ends = torch.tensor(lengths) + torch.tensor(counts)
+    mask = (torch.arange(8) < ends.unsqueeze(1)).view(5, 1, 1, 8)
+
+    attention_layer = SimpleNamespace(num_key_value_groups=3, is_causal=True)  # what SDPA reads of the model's layer
+    got = packed_attention(attention_layer, query, key, value, mask, PackedRows(lengths, counts), scaling=0.125)
+    assert got.shape == (1, sum(counts), 9, 64)
+    first = 0
+    for row, (length, count) in enumerate(zip(lengths, counts)):
+        for i in range(count):  # token i of the row sees its row's states and new tokens up to itself, in float64
+            seen = length + i + 1
+            q = query[0, :, first + i].double().unsqueeze(1)  # [heads, 1, head_dim]
+            k, v = repeat_kv(key[row:row + 1, :, :seen], 3)[0].double(), repeat_kv(value[row:row + 1, :, :seen], 3)[0].double()
+            expected = ((q @ k.transpose(-1, -2)) * 0.125).softmax(dim=-1) @ v
+            torch.testing.assert_close(got[0, first + i], expected[:, 0].float(), atol=1e-5, rtol=1e-5)
+        first += count
 
 
 def test_only_full_attention_models_are_decoded_locally():
