@@ -17,10 +17,11 @@ Prompts are prefilled through a :class:`PrefixCache`. Long prompts make CPU gene
 prefill-bound, and nearly every arena prompt repeats one seen before (the same session's last
 prompt plus its new turns; every session of a role opens with the same instructions), so each
 prompt computes key/value states only for tokens no cached prompt had. vLLM calls this automatic
-prefix caching. A prompt goes into the cache with its reply, when the reply ends. A prompt's remaining tokens join the next decoding step: that step's forward
-pass packs them with the other rows' new tokens (vLLM and Sarathi call this mixed or chunked
-prefill), so the weights are read once for both and the other rows do not wait on a prefill of
-their own. Decoding runs on a :class:`DecodingBatch`, attends with :func:`grouped_decode_attention`
+prefix caching. A prompt goes into the cache with its reply, when the reply ends.
+
+A prompt's remaining tokens join the next decoding step: that step's forward pass packs them with
+the other rows' new tokens (vLLM and Sarathi call this mixed or chunked prefill), so the weights
+are read once for both and the other rows do not wait on a prefill of their own. Decoding runs on a :class:`DecodingBatch`, attends with :func:`grouped_decode_attention`
 (:func:`packed_attention` for a step that prefills), and samples with :class:`TopKNucleusSampler`.
 """
 
@@ -152,12 +153,13 @@ class LocalGenerator:
 
         started = time.perf_counter()
         positions, mask = batch.begin_step([len(row.pending) for row in rows])
+        fed = torch.cat([row.pending for row in rows])
         if not batch.packed:  # a plain decoding step: a row per request
-            logits = self.model(input_ids=torch.cat([row.pending for row in rows]).unsqueeze(1), position_ids=positions.unsqueeze(1),
-                                attention_mask=mask, past_key_values=batch, use_cache=True).logits[:, -1]
+            logits = self.model(input_ids=fed.unsqueeze(1), position_ids=positions.unsqueeze(1), attention_mask=mask,
+                                past_key_values=batch, use_cache=True).logits[:, -1]
         else:  # every row's tokens packed into one sequence; logits at each row's last token only
-            logits = self.model(input_ids=torch.cat([row.pending for row in rows]).unsqueeze(0), position_ids=positions.unsqueeze(0),
-                                attention_mask=mask, past_key_values=batch, use_cache=True, logits_to_keep=batch.last_tokens(),
+            logits = self.model(input_ids=fed.unsqueeze(0), position_ids=positions.unsqueeze(0), attention_mask=mask,
+                                past_key_values=batch, use_cache=True, logits_to_keep=batch.last_tokens(),
                                 packed_rows=batch.packed_rows()).logits[0]
         batch.advance()
         tokens = self._draw(logits, rows)
