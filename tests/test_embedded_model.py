@@ -62,16 +62,19 @@ def test_sessions_that_start_together_share_one_model(tmp_path):
     """The first use is concurrent: one load, one generator, and sessions that finish."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from mentalarena.agents import local, models
+    from mentalarena.agents import embeddings, local, models
 
-    local._generators.clear()
-    models._load_local_model.cache_clear()
+    def forget_loaded_models():
+        local._generators.clear()
+        models._load_local_model.cache_clear()
+        embeddings._load_embeddings.cache_clear()
+
+    forget_loaded_models()
     folder = str(embedded_model_dir())
     with ThreadPoolExecutor(4) as pool:
         generators = list(pool.map(local.local_generator, [folder] * 4))
     assert all(g is generators[0] for g in generators)
     context = Context(model="embedded", inquiry_turns=1, max_redirections=0, treatment_tries=1, medication_tries=1, max_new_tokens=16)
-    local._generators.clear()
-    models._load_local_model.cache_clear()
-    summary = run_sessions(builtin_profiles()[:2], context, tmp_path, sessions=2, progress=False, concurrency=2)
-    assert summary.done == 2, (tmp_path / "records.jsonl").read_text()[:500]
+    forget_loaded_models()
+    summary = run_sessions(builtin_profiles()[:3], context, tmp_path, sessions=3, progress=False, concurrency=3)
+    assert summary.done == 3, (tmp_path / "records.jsonl").read_text()[:500]

@@ -89,3 +89,33 @@ def test_cli_flags_become_context_settings():
     assert (embedded.review_feedback, embedded.similarity_threshold, embedded.max_new_tokens) == (True, 0.3, 64)  # small budget
     api = build_context(make_parser().parse_args(["run", "--model", "openai:gpt-4o-mini", "--no-review-feedback"]))
     assert (api.review_feedback, api.max_new_tokens, api.inquiry_turns) == (False, 128, 3)  # the Context defaults
+
+
+def test_model_loads_wait_for_each_other(monkeypatch):
+    """Concurrent sessions ask for the chat model and the embedding model at once; the loads must
+    not overlap (overlapping from_pretrained calls failed imports and left weights on the meta device)."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mentalarena.agents import embeddings, models
+
+    inside, most = 0, 0
+    counting = threading.Lock()
+
+    def slow_load(*args):
+        nonlocal inside, most
+        with counting:
+            inside += 1
+            most = max(most, inside)
+        time.sleep(0.05)
+        with counting:
+            inside -= 1
+        return args
+
+    monkeypatch.setattr(models, "_load_local_model", slow_load)
+    monkeypatch.setattr(embeddings, "_load_embeddings", slow_load)
+    loads = [lambda: models.load_local_model("/some/model"), lambda: embeddings.load_embeddings("minilm")] * 3
+    with ThreadPoolExecutor(len(loads)) as pool:
+        list(pool.map(lambda load: load(), loads))
+    assert most == 1
