@@ -41,7 +41,8 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
-from mentalarena.agents.models import GenerationSettings, cpu_computes_bfloat16, load_local_model, resolve_local_dtype
+from mentalarena.agents.models import (GenerationSettings, cpu_computes_bfloat16, load_local_model, model_loading_lock,
+                                       resolve_local_dtype)
 
 ROLES = {"system": "system", "human": "user", "ai": "assistant"}
 REPETITION_PENALTY = 1.15  # small local models loop on their own phrases without it
@@ -72,10 +73,11 @@ class LocalGenerator:
     """One local model shared by all sessions; the requests it holds decode as one batch."""
 
     def __init__(self, path: str, dtype: str = "auto", max_batch: int = 16, prefix_cache_bytes: int = 2 * 1024**3):
-        self.model, self.tokenizer = load_local_model(path, dtype)
-        check_full_attention(self.model.config, path)
-        register_attention(DECODE_ATTENTION, grouped_decode_attention)
-        self.model.set_attn_implementation(DECODE_ATTENTION)
+        with model_loading_lock:  # the set-up imports from transformers too, which must not race another load
+            self.model, self.tokenizer = load_local_model(path, dtype)
+            check_full_attention(self.model.config, path)
+            register_attention(DECODE_ATTENTION, grouped_decode_attention)
+            self.model.set_attn_implementation(DECODE_ATTENTION)
         self.max_batch = max_batch
         self.prefix_cache = PrefixCache(prefix_cache_bytes)
         self._reply_ends = {self.tokenizer.pad_token_id, *_as_list(self.model.generation_config.eos_token_id)}

@@ -32,11 +32,10 @@ EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 
 ChatModelFactory = Callable[["GenerationSettings"], BaseChatModel]
 _registry: dict[str, ChatModelFactory] = {}
-_convert_lock = threading.Lock()
 # One model load at a time in the process, local chat models and embedding models alike: concurrent
 # sessions ask for them at the same moment, and concurrent loads race in transformers' lazy imports
 # and meta-device initialisation (failed imports, weights left on the meta device).
-model_loading_lock = threading.Lock()
+model_loading_lock = threading.RLock()  # reentrant: a caller may hold it around a load and its set-up
 
 
 class ModelSpecError(ValueError):
@@ -91,9 +90,10 @@ def embedded_gguf_path() -> Path:
 def embedded_model_dir() -> Path:
     """The de-quantized embedded model as a Hugging Face folder, converted on first use."""
     target = cache_root() / "models" / f"{EMBEDDED_NAME}-f32"  # suffix versions the conversion
-    with _convert_lock:
-        if not (target / "config.json").exists():
-            _convert_gguf(embedded_gguf_path(), target)
+    if not (target / "config.json").exists():
+        with model_loading_lock:  # converting loads the GGUF model
+            if not (target / "config.json").exists():
+                _convert_gguf(embedded_gguf_path(), target)
     return target
 
 
