@@ -21,7 +21,9 @@ prefix caching. A prompt goes into the cache with its reply, when the reply ends
 
 A prompt's remaining tokens join the next decoding step: that step's forward pass packs them with
 the other rows' new tokens (vLLM and Sarathi call this mixed or chunked prefill), so the weights
-are read once for both and the other rows do not wait on a prefill of their own. Decoding runs on a :class:`DecodingBatch`, attends with :func:`grouped_decode_attention`
+are read once for both and the other rows do not wait on a prefill of their own.
+
+Decoding runs on a :class:`DecodingBatch`, attends with :func:`grouped_decode_attention`
 (:func:`packed_attention` for a step that prefills), and samples with :class:`TopKNucleusSampler`.
 """
 
