@@ -18,13 +18,23 @@ def states(ids: list[int], layers: int = 2) -> list[tuple[torch.Tensor, torch.Te
     return [(column.clone() + layer, column.clone() - layer) for layer in range(layers)]
 
 
+def joined(pieces) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The per-layer states of consecutive pieces (as the prefix cache returns them), put together."""
+    return [(torch.cat([piece[layer][0] for piece in pieces], dim=2), torch.cat([piece[layer][1] for piece in pieces], dim=2))
+            for layer in range(len(pieces[0]))]
+
+
+def token_bytes(layers: int = 2) -> int:
+    return sum(k.nbytes + v.nbytes for k, v in states([0], layers))
+
+
 def test_the_longest_shared_prefix_is_found_and_cut_to_length():
     cache = PrefixCache(max_bytes=10**6)
     cache.add(torch.tensor([1, 2, 3, 4]), states([1, 2, 3, 4]))
     cache.add(torch.tensor([1, 2, 9]), states([1, 2, 9]))
     length, found = cache.longest_prefix(torch.tensor([1, 2, 3, 7, 8]))
     assert length == 3
-    assert found[1][0].flatten().tolist() == [2.0, 3.0, 4.0]  # layer 1 keys of tokens 1, 2, 3
+    assert joined(found)[1][0].flatten().tolist() == [2.0, 3.0, 4.0]  # layer 1 keys of tokens 1, 2, 3
     assert cache.longest_prefix(torch.tensor([5, 1, 2]))[0] == 0
     assert cache.longest_prefix(torch.tensor([1, 2]))[0] == 2  # a prompt shorter than the cached one
 
@@ -34,18 +44,40 @@ def test_a_prompt_that_extends_a_cached_one_replaces_it():
     cache.add(torch.tensor([1, 2]), states([1, 2]))
     cache.add(torch.tensor([1, 2, 3]), states([1, 2, 3]))
     cache.add(torch.tensor([1, 5]), states([1, 5]))
-    assert sorted(ids.tolist() for ids, _ in cache._entries.values()) == [[1, 2, 3], [1, 5]]
+    assert cache.nbytes == 5 * token_bytes()  # [1, 2, 3] and [1, 5]: [1, 2] went
+    assert cache.longest_prefix(torch.tensor([1, 2, 3, 4]))[0] == 3 and cache.longest_prefix(torch.tensor([1, 5]))[0] == 2
 
 
-def test_the_least_recently_used_prompt_goes_first_when_full():
-    one_entry = sum(k.nbytes + v.nbytes for k, v in states([0, 0, 0]))
-    cache = PrefixCache(max_bytes=2 * one_entry)
+def test_prompts_that_share_a_head_share_its_blocks_and_find_their_own_tail():
+    cache = PrefixCache(max_bytes=10**6)
+    cache.BLOCK = 4
+    first, second, third = list(range(10)), list(range(8)) + [99, 98], list(range(6)) + [77, 78]
+    for ids in (first, second, third):
+        cache.add(torch.tensor(ids), states(ids))
+    # first: blocks 0-3, 4-7, 8-9; second adds 99-98 under 4-7; third parts inside 4-7: 4, 5, 77, 78 again
+    assert cache.nbytes == (10 + 2 + 4) * token_bytes()
+    for ids, expected in ((second[:9] + [50], 9), (list(range(6)) + [9], 6), (third, 8), (first, 10)):
+        length, found = cache.longest_prefix(torch.tensor(ids))
+        assert length == expected
+        assert [k.flatten().tolist() for k, _ in joined(found)] == [[float(i) + layer for i in ids[:expected]] for layer in range(2)]
+
+
+def test_the_least_recently_used_block_goes_first_when_full_and_shared_heads_stay():
+    cache = PrefixCache(max_bytes=8 * token_bytes())
     cache.add(torch.tensor([1, 1, 1]), states([1, 1, 1]))
     cache.add(torch.tensor([2, 2, 2]), states([2, 2, 2]))
     cache.longest_prefix(torch.tensor([1, 1, 1]))  # used: now the most recent
     cache.add(torch.tensor([3, 3, 3]), states([3, 3, 3]))
-    assert sorted(ids.tolist()[0] for ids, _ in cache._entries.values()) == [1, 3]
-    assert cache.nbytes <= cache.max_bytes
+    assert cache.longest_prefix(torch.tensor([2, 2, 2]))[0] == 0  # room for 8 tokens: [2, 2, 2] went
+    assert cache.longest_prefix(torch.tensor([1, 1, 1]))[0] == 3 and cache.nbytes == 6 * token_bytes()
+
+    cache = PrefixCache(max_bytes=12 * token_bytes())
+    cache.BLOCK = 4
+    cache.add(torch.tensor(range(10)), states(list(range(10))))
+    cache.add(torch.tensor(range(50, 54)), states(list(range(50, 54))))  # 14 tokens: the oldest leaf goes
+    assert cache.nbytes == 12 * token_bytes()
+    assert cache.longest_prefix(torch.tensor(range(10)))[0] == 8  # the tail went, the head under it stayed
+    assert cache.longest_prefix(torch.tensor(range(50, 54)))[0] == 4
 
 
 @pytest.mark.real_model
@@ -75,7 +107,7 @@ def test_cached_prefill_generates_what_plain_generate_does():
     assert generator.generate(prompts[1:], settings) == alone[1:]  # the two prefill in one step
     cached_first = generator.stats["cached_prompt_tokens"] - before.get("cached_prompt_tokens", 0)
     assert cached_first > 0  # the follow-up and the other question reuse the opening's tokens
-    kept = [(k, k.clone()) for _, states in generator.prefix_cache._entries.values() for k, _ in states]
+    kept = [(k, k.clone()) for block in generator.prefix_cache._recency.values() for k, _ in block.states]
     assert generator.generate(prompts, settings) == alone  # now every prompt is served from the cache
     prompt_tokens = generator.stats["prompt_tokens"] - before.get("prompt_tokens", 0)
     assert generator.stats["cached_prompt_tokens"] - before.get("cached_prompt_tokens", 0) - cached_first == prompt_tokens // 2
@@ -143,8 +175,8 @@ def test_the_decoding_batch_writes_each_row_at_its_own_length_and_keeps_rows_whe
     from mentalarena.agents.local import DecodingBatch
 
     batch = DecodingBatch()
-    for ids in ([1, 2, 3], [4], [5, 6]):
-        batch.add(states(ids))
+    for pieces in ([states([1, 2]), states([3])], [states([4])], [states([5, 6])]):  # as the prefix cache gives them
+        batch.add(pieces)
     assert batch.lengths.tolist() == [3, 1, 2]
     positions, mask = batch.begin_step([1, 1, 1])
     assert positions.tolist() == [3, 1, 2]
@@ -157,11 +189,12 @@ def test_the_decoding_batch_writes_each_row_at_its_own_length_and_keeps_rows_whe
     assert keys[:, 0, :, 0].tolist() == [[1, 2, 3, 7], [4, 8, 0, 0], [5, 6, 9, 0]]
     assert values[:, 0, :, 0].tolist() == [[1, 2, 3, -7], [4, -8, 0, 0], [5, 6, -9, 0]]  # layer 0's values name their token
 
-    left = batch.remove(0)  # the first row ends; the last moves into its slot
+    left = batch.row_states(0)  # the first row ends; the last moves into its slot
     assert [k.flatten().tolist() for k, _ in left] == [[1, 2, 3, 7], [2, 3, 4, 8]]
+    batch.remove(0)
     assert batch.lengths.tolist() == [3, 2]
     assert batch.keys[0][0, 0, :3, 0].tolist() == [5, 6, 9]
-    batch.add(states(list(range(10, 310))))  # longer than the storage: it grows, rows kept
+    batch.add([states(list(range(10, 310)))])  # longer than the storage: it grows, rows kept
     assert batch.lengths.tolist() == [3, 2, 300]
     assert batch.keys[0][:2, 0, :2, 0].tolist() == [[5, 6], [4, 8]]
     assert batch.keys[1][2, 0, :300, 0].tolist() == [float(i) + 1 for i in range(10, 310)]
@@ -172,7 +205,7 @@ def test_a_packed_step_writes_each_rows_tokens_from_its_length_and_draws_from_it
 
     batch = DecodingBatch()
     for ids in ([1, 2], [3, 4, 5], []):
-        batch.add(states(ids, layers=1))
+        batch.add([states(ids, layers=1)])
     positions, mask = batch.begin_step([1, 3, 2])  # a decoding row, then a prompt of 3 tokens after 3 cached, then one of 2
     assert batch.packed and positions.tolist() == [2, 3, 4, 5, 0, 1]
     assert batch.last_tokens().tolist() == [0, 3, 5]
