@@ -515,7 +515,7 @@ class PrefixCache:
         self.max_bytes = max_bytes
         self.nbytes = 0  # of the tensors held, kept up to date by add, clear and eviction
         self._root = _Block((), [], None)
-        self._recency: OrderedDict[int, _Block] = OrderedDict()  # every block but the root, least recent first
+        self._recency: OrderedDict[_Block, None] = OrderedDict()  # every block but the root, least recent first
         self._lock = threading.Lock()
 
     def clear(self) -> None:
@@ -553,7 +553,7 @@ class PrefixCache:
                 node = block
             self._touch(path)
             while self._recency and self.nbytes > self.max_bytes:
-                self._drop(next(iter(self._recency.values())))
+                self._drop(next(iter(self._recency)))
 
     def _walk(self, tokens: list[int]) -> list[tuple["_Block", int]]:
         """The blocks that hold the longest cached prefix of ``tokens``, and how many tokens of each."""
@@ -573,18 +573,18 @@ class PrefixCache:
 
     def _touch(self, path: list["_Block"]) -> None:
         for block in reversed(path):  # deepest first: every block ends up more recent than those under it
-            self._recency[id(block)] = block
-            self._recency.move_to_end(id(block))
+            self._recency[block] = None
+            self._recency.move_to_end(block)
 
     def _drop(self, block: "_Block") -> None:
         for child in list(block.children.values()):
             self._drop(child)
         del block.parent.children[block.tokens]
-        del self._recency[id(block)]
+        del self._recency[block]
         self.nbytes -= _nbytes(block.states)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False)  # compared and hashed by identity: a key of the recency order
 class _Block:
     """Up to ``PrefixCache.BLOCK`` tokens and their key/value states, under the block before them."""
 

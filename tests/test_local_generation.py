@@ -107,7 +107,7 @@ def test_cached_prefill_generates_what_plain_generate_does():
     assert generator.generate(prompts[1:], settings) == alone[1:]  # the two prefill in one step
     cached_first = generator.stats["cached_prompt_tokens"] - before.get("cached_prompt_tokens", 0)
     assert cached_first > 0  # the follow-up and the other question reuse the opening's tokens
-    kept = [(k, k.clone()) for block in generator.prefix_cache._recency.values() for k, _ in block.states]
+    kept = [(k, k.clone()) for block in generator.prefix_cache._recency for k, _ in block.states]
     assert generator.generate(prompts, settings) == alone  # now every prompt is served from the cache
     prompt_tokens = generator.stats["prompt_tokens"] - before.get("prompt_tokens", 0)
     assert generator.stats["cached_prompt_tokens"] - before.get("cached_prompt_tokens", 0) - cached_first == prompt_tokens // 2
