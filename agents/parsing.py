@@ -13,7 +13,18 @@ NUMBER_WORDS = {
     "one": 1, "two": 2, "three": 3, "four": 4, "five": 5,
     "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10,
 }
-ORDINALS = {"first": 0, "second": 1, "1st": 0, "2nd": 1}
+# Ordinal words and the candidate index they name ('former' and 'latter' of two); '1st', '2nd', ... are read from their digit.
+ORDINALS = {"first": 0, "second": 1, "third": 2, "fourth": 3, "fifth": 4, "former": 0, "latter": 1}
+# A number, in digits or words. Digits inside a decimal, a longer number or an ordinal ('2.5', '123', '2nd') are none;
+# 'one' after a determiner or before 'of' is a pronoun ('this one', 'no one', 'one of them'); and a number
+# followed by what it counts ('2 weeks', '10 mg', '3 things') is a quantity, never a rating or a pick.
+NUMBER = (
+    r"(?:(?<![\d.])\d{1,2}(?![\da-z]|\.\d)"
+    rf"|\b(?:{'|'.join(w for w in NUMBER_WORDS if w != 'one')})\b"
+    r"|(?<!this )(?<!that )(?<!the )(?<!no )(?<!any )(?<!each )(?<!every )(?<!which )(?<!other )\bone\b(?!\s+of\b))"
+    r"(?!\s*(?:seconds?|minutes?|hours?|days?|nights?|weeks?|months?|years?|times?|sessions?|things?|people|steps?"
+    r"|mg|milligrams?|pills?|tablets?|doses?)\b)"
+)
 SPEAKER_PREFIX = re.compile(r"^\s*\**\s*(patient|therapist|client|counsell?or|assistant|user|doctor)\s*\**\s*:\s*", re.I)
 NEXT_SPEAKER = re.compile(r"\n\s*\**\s*(patient|therapist|client|counsell?or|user|doctor)\s*\**\s*:", re.I)
 REFUSALS = {"", "none", "n/a", "na", "no", "nothing", "not applicable", "no medication", "none needed", "-"}
@@ -37,24 +48,43 @@ def require_text(text: str) -> str:
     return cleaned
 
 
+def _number(token: str) -> int:
+    return NUMBER_WORDS.get(token) or int(token)
+
+
+def _spellings(value: int) -> str:
+    """Regex alternatives for one number in digits or words: 10 -> '10|ten'."""
+    return "|".join([str(value), *(word for word, number in NUMBER_WORDS.items() if number == value)])
+
+
 def parse_score(text: str, low: int = 1, high: int = 10) -> int:
-    """A rating such as '7/10', 'Score: 7', 'I'd say seven', '**8**'."""
-    lowered = text.lower()
-    patterns = (
-        r"(\d{1,2})\s*(?:/|out of)\s*10",
-        r"(?:score|rating|rate|feel)[^\d\n]{0,25}(\d{1,2})",
-        r"(?<![\d./])(\d{1,2})(?![\d.]|\s*/)",
-    )
-    for pattern in patterns:
-        values = [int(m.group(1)) for m in re.finditer(pattern, lowered)]
-        for value in values:
+    """A rating such as 'Score: 7', '7/10', 'I'd say seven', '**8**'.
+
+    A scale the answer repeats ('on a scale of 1 to 10') is dropped first. Then, most trusted first:
+    'N/10' or 'N out of 10' (if all of them are out of range there is no score); a labelled number
+    ('Score: 8', 'rating of 8', 'I'd rate it a six') or one that opens the answer ('8.', '7, because');
+    and last, the last other number, since the prompts ask for a description first and the rating
+    after it. Digits and number words are read alike.
+    """
+    lowered = re.sub(r"[*_`]+", "", text.lower())  # '**6** out of 10' reads as '6 out of 10'
+    # A scale names its ends, which are not ratings: '1 to 10', '1-10', 'from 1 (much worse) to 10 (much better)', 'scale of 10'.
+    scale = rf"\b(?:0|{_spellings(low)})\s*(?:\([^)]*\)\s*)?(?:to|-|–|—)\s*(?:{_spellings(high)})\b|\bscale\s+of\s+(?:{_spellings(high)})\b"
+    lowered = re.sub(scale, " ", lowered)
+    fraction = rf"({NUMBER})\s*(?:/|out\s+of)\s*(?:{_spellings(high)})\b"
+    # The lazy gap stops at the first number after the label; an opening number must end at punctuation or the end.
+    labelled = rf"\b(?:score|rating|rate|rated)\b[^\d\n]{{0,25}}?({NUMBER})|\A\W*({NUMBER})(?=\s*(?:[^\w\s]|$))"
+    stray = rf"(?<!/)({NUMBER})(?!\s*/)"  # not a part of a fraction such as '3/4'
+
+    def values(pattern: str) -> list[int]:
+        return [_number(next(filter(None, match.groups()))) for match in re.finditer(pattern, lowered)]
+
+    fractions = values(fraction)
+    if fractions and not any(low <= value <= high for value in fractions):
+        raise ParseError(f"score out of {low}-{high} in {text[:80]!r}")  # an explicit '11/10' is not rescued by stray numbers
+    for found in (fractions, values(labelled), values(stray)[::-1]):
+        for value in found:
             if low <= value <= high:
                 return value
-        if values and pattern == patterns[0]:
-            break  # an explicit 'N/10' out of range is not rescued by stray numbers
-    for word, value in NUMBER_WORDS.items():
-        if re.search(rf"\b{word}\b", lowered) and low <= value <= high:
-            return value
     raise ParseError(f"no score between {low} and {high} in {text[:80]!r}")
 
 
@@ -81,13 +111,24 @@ def first_sentence(text: str) -> str:
 
 
 def parse_choice(text: str, candidates: list[str]) -> int:
-    """Index of the candidate an answer picks: by number, letter, ordinal, or by naming it."""
+    """Index of the candidate an answer picks: by number, ordinal, letter, or by naming it.
+
+    A number counts only where it stands as the answer: opening the reply ('2.', '(1) because'),
+    after a word that introduces a pick ('I pick number 2', 'option two', 'Response 1 is better'),
+    or as '#2' or '(2)'; 'for 2 years' picks nothing. Numbers and ordinals ('the first one',
+    'the latter', '2nd') are read in text order: the earliest that names a candidate wins.
+    """
     lowered = text.lower()
-    explicit = re.search(r"\b(?:option|diagnosis|candidate|number|choice|pick|choose|chose)?\s*#?\(?([1-9])\)?\b", lowered)
-    if explicit and 1 <= int(explicit.group(1)) <= len(candidates):
-        return int(explicit.group(1)) - 1
-    for word, index in ORDINALS.items():
-        if re.search(rf"\b{word}\b", lowered) and index < len(candidates):
+    number = (rf"\A\W*({NUMBER})|#\s*({NUMBER})|\(({NUMBER})\)"
+              rf"|\b(?:option|number|choice|choose|chose|pick|picked|diagnosis|candidate|response|answer)(?:\s+(?:is|was))?\s*[:#]?\s*\(?({NUMBER})")
+    # Not the adverbs 'at first', 'first of all', 'the first time', 'a second' (of time), nor 'first-line' or 'second-guess'.
+    ordinal = rf"(?<!\bat )(?<!\ba )\b({'|'.join(ORDINALS)}|[1-9](?:st|nd|rd|th))\b(?!-|\s+(?:of\s+all|time)\b)"
+    picks = [(match.start(), _number(next(filter(None, match.groups()))) - 1) for match in re.finditer(number, lowered)]
+    for match in re.finditer(ordinal, lowered):
+        word = match.group(1)
+        picks.append((match.start(), ORDINALS[word] if word in ORDINALS else int(word[0]) - 1))
+    for _, index in sorted(picks):
+        if index < len(candidates):
             return index
     letter = re.search(r"\b(?:option|choice)?\s*\(?([a-d])\)\s*|\boption\s+([a-d])\b", lowered)
     if letter:

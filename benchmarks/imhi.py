@@ -122,7 +122,10 @@ class IMHIArgs:
 
 def stem(word: str) -> str:
     """Strip plural, past and adjective endings, so 'emotional'/'emotion', 'issues'/'issue' and
-    'biased'/'bias' agree; repeated until nothing changes, so a stem is its own stem."""
+    'biased'/'bias' agree; repeated until nothing changes, so a stem is its own stem. Negation
+    words stay whole: stripped, 'none' would become 'non' and no longer negate."""
+    if word in NEGATIONS:
+        return word
     for suffix in ("al", "es", "s", "ed", "e"):
         if word.endswith(suffix) and not word.endswith("ss") and len(word) - len(suffix) >= 3:
             return stem(word[: -len(suffix)])
@@ -132,6 +135,7 @@ def stem(word: str) -> str:
 def words(text: str) -> list[str]:
     text = re.sub(r"n['’]t\b", " not", text.lower())  # "doesn't" -> "does not"
     text = re.sub(r"\b(can not|can't)\b", "cannot", text)
+    text = re.sub(r"\bnot only\b", "only", text)  # 'not only sad but depressed' negates nothing
     return [stem(w) for w in re.findall(r"[a-z0-9]+", text)]
 
 
@@ -160,12 +164,18 @@ def label_mentions(label_set: LabelSet, clause: list[str], fuzzy: bool) -> list[
     phrases = [(label, phrase) for label, names in label_set.labels.items() for phrase in names]
     phrases += [(None, phrase) for phrase in UNSURE]
     phrases += [("yes", phrase) for phrase in label_set.affirm]
+    # A negation reaches the four words after it, and four more past each 'or' within that reach,
+    # so a negated list is negated throughout: 'no signs of suicide or self-harm tendency'.
+    negated, reach = [], -1
+    for position, word in enumerate(clause):
+        negated.append(position <= reach)
+        if word in NEGATIONS or (word == "or" and position <= reach):
+            reach = position + 4
     found = []
     for label, phrase in phrases:
         phrase_words = words(phrase)
         for position in find_phrase(phrase_words, clause, fuzzy and label is not None):
-            negated = bool(NEGATIONS & set(clause[max(0, position - 4): position]))
-            if negated and not binary and phrase_words[0] not in NEGATIONS:
+            if negated[position] and not binary and phrase_words[0] not in NEGATIONS:
                 continue  # 'does not show depression' names no label
             found.append((position, -len(phrase_words), label))
     return found

@@ -225,15 +225,25 @@ def normalized(text: str) -> str:
 def extract_option(reply: str, options: dict[str, str]) -> str | None:
     """The option letter a free-text answer picks, or None.
 
-    In order: 'Answer: C' / 'the correct option is (C)'; 'would be C.'; a reply that starts with the letter
-    ('C.', 'C)', a lone 'C'), unless it echoes the option list; '(C)' anywhere; and last, the one
-    option whose text the first sentence (else the whole reply) names.
+    In order: an explicit answer ('Answer: C', 'the correct answer is (b)'); an option named and not
+    rejected ('The correct option is (B)', 'option c', but not 'Option A is incorrect'); 'would be C.';
+    a reply that starts with the letter ('C.', 'C)', a lone 'C'), unless it echoes the option list;
+    '(C)' anywhere; and last, the one option whose text the first sentence (else the whole reply) names.
+    Lower-case letters are read only in the first two, after 'answer', 'option' or 'choice'.
     """
     text = reply.replace("*", "").strip()
     letters = "".join(options)
-    keyword = re.search(rf"(?i:answer|option|choice)(?i:\s+(?:is|would be|should be|must be))?\s*[:\-]?\s*\(?([{letters}])\b(?![-'])", text)
-    if keyword:
-        return keyword.group(1)
+    # Lower case 'a' and 'i' are also English words: they count only before punctuation or the end
+    # ('the answer is a.', not 'I cannot answer a question'); other lower-case letters always count.
+    letter_pattern = rf"\(?([{letters}]|[{letters.lower()}](?<![ai])|[{letters.lower()}](?=\s*(?:[^\w\s]|$)))\b(?![-'])"
+    verb = r"(?:\s+(?:is|would be|should be|must be))?\s*[:\-]?\s*"
+    answer = re.search(rf"(?i:\banswer){verb}{letter_pattern}", text)
+    if answer:
+        return answer.group(1).upper()
+    rejected = r"(?!\s*(?:is|was|seems)?\s*(?:not\b|isn't|wasn't|incorrect|wrong|false|unlikely))"
+    named_option = re.search(rf"(?i:\b(?:option|choice)){verb}{letter_pattern}{rejected}", text)
+    if named_option:
+        return named_option.group(1).upper()
     stated = re.search(rf"\b(?:is|be|in)\s+\(?([{letters}])(?:[.):]|\s*$)", text)  # 'would be D. Olanzapine'
     if stated:
         return stated.group(1)

@@ -69,6 +69,25 @@ def test_every_set_reads_its_own_vocabulary(set_name, answer, expected):
     assert extract_label(answer, IMHI_SETS[set_name]) == expected
 
 
+@pytest.mark.parametrize("set_name, answer, expected", [
+    # The negation reaches along an 'or' list: 'self-harm' is negated too, four words past 'no'.
+    ("t-sid", "no signs of suicide or self-harm tendency, rather depression", "depression"),
+    ("t-sid", "This post shows no signs of suicide or self-harm tendency, rather depression.", "depression"),
+    ("swmh", "No anxiety or bipolar symptoms; the post shows depression.", "depression"),
+    ("swmh", "This post shows anxiety and depression.", "anxiety"),  # 'and' without a negation negates nothing
+    # 'Not only' affirms.
+    ("t-sid", "Not only is the poster sad, the poster suffers from depression.", "depression"),
+    ("swmh", "Not only is the poster sad, the poster suffers from depression.", "depression"),
+    ("DR", "Not only is the poster sad, the poster suffers from depression.", "yes"),
+    # 'none' is a negation word (it used to be stemmed to 'non').
+    ("SAD", "None of it is work; it is school.", "school"),
+    ("CAMS", "None.", "none"),
+    ("DR", "None of the posts suggests depression.", "no"),
+])
+def test_negation_scope_not_only_and_none(set_name, answer, expected):
+    assert extract_label(answer, IMHI_SETS[set_name]) == expected
+
+
 def test_weighted_f1_by_hand():
     gold = ["a", "a", "a", "b", "b", "c"]
     predicted = ["a", "a", "b", "b", UNPARSED, "a"]

@@ -47,6 +47,31 @@ def test_the_option_is_extracted_from_free_text(reply, expected):
 
 
 @pytest.mark.parametrize("reply, expected", [
+    ("Option A is incorrect; the answer is C.", "C"),
+    ("Option A is wrong, option D is not it either. Option B fits.", "B"),
+    ("Option A isn't right; choice (b) is.", "B"),
+    ("Option A is tempting, but the correct answer is B.", "B"),
+    ("The correct option is not A; it is C.", "C"),
+])
+def test_an_explicit_answer_beats_a_rejected_option(reply, expected):
+    assert extract_option(reply, OPTIONS) == expected
+
+
+@pytest.mark.parametrize("reply, expected", [
+    ("the answer is c", "C"),
+    ("answer: (b)", "B"),
+    ("I'd say the correct answer is d.", "D"),
+    ("The answer is a.", "A"),
+    ("option c", "C"),
+    ("The answer is a bit unclear; I would say gynecomastia.", "C"),  # the article 'a' is no answer
+    ("I cannot answer a question like this.", None),
+    ("b. maybe", None),  # a lone lower-case letter is not read
+])
+def test_lower_case_letters_are_read_only_after_answer_or_option(reply, expected):
+    assert extract_option(reply, OPTIONS) == expected
+
+
+@pytest.mark.parametrize("reply, expected", [
     ("Yes.", "A"), ("No, the study found no link.", "B"), ("maybe", "C"), ("I don't know", None), ("The answer is yes", "A"),
 ])
 def test_yes_no_maybe_answers_are_read_on_word_boundaries(reply, expected):
