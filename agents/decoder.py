@@ -1,7 +1,7 @@
 """Symptom decoder: compares what the therapist has inferred with what the encoder gave the patient.
 
-The therapist states its inference in a labelled format; each field is compared with the encoded
-one by sentence-embedding cosine similarity. Fields under the threshold are deviations; the
+The therapist states its inference as a :class:`DecoderInference` answer; each field is compared
+with the encoded one (same key) by sentence-embedding cosine similarity. Fields under the threshold are deviations; the
 feedback says what to ask about next (never the encoded answer itself) and goes into the
 therapist's next prompt.
 """
@@ -13,25 +13,16 @@ from langgraph.runtime import Runtime
 
 from mentalarena.agents import prompts
 from mentalarena.agents.embeddings import load_embeddings, pairwise_similarities
-from mentalarena.agents.encoder import DECODED_FIELDS
-from mentalarena.agents.llm import speak
-from mentalarena.agents.parsing import parse_labelled_fields
+from mentalarena.agents.llm import answer, answer_log
+from mentalarena.agents.parsing import ParseError
+from mentalarena.agents.schemas import DecoderInference
 from mentalarena.agents.therapist import therapist_messages
-
-INFERENCE_LABELS = {
-    "intermediate_belief": ("intermediate beliefs", "intermediate belief"),
-    "intermediate_belief_depression": ("beliefs during depression", "belief during depression", "intermediate beliefs during depression"),
-    "coping_strategies": ("coping strategies", "coping strategy", "coping"),
-    "situation": ("situation, thoughts, emotions and behaviour", "situation, thoughts, emotions and behavior", "situation"),
-    "behaviour_principles": ("behaviour principles", "behavior principles", "behaviour", "behavior"),
-}
 
 
 def write_feedback(similarities: dict[str, float], deviations: list[str], threshold: float) -> str:
+    wording = DecoderInference.feedback_wording
     return "\n".join(
-        prompts.DECODER_FEEDBACK_LINE.format(
-            label=DECODED_FIELDS[key][0], similarity=similarities[key], threshold=threshold, guidance=DECODED_FIELDS[key][1]
-        )
+        prompts.DECODER_FEEDBACK_LINE.format(label=wording[key][0], similarity=similarities[key], threshold=threshold, guidance=wording[key][1])
         for key in deviations
     )
 
@@ -56,14 +47,20 @@ def score_inference(inferred: dict[str, str], encoded: dict[str, str], context, 
 
 def symptom_decoder(state: dict, runtime: Runtime) -> dict:
     context = runtime.context
-    inferred, _, error = speak(
-        context, "therapist", therapist_messages(state, prompts.DECODER_INFERENCE),
-        lambda text: parse_labelled_fields(text, INFERENCE_LABELS), {"kind": "inference", "instruction": prompts.DECODER_INFERENCE},
-    )
-    failures = [{"node": "symptom_decoder", "reason": f"inference unparsed, every field counts as a deviation: {error}"}] if error else []
+    reply = answer(context, "therapist", therapist_messages(state, prompts.DECODER_INFERENCE), DecoderInference,
+                   {"kind": "inference", "instruction": prompts.DECODER_INFERENCE})
+    failures = []
+    if reply.value is not None:
+        inferred = reply.value.model_dump()
+    else:  # the fields it did state are still scored; the others count as deviations
+        try:
+            inferred = DecoderInference.partial(reply.text)
+        except ParseError:
+            inferred = {key: "" for key in DecoderInference.model_fields}
+        failures.append({"node": "symptom_decoder", "reason": f"inference unparsed, unstated fields count as deviations: {reply.error}"})
     redirections = state.get("redirections", 0)
     round_record = score_inference(
-        inferred or {key: "" for key in INFERENCE_LABELS}, state["encoded"], context,
+        inferred, state["encoded"], context,
         round_number=len(state.get("decoder_rounds", [])) + 1, may_redirect=redirections < context.max_redirections,
     )
     return {
@@ -71,4 +68,5 @@ def symptom_decoder(state: dict, runtime: Runtime) -> dict:
         "feedback": round_record["feedback"] if round_record["redirected"] else "",
         "redirections": redirections + int(round_record["redirected"]),
         "failures": failures,
+        "answers": [answer_log("symptom_decoder", DecoderInference, reply)],
     }

@@ -18,18 +18,9 @@ from langgraph.runtime import Runtime
 
 from mentalarena.agents import prompts
 from mentalarena.agents.embeddings import similarities_to_library
-from mentalarena.agents.llm import ask_or_record, chat_model
-from mentalarena.agents.parsing import parse_choice
+from mentalarena.agents.llm import answer_log, answer_or_record, chat_model
 from mentalarena.agents.profiles import CONVERSATIONAL_STYLES, PatientProfile, ProfileError, find_profile
-
-# What the decoder compares: key -> (label in feedback, what to ask about next).
-DECODED_FIELDS = {
-    "intermediate_belief": ("intermediate beliefs", "the rules, attitudes and assumptions they live by"),
-    "intermediate_belief_depression": ("beliefs during depression", "the 'if ..., then ...' assumptions they hold when they feel low"),
-    "coping_strategies": ("coping strategies", "how they usually cope when things get hard"),
-    "situation": ("thoughts, emotions and behaviour in the situation", "the recent situation that upset them: what went through their mind, how they felt and what they did"),
-    "behaviour_principles": ("behaviour principles", "how they tend to act and respond in conversations like this, and what they hold back"),
-}
+from mentalarena.agents.schemas import PrincipleChoice
 
 
 @functools.lru_cache(maxsize=1)
@@ -64,6 +55,7 @@ def shortlist_groups(coping_strategies: str, embedding_model: str, size: int) ->
 
 
 def encoded_fields(profile: PatientProfile, principles: list[str]) -> dict[str, str]:
+    """What the decoder compares a :class:`DecoderInference` with, under the same keys."""
     encoded = {
         "intermediate_belief": profile.intermediate_belief,
         "intermediate_belief_depression": profile.intermediate_belief_depression,
@@ -83,7 +75,7 @@ def symptom_encoder(state: dict, runtime: Runtime) -> dict:
     session_id = state.get("session_id") or profile.id
     style = choose_style(profile, context, session_id)
     shortlist = shortlist_groups(profile.coping_strategies, context.embedding_model, context.principle_shortlist)
-    failures = []
+    failures, answers = [], []
     chosen = shortlist[0]
     if len(shortlist) > 1:
         options = "\n".join(f"{i}. {g['description']}" for i, g in enumerate(shortlist, start=1))
@@ -91,13 +83,12 @@ def symptom_encoder(state: dict, runtime: Runtime) -> dict:
             SystemMessage(prompts.ENCODER_SYSTEM),
             HumanMessage(prompts.ENCODER_PRINCIPLE_CHOICE.format(coping_strategies=profile.coping_strategies, options=options)),
         ]
-        descriptions = [g["description"] for g in shortlist]
-        index, _, error = ask_or_record(
-            chat_model(context, "decoder"), messages, lambda text: parse_choice(text, descriptions), context.parse_retries + 1
-        )
-        if error:
-            failures.append({"node": "symptom_encoder", "reason": f"principle choice unparsed, kept the closest group: {error}"})
-        chosen = shortlist[index or 0]
+        schema = PrincipleChoice.among([g["description"] for g in shortlist])
+        reply = answer_or_record(chat_model(context, "decoder"), messages, schema, context.parse_retries + 1)
+        answers.append(answer_log("symptom_encoder", schema, reply))
+        if reply.value is None:
+            failures.append({"node": "symptom_encoder", "reason": f"principle choice unparsed, kept the closest group: {reply.error}"})
+        chosen = shortlist[reply.value.choice - 1 if reply.value else 0]
     return {
         "session_id": session_id,
         "patient": profile.to_patient_psi(),
@@ -109,4 +100,5 @@ def symptom_encoder(state: dict, runtime: Runtime) -> dict:
         "redirections": 0,
         "feedback": "",
         "failures": failures,
+        "answers": answers,
     }

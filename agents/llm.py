@@ -1,17 +1,30 @@
-"""One place where the agents talk to chat models: role -> model, and ask-parse-retry."""
+"""One place where the agents talk to chat models: role -> model, structured answers, ask-parse-retry.
+
+A machine-read answer (agents/schemas.py) is asked for in its schema wherever the backend can
+enforce one, and read by the tolerant parser elsewhere:
+- ``response_format``: OpenAI's parameter. OpenAI-compatible servers (each in its own dialect,
+  see models.py), the local models (grammar-constrained decoding) and the scripted model take it.
+- ``tools``: another provider's own ``with_structured_output``.
+- ``none``: free text in the labelled format, parsed leniently (also when a person plays the
+  role, or when Context.structured_output is 'off').
+"""
 
 from __future__ import annotations
 
-from typing import Callable, TypeVar
+from dataclasses import dataclass
+from typing import Any, Callable, Generic, TypeVar
 
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langgraph.types import interrupt
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
-from mentalarena.agents.models import load_chat_model
+from mentalarena.agents.models import GenerationSettings, load_chat_model
 from mentalarena.agents.parsing import ParseError
+from mentalarena.agents.schemas import Answer
 
 T = TypeVar("T")
+A = TypeVar("A", bound=Answer)
 
 
 def transient_errors() -> tuple[type[BaseException], ...]:
@@ -23,57 +36,136 @@ def transient_errors() -> tuple[type[BaseException], ...]:
             openai.RateLimitError, openai.InternalServerError)
 
 
-def chat_model(context, role: str):
-    """The chat model playing ``role`` (patient, therapist, decoder) under the run's Context.
-
-    Transient errors are retried with exponential backoff and jitter, up to ``call_retries`` times;
-    the model is tagged with the role, so a ``messages``-mode stream says who is speaking.
-    """
-    model = load_chat_model(context.model_for(role), context.generation())
-    if context.call_retries:
-        model = model.with_retry(
-            retry_if_exception_type=transient_errors(),
-            stop_after_attempt=context.call_retries + 1,
-            exponential_jitter_params={"multiplier": context.retry_backoff_seconds, "jitter": context.retry_backoff_seconds, "max": 30.0},
-        )
-    return model.with_config(tags=[role], metadata={"speaker": role})
+def structured_output_support(model: BaseChatModel) -> str:
+    """How ``model`` answers in a schema: 'response_format', 'tools' or 'none' (see the module docstring)."""
+    replicas = getattr(model, "replicas", None)
+    if replicas:
+        kinds = {structured_output_support(replica) for replica in replicas}
+        return kinds.pop() if len(kinds) == 1 else "none"
+    if getattr(model, "accepts_response_format", False):
+        return "response_format"
+    if type(model).bind_tools is not BaseChatModel.bind_tools:
+        return "tools"
+    return "none"
 
 
-def ask(model, messages: list[BaseMessage], parse: Callable[[str], T], attempts: int) -> T:
-    """Invoke the model and parse its text; a ParseError triggers a new sample, up to ``attempts``."""
+@dataclass
+class Reply(Generic[T]):
+    """What one ask came to: the value (None when it never parsed), the last reply's text, why it
+    did not parse, and whether the backend enforced the answer's schema."""
+
+    value: T | None
+    text: str
+    error: str = ""
+    constrained: bool = False
+    attempts: int = 1
+
+
+class RoleModel:
+    """The chat model playing a role: transient errors retried with exponential backoff and jitter
+    (``call_retries``), calls tagged with the role (so a ``messages``-mode stream says who is
+    speaking), free text or answers in a schema."""
+
+    def __init__(self, model: BaseChatModel, settings: GenerationSettings, role: str = "", call_retries: int = 0,
+                 backoff_seconds: float = 1.0, structured: bool = True):
+        self.model, self.settings = model, settings
+        self.support = structured_output_support(model) if structured else "none"
+        self._retry = dict(retry_if_exception_type=transient_errors(), stop_after_attempt=call_retries + 1,
+                           exponential_jitter_params={"multiplier": backoff_seconds, "jitter": backoff_seconds, "max": 30.0}) if call_retries else None
+        self._config: dict[str, Any] = {"tags": [role], "metadata": {"speaker": role}} if role else {}
+
+    @property
+    def constrained(self) -> bool:
+        return self.support != "none"
+
+    def _runnable(self, runnable):
+        if self._retry:
+            runnable = runnable.with_retry(**self._retry)
+        return runnable.with_config(**self._config) if self._config else runnable
+
+    def text(self, messages: list[BaseMessage]) -> str:
+        return self._runnable(self.model).invoke(messages).text
+
+    def answer(self, messages: list[BaseMessage], schema: type[Answer]) -> str:
+        """The reply's text to a request for ``schema``: JSON where the backend enforces the schema,
+        else free text. The budget is the larger of the settings' and the schema's."""
+        budget = max(self.settings.max_new_tokens, schema.token_budget())
+        if self.support == "response_format":
+            return self._runnable(self.model.bind(response_format=schema.response_format(), max_tokens=budget)).invoke(messages).text
+        if self.support == "tools":
+            raw = self._runnable(self.model.with_structured_output(schema, include_raw=True)).invoke(messages)
+            if raw.get("parsed") is not None:
+                return raw["parsed"].model_dump_json()
+            return raw["raw"].text
+        return self._runnable(self.model.bind(max_tokens=budget) if budget != self.settings.max_new_tokens else self.model).invoke(messages).text
+
+
+def chat_model(context, role: str) -> RoleModel:
+    """The model playing ``role`` (patient, therapist, decoder) under the run's Context."""
+    return RoleModel(load_chat_model(context.model_for(role), context.generation()), context.generation(), role=role,
+                     call_retries=context.call_retries, backoff_seconds=context.retry_backoff_seconds,
+                     structured=context.structured_output != "off")
+
+
+def ask(model: RoleModel, messages: list[BaseMessage], parse: Callable[[str], T], attempts: int) -> T:
+    """Free text parsed by ``parse``; a ParseError triggers a new sample, up to ``attempts``."""
     for attempt in Retrying(stop=stop_after_attempt(attempts), retry=retry_if_exception_type(ParseError), reraise=True):
         with attempt:
-            return parse(model.invoke(messages).text)
+            return parse(model.text(messages))
     raise AssertionError("unreachable: tenacity reraises the last ParseError")
 
 
-def ask_or_record(model, messages: list[BaseMessage], parse: Callable[[str], T], attempts: int) -> tuple[T | None, str, str]:
-    """Like :func:`ask`, but past the bound returns (None, last reply, reason) instead of raising."""
-    replies: list[str] = []
-
-    def parse_and_keep(text: str) -> T:
-        replies.append(text)
-        return parse(text)
-
-    try:
-        return ask(model, messages, parse_and_keep, attempts), replies[-1], ""
-    except ParseError as exc:
-        return None, replies[-1], str(exc)
+def ask_or_record(model: RoleModel, messages: list[BaseMessage], parse: Callable[[str], T], attempts: int) -> Reply[T]:
+    """Like :func:`ask`, but past the bound returns the reply with its reason instead of raising."""
+    return _until_parsed(lambda: model.text(messages), parse, attempts, constrained=False)
 
 
-def speak(context, role: str, messages: list[BaseMessage], parse: Callable[[str], T], request: dict) -> tuple[T | None, str, str]:
-    """One turn of ``role``, returned as (parsed or None, text, parse error or '').
+def answer_or_record(model: RoleModel, messages: list[BaseMessage], schema: type[A], attempts: int) -> Reply[A]:
+    """An answer in ``schema``: constrained where the backend can; a reply that is not JSON after all
+    (a server that ignored the schema) is read leniently too. One that does not validate triggers
+    a new sample, up to ``attempts``."""
+    return _until_parsed(lambda: model.answer(messages, schema), schema.parse_text, attempts, constrained=model.constrained)
 
-    When the Context gives the role to a person, the graph pauses with ``interrupt(request)`` and
-    resumes with the person's text; otherwise the role's model answers.
-    """
-    if context.human_role == role:
-        text = str(interrupt({"role": role, **request}))
+
+def _until_parsed(reply: Callable[[], str], parse: Callable[[str], T], attempts: int, constrained: bool) -> Reply[T]:
+    texts: list[str] = []
+    error = ""
+    for _ in range(attempts):
+        texts.append(reply())
         try:
-            return parse(text), text, ""
+            return Reply(parse(texts[-1]), texts[-1], constrained=constrained, attempts=len(texts))
         except ParseError as exc:
-            return None, text, str(exc)
+            error = str(exc)
+    return Reply(None, texts[-1], error, constrained=constrained, attempts=len(texts))
+
+
+def speak(context, role: str, messages: list[BaseMessage], parse: Callable[[str], T], request: dict) -> Reply[T]:
+    """One free-text turn of ``role``. When the Context gives the role to a person, the graph
+    pauses with ``interrupt(request)`` and resumes with the person's text."""
+    if context.human_role == role:
+        return _person(request, parse)
     return ask_or_record(chat_model(context, role), messages, parse, context.parse_retries + 1)
+
+
+def answer(context, role: str, messages: list[BaseMessage], schema: type[A], request: dict) -> Reply[A]:
+    """One machine-read answer of ``role`` in ``schema``; a person's answer is parsed leniently."""
+    if context.human_role == role:
+        return _person(request, schema.parse_text)
+    return answer_or_record(chat_model(context, role), messages, schema, context.parse_retries + 1)
+
+
+def _person(request: dict, parse: Callable[[str], T]) -> Reply[T]:
+    text = str(interrupt(request))
+    try:
+        return Reply(parse(text), text)
+    except ParseError as exc:
+        return Reply(None, text, str(exc))
+
+
+def answer_log(node: str, schema: type[Answer], reply: Reply) -> dict:
+    """What the record keeps of a machine-read answer: how it was asked for and whether it parsed."""
+    return {"node": node, "schema": schema.__name__, "constrained": reply.constrained, "json": reply.text.lstrip().startswith("{"),
+            "parsed": reply.value is not None, "attempts": reply.attempts}
 
 
 def role_messages(system: str, turns: list[dict], me: str, opening: str | None = None, task: str | None = None) -> list[BaseMessage]:

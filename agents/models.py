@@ -52,6 +52,7 @@ class GenerationSettings:
     base_url: str | None = None  # one URL, or several separated by commas to spread calls round-robin
     timeout: float | None = None
     local_dtype: str = "auto"  # local models only: see resolve_local_dtype
+    structured_output: str = "auto"  # OpenAI-compatible endpoints: the response_format dialect (STRUCTURED_OUTPUT)
 
     @classmethod
     def reproducible(cls, max_new_tokens: int) -> "GenerationSettings":
@@ -124,6 +125,10 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
 
 
 LOCAL_DTYPES = ("auto", "bfloat16", "float32")
+# How structured answers are asked for: 'auto' detects an OpenAI-compatible endpoint's dialect once
+# (local and scripted models always constrain); 'json_schema' or 'json_object' names the dialect;
+# 'off' asks for free text and parses it leniently.
+STRUCTURED_OUTPUT = ("auto", "json_schema", "json_object", "off")
 
 
 @functools.cache
@@ -206,11 +211,11 @@ def load_chat_model(spec: str, settings: GenerationSettings | None = None) -> Ba
             "'<provider>:<model>' or a registered name"
         )
     if provider == "openai":
-        from langchain_openai import ChatOpenAI
+        from mentalarena.agents.openai_compatible import OpenAICompatibleChat
 
         urls = [u.strip() for u in (settings.base_url or os.environ.get("OPENAI_BASE_URL", "")).split(",") if u.strip()] or [None]
         replicas = [
-            ChatOpenAI(
+            OpenAICompatibleChat(
                 model=model_name,
                 temperature=settings.temperature,
                 max_completion_tokens=settings.max_new_tokens,
@@ -220,6 +225,7 @@ def load_chat_model(spec: str, settings: GenerationSettings | None = None) -> Ba
                 api_key=os.environ.get("OPENAI_API_KEY") or ("unused" if url else None),
                 timeout=settings.timeout,
                 max_retries=0,  # the arena retries with backoff itself (Context.call_retries)
+                json_dialect=settings.structured_output,
             )
             for url in urls
         ]

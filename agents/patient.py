@@ -6,9 +6,10 @@ from langgraph.config import get_stream_writer
 from langgraph.runtime import Runtime
 
 from mentalarena.agents import prompts
-from mentalarena.agents.llm import role_messages, speak
-from mentalarena.agents.parsing import ParseError, parse_choice, parse_score, require_text
+from mentalarena.agents.llm import answer, answer_log, role_messages, speak
+from mentalarena.agents.parsing import ParseError, require_text
 from mentalarena.agents.profiles import PatientProfile
+from mentalarena.agents.schemas import DiagnosisReview, Rating
 from mentalarena.agents.safety import screen_risk
 
 
@@ -43,11 +44,11 @@ def patient(state: dict, runtime: Runtime) -> dict:
     """Open the session, or answer the therapist's last question."""
     turns = dialogue(state)
     request = {"kind": "turn", "therapist_said": turns[-1]["text"] if turns else "", "instruction": "" if turns else prompts.PATIENT_OPENING}
-    _, text, error = speak(runtime.context, "patient", patient_messages(state), require_text, request)
-    if error:
-        raise ParseError(f"patient turn: {error}")  # a dialogue cannot go on without it
+    reply = speak(runtime.context, "patient", patient_messages(state), require_text, request)
+    if reply.value is None:
+        raise ParseError(f"patient turn: {reply.error}")  # a dialogue cannot go on without it
     phase = turns[-1]["phase"] if turns else "inquiry"
-    text = require_text(text)
+    text = reply.value
     update = {"transcript": [{"speaker": "patient", "phase": phase, "text": text}]}
     context = runtime.context
     screen = screen_risk(text, context.embedding_model, context.risk_threshold, context.risk_margin)
@@ -64,13 +65,15 @@ def patient_diagnosis_review(state: dict, runtime: Runtime) -> dict:
     if len(candidates) < 2:
         return {"illness": candidates[0] if candidates else ""}
     task = prompts.PATIENT_DIAGNOSIS_REVIEW.format(first=candidates[0], second=candidates[1])
-    index, text, error = speak(runtime.context, "patient", patient_messages(state, task), lambda t: parse_choice(t, candidates),
-                               {"kind": "diagnosis_review", "candidates": candidates, "instruction": task})
-    failures = [{"node": "patient_diagnosis_review", "reason": f"choice unparsed, kept the therapist's first candidate: {error}"}] if error else []
+    schema = DiagnosisReview.between(candidates)
+    reply = answer(runtime.context, "patient", patient_messages(state, task), schema,
+                   {"kind": "diagnosis_review", "candidates": candidates, "instruction": task})
+    failures = [] if reply.value else [{"node": "patient_diagnosis_review", "reason": f"choice unparsed, kept the therapist's first candidate: {reply.error}"}]
     return {
-        "illness": candidates[index or 0],
-        "transcript": [{"speaker": "patient", "phase": "diagnosis", "text": text.strip()}],
+        "illness": candidates[reply.value.choice - 1 if reply.value else 0],
+        "transcript": [{"speaker": "patient", "phase": "diagnosis", "text": reply.text.strip()}],
         "failures": failures,
+        "answers": [answer_log("patient_diagnosis_review", schema, reply)],
     }
 
 
@@ -78,12 +81,13 @@ def rate_proposal(state: dict, runtime: Runtime, kind: str) -> dict:
     """The patient imagines the last proposed treatment or medication and rates its state 1-10."""
     proposal = state["proposal"]
     task = prompts.PATIENT_RATING.format(kind=kind, proposal=proposal["proposal"], explanation=proposal["explanation"])
-    score, text, error = speak(runtime.context, "patient", patient_messages(state, task), parse_score,
-                               {"kind": f"{kind}_rating", "proposal": proposal["proposal"], "instruction": task})
-    failures = [{"node": f"rate_{kind}", "reason": f"rating unparsed, recorded as no score: {error}"}] if error else []
-    reaction = text.strip()
+    reply = answer(runtime.context, "patient", patient_messages(state, task), Rating,
+                   {"kind": f"{kind}_rating", "proposal": proposal["proposal"], "instruction": task})
+    failures = [] if reply.value else [{"node": f"rate_{kind}", "reason": f"rating unparsed, recorded as no score: {reply.error}"}]
     return {
-        f"{kind}_trials": [{**proposal, "reaction": reaction, "score": score}],
-        "transcript": [{"speaker": "patient", "phase": kind, "text": reaction}],
+        f"{kind}_trials": [{**proposal, "reaction": reply.value.reaction if reply.value else reply.text.strip(),
+                            "score": reply.value.score if reply.value else None}],
+        "transcript": [{"speaker": "patient", "phase": kind, "text": reply.text.strip()}],
         "failures": failures,
+        "answers": [answer_log(f"rate_{kind}", Rating, reply)],
     }

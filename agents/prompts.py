@@ -1,8 +1,15 @@
 """Every prompt the arena sends, as text in one place.
 
-Placeholders are filled with ``str.format``. Local models give no structured output, so the
-prompts that need a machine-readable answer ask for a short labelled format (see parsing.py).
+Placeholders are filled with ``str.format``. A prompt that needs a machine-read answer ends with
+its schema's format instruction (agents/schemas.py): one 'Field: <what goes there>' line per
+field. Backends with structured output are held to the schema itself; the others answer in those
+lines, which the tolerant parser reads.
 """
+
+from mentalarena.agents.schemas import (DecoderInference, Diagnosis, DiagnosisReview, MedicationProposal, PrincipleChoice, Rating,
+                                        TreatmentProposal, diagnosis_vocabulary)
+
+ANSWER_FIELDS = "Answer with these fields, one line each:\n"
 
 # What every session shares comes first, the session's own profile last: sessions of a local
 # model then share this prompt's head in the prefix cache instead of each prefilling all of it.
@@ -61,45 +68,40 @@ INQUIRY_FOCI = (
     "the patient's history: when this started and what led up to it",
 )
 
-DECODER_INFERENCE = """Based on the conversation so far, state what you have inferred about the patient. Answer in exactly this format, one line each:
-Intermediate beliefs: <the rules and assumptions the patient lives by>
-Beliefs during depression: <the 'if ..., then ...' assumptions they hold when low>
-Coping strategies: <how they cope>
-Situation, thoughts, emotions and behaviour: <the recent situation, what they thought, felt and did>
-Behaviour principles: <how they tend to act and respond in this conversation>"""
+DECODER_INFERENCE = "Based on the conversation so far, state what you have inferred about the patient. " + ANSWER_FIELDS + DecoderInference.format_instruction()
 
 DECODER_FEEDBACK_LINE = "- Your picture of the patient's {label} deviates from what the patient experiences (similarity {similarity:.2f}, below {threshold:.2f}). Ask next about {guidance}."
 
-DIAGNOSIS = """Based on the conversation, write a short summary of the patient's symptoms, then the two most likely diagnoses, most likely first. Answer in exactly this format:
-Summary: <two or three sentences>
-1. <diagnosis>
-2. <diagnosis>"""
+DIAGNOSIS = (
+    "Based on the conversation, write a short summary of the patient's symptoms, then the two most likely diagnoses, most "
+    "likely first, each exactly one of these names: " + "; ".join(entry["name"] for entry in diagnosis_vocabulary()) + ".\n"
+    + ANSWER_FIELDS + Diagnosis.format_instruction()
+)
 
 PATIENT_DIAGNOSIS_REVIEW = """The therapist suggests two possible diagnoses:
 1. {first}
 2. {second}
-Think about your own experience. Which one fits you better? Answer with the number 1 or 2, then one sentence why."""
+Think about your own experience. Which one fits you better? """ + ANSWER_FIELDS + DiagnosisReview.format_instruction()
 
 THERAPIST_PROPOSAL = """The patient's diagnosis is: {illness}.
 Symptom summary: {summary}
-{previous}Propose one {kind} for this patient. Answer in exactly this format:
-{label}: <one {kind}>
-Explanation: <why it fits this patient, in one or two sentences>{extra}"""
+{previous}Propose one {kind} for this patient. """ + ANSWER_FIELDS + "{answer_format}{extra}"
+PROPOSAL_FORMATS = {"treatment": TreatmentProposal.format_instruction(), "medication": MedicationProposal.format_instruction()}
 
 PREVIOUS_TRIALS = "Already tried, with how the patient felt (1-10):\n{trials}\nPropose a different {kind} from these.\n"
 
-MEDICATION_EXTRA = "\nIf no medication is appropriate, write 'Medication: None' and explain why."
+MEDICATION_EXTRA = "\nIf no medication is appropriate, give None as the medication and explain why."
 
 PATIENT_RATING = """The therapist suggests this {kind}: {proposal}
 {explanation}
-Imagine following it for a few weeks. How would you feel? Describe it in one or two sentences, then rate how you would feel from 1 (much worse) to 10 (much better) as 'Score: N'."""
+Imagine following it for a few weeks. How would you feel? """ + ANSWER_FIELDS + Rating.format_instruction()
 
 ENCODER_SYSTEM = "You are a clinical psychologist who builds realistic simulated patients for therapist training."
 
 ENCODER_PRINCIPLE_CHOICE = """A patient copes like this: {coping_strategies}
 Which group of behaviour principles fits this patient best?
 {options}
-Answer with the number only."""
+""" + ANSWER_FIELDS + PrincipleChoice.format_instruction()
 
 # Fine-tuning data (training/export.py): the seed's QA items and the dialogue system prompts.
 QA_DIAGNOSIS = "{summary}\nBased on these symptoms, what is the most likely diagnosis?"
@@ -111,12 +113,10 @@ THERAPIST_DIALOGUE_SYSTEM = "You are a psychiatrist. Assess the patient by askin
 THERAPIST_CHAT_SYSTEM = """You are an AI therapist model in a research tool (not a human clinician and not a substitute for care). A person is talking with you as a patient. Listen, reflect what you hear, and ask one question at a time about their feelings, thoughts, behaviour, body (sleep, appetite, energy) and history. Be warm and non-judgmental. Reply in two or three sentences."""
 
 PATIENT_CHAT_DECODE_COMMAND = "/decode"
-PATIENT_CHAT_DECODE_HELP = """To have the symptom decoder score what you have inferred, send a message that starts with /decode, followed by lines such as:
-Intermediate beliefs: ...
-Beliefs during depression: ...
-Coping strategies: ...
-Situation, thoughts, emotions and behaviour: ...
-Behaviour principles: ..."""
+PATIENT_CHAT_DECODE_HELP = (
+    "To have the symptom decoder score what you have inferred, send a message that starts with /decode, followed by lines such as:\n"
+    + "\n".join(f"{title}: ..." for title in DecoderInference.titles().values())
+)
 
 PATIENT_CHAT_SCORES = """Symptom decoder, round {round}: similarity of your inference with the patient's encoding (threshold {threshold:.2f}):
 {lines}

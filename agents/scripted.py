@@ -1,15 +1,20 @@
 """A scripted chat model: deterministic answers for testing graph logic without a network.
 
 ``ScriptedChatModel(respond=...)`` calls ``respond`` with the messages of each call and keeps every
-call in ``calls``, so a test can check what each role was prompted with. ``RoleScript`` answers
-each of the arena's prompts in the format it asks for; the model spec ``scripted`` selects it, so
-a served graph (``langgraph dev``, Studio) can run a whole session with no model at all.
+call in ``calls``, so a test can check what each role was prompted with. ``respond`` returns text,
+or an answer (agents/schemas.py): the model writes it as JSON when the call asks for its schema
+(``response_format``, as the local and OpenAI-compatible backends take it) and in the labelled
+free-text format otherwise. Returned text is sent as it is, which is how a test plays a backend
+whose answer breaks its schema.
+
+``RoleScript`` answers each of the arena's prompts; the model spec ``scripted`` selects it, so a
+served graph (``langgraph dev``, Studio) can run a whole session with no model at all.
 """
 
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, ClassVar, Iterable
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
@@ -18,18 +23,16 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import Field
 
 from mentalarena.agents import prompts
+from mentalarena.agents.schemas import (Answer, DecoderInference, Diagnosis, DiagnosisReview, MedicationProposal, PrincipleChoice, Rating,
+                                        TreatmentProposal)
 
-SCRIPTED_SPEC = "scripted"
-DEFAULT_INFERENCE = "\n".join(
-    f"{label}: The patient enjoys gardening on sunny days."
-    for label in ("Intermediate beliefs", "Beliefs during depression", "Coping strategies",
-                  "Situation, thoughts, emotions and behaviour", "Behaviour principles")
-)
+UNRELATED_INFERENCE = DecoderInference(**{key: "The patient enjoys gardening on sunny days." for key in DecoderInference.model_fields})
 
 
 class ScriptedChatModel(BaseChatModel):
-    respond: Callable[[list[BaseMessage]], str]
+    respond: Callable[[list[BaseMessage]], "str | Answer"]
     calls: list[list[BaseMessage]] = Field(default_factory=list)
+    accepts_response_format: ClassVar[bool] = True
 
     @property
     def _llm_type(self) -> str:
@@ -43,7 +46,10 @@ class ScriptedChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         self.calls.append(list(messages))
-        return ChatResult(generations=[ChatGeneration(message=AIMessage(self.respond(messages)))])
+        reply = self.respond(messages)
+        if isinstance(reply, Answer):
+            reply = reply.model_dump_json() if kwargs.get("response_format") else reply.as_text()
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(reply))])
 
 
 def _repeat_last(items: Iterable):
@@ -57,32 +63,36 @@ def _marker(prompt: str) -> str:
 
 
 class RoleScript:
-    """Answers each arena prompt in its format; lists are consumed in order, the last item repeats."""
+    """Answers each arena prompt; lists are consumed in order, the last item repeats.
 
-    def __init__(self, inferences=(DEFAULT_INFERENCE,), treatment_scores=(9,), medication_scores=(9,),
-                 rating_reply="I would feel better. Score: {score}"):
+    ``rating_reply``, when given, is the patient's whole reply to a rating request (text, so a
+    test can send one that does not parse)."""
+
+    def __init__(self, inferences: Iterable[Answer | str] = (UNRELATED_INFERENCE,), treatment_scores=(9,), medication_scores=(9,),
+                 rating_reply: str | None = None):
         self.inferences = _repeat_last(inferences)
         self.scores = {"treatment": _repeat_last(treatment_scores), "medication": _repeat_last(medication_scores)}
         self.rating_reply = rating_reply
         self.proposals = itertools.count(1)
 
-    def __call__(self, messages: list[BaseMessage]) -> str:
+    def __call__(self, messages: list[BaseMessage]) -> str | Answer:
         system, last = messages[0].content, messages[-1].content
         if "Which group of behaviour principles" in last:
-            return "1"
+            return PrincipleChoice(choice=1)
         if system.startswith(_marker(prompts.PATIENT_SYSTEM)):
             if "Which one fits you better" in last:
-                return "2. It matches how I have felt."
+                return DiagnosisReview(choice=2, reason="It matches how I have felt.")
             for kind in ("treatment", "medication"):
                 if f"The therapist suggests this {kind}" in last:
-                    return self.rating_reply.format(score=next(self.scores[kind]))
+                    return self.rating_reply or Rating(reaction="I would feel better.", score=next(self.scores[kind]))
             return "I have been feeling low and tired, and I keep to myself."
         if _marker(prompts.DECODER_INFERENCE) in last:
             return next(self.inferences)
         if _marker(prompts.DIAGNOSIS) in last:
-            return "Summary: Low mood and withdrawal for months.\n1. Major depressive disorder\n2. Adjustment disorder"
+            return Diagnosis(summary="Low mood and withdrawal for months.", first="Major depressive disorder", second="Adjustment disorder",
+                             note="none")
         if "Propose one treatment" in last:
-            return f"Treatment: Behavioural activation plan {next(self.proposals)}\nExplanation: It rebuilds routine."
+            return TreatmentProposal(treatment=f"Behavioural activation plan {next(self.proposals)}", explanation="It rebuilds routine.")
         if "Propose one medication" in last:
-            return f"Medication: Sertraline option {next(self.proposals)}\nExplanation: First-line for depression."
+            return MedicationProposal(medication=f"Sertraline option {next(self.proposals)}", explanation="First-line for depression.")
         return "How have you been sleeping lately?"

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import re
-
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
 from mentalarena.agents import prompts
-from mentalarena.agents.llm import role_messages, speak
-from mentalarena.agents.parsing import ParseError, clean_turn, first_sentence, parse_labelled_fields, parse_numbered_items, parse_proposal, require_text
+from mentalarena.agents.llm import answer, answer_log, role_messages, speak
+from mentalarena.agents.parsing import ParseError, require_text
 from mentalarena.agents.patient import dialogue
-
-PROPOSAL_LABELS = {"treatment": "Treatment", "medication": "Medication"}
+from mentalarena.agents.schemas import PROPOSALS, Diagnosis
 
 
 def next_question_task(state: dict) -> str:
@@ -41,10 +38,10 @@ def therapist(state: dict, runtime: Runtime) -> dict:
     turns = dialogue(state)
     request = {"kind": "question", "patient_said": turns[-1]["text"] if turns else "", "feedback": state.get("feedback", "")}
     task = next_question_task(state)
-    _, text, error = speak(context, "therapist", therapist_messages(state, task), require_text, request)
-    if error:
-        raise ParseError(f"therapist turn: {error}")  # a dialogue cannot go on without it
-    turn = {"speaker": "therapist", "phase": "followup" if redirected else "inquiry", "text": require_text(text), "instruction": task}
+    reply = speak(context, "therapist", therapist_messages(state, task), require_text, request)
+    if reply.value is None:
+        raise ParseError(f"therapist turn: {reply.error}")  # a dialogue cannot go on without it
+    turn = {"speaker": "therapist", "phase": "followup" if redirected else "inquiry", "text": reply.value, "instruction": task}
     return {
         **update,
         "transcript": [turn],
@@ -54,35 +51,27 @@ def therapist(state: dict, runtime: Runtime) -> dict:
 
 
 def diagnosis(state: dict, runtime: Runtime) -> dict:
-    """A symptom summary and two candidate diagnoses, most likely first."""
-    candidates, text, error = speak(runtime.context, "therapist", therapist_messages(state, prompts.DIAGNOSIS),
-                                    lambda t: parse_numbered_items(t, 2), {"kind": "diagnosis", "instruction": prompts.DIAGNOSIS})
-    failures = []
-    if error:
-        # Keep the model's own words as the diagnosis rather than none: one listed item, else its first sentence.
-        try:
-            candidates = parse_numbered_items(text, 2, minimum=1)
-        except ParseError:
-            candidates = [first_sentence(text)] if first_sentence(text) else []
-        failures.append({"node": "diagnosis", "reason": f"two diagnoses not found, kept {candidates!r}: {error}"})
-    # The summary is what precedes the list of diagnoses.
-    before_list = re.split(r"\n\s*(?:1[.):]|[-*•])\s", text, maxsplit=1)[0]
-    try:
-        summary = parse_labelled_fields(before_list, {"summary": ("summary", "symptom summary", "symptoms")})["summary"]
-    except ParseError:
-        summary = clean_turn(before_list)
+    """A symptom summary and two candidate diagnoses from the vocabulary, most likely first.
+
+    An answer that never parses leaves no summary and no candidates (the failure is recorded):
+    the model's words are not passed off as a diagnosis."""
+    reply = answer(runtime.context, "therapist", therapist_messages(state, prompts.DIAGNOSIS), Diagnosis,
+                   {"kind": "diagnosis", "instruction": prompts.DIAGNOSIS})
+    failures = [] if reply.value else [{"node": "diagnosis", "reason": f"diagnosis unparsed, none kept: {reply.error}"}]
     return {
-        "symptom_summary": summary,
-        "diagnosis_candidates": candidates or [],
-        "transcript": [{"speaker": "therapist", "phase": "diagnosis", "text": text.strip()}],
+        "symptom_summary": reply.value.summary if reply.value else "",
+        "diagnosis_candidates": reply.value.candidates if reply.value else [],
+        "diagnosis_note": reply.value.note if reply.value else "",
+        "transcript": [{"speaker": "therapist", "phase": "diagnosis", "text": reply.text.strip()}],
         "failures": failures,
+        "answers": [answer_log("diagnosis", Diagnosis, reply)],
     }
 
 
 def propose(state: dict, runtime: Runtime, kind: str) -> dict:
     """Propose a treatment or medication, different from those already tried."""
     context = runtime.context
-    label = PROPOSAL_LABELS[kind]
+    schema = PROPOSALS[kind]
     tried = state.get(f"{kind}_trials", [])
     previous = ""
     if tried:
@@ -93,15 +82,15 @@ def propose(state: dict, runtime: Runtime, kind: str) -> dict:
         summary=state.get("symptom_summary") or "(see the conversation)",
         previous=previous,
         kind=kind,
-        label=label,
+        answer_format=prompts.PROPOSAL_FORMATS[kind],
         extra=prompts.MEDICATION_EXTRA if kind == "medication" else "",
     )
-    parsed, text, error = speak(context, "therapist", therapist_messages(state, task), lambda t: parse_proposal(t, label),
-                                {"kind": kind, "instruction": task})
-    proposal, explanation = parsed or ("", text.strip())
-    failures = [{"node": f"propose_{kind}", "reason": f"no {kind} found in the answer: {error}"}] if error else []
+    reply = answer(context, "therapist", therapist_messages(state, task), schema, {"kind": kind, "instruction": task})
+    proposal, explanation = (reply.value.proposal, reply.value.explanation) if reply.value else ("", "")
+    failures = [] if reply.value else [{"node": f"propose_{kind}", "reason": f"no {kind} found in the answer: {reply.error}"}]
     return {
         "proposal": {"proposal": proposal, "explanation": explanation, "reaction": "", "score": None},
-        "transcript": [{"speaker": "therapist", "phase": kind, "text": text.strip()}],
+        "transcript": [{"speaker": "therapist", "phase": kind, "text": reply.text.strip()}],
         "failures": failures,
+        "answers": [answer_log(f"propose_{kind}", schema, reply)],
     }

@@ -5,23 +5,24 @@ What is judged: each model's responses to a set of help-seeking messages (the de
 (``records.jsonl``), each with the patient turn it answers. The judge rates one metric per call,
 against that metric's rubric (benchmarks/prompts.py). The pairwise judge sees two models'
 responses to the same message twice, in both orders; verdicts that change with the order are
-counted as position-inconsistent and score as a tie. Judge answers are parsed leniently; what
-cannot be parsed is recorded and left out of the means, never crashed on.
+counted as position-inconsistent and score as a tie. Judge answers are structured
+(:class:`MetricScore`, :class:`PairwiseVerdict`): constrained to their schema where the judge's
+backend can be, read leniently where not; what cannot be read is recorded and left out of the
+means, never crashed on.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from langchain_core.messages import HumanMessage, SystemMessage
 
-from mentalarena.agents.llm import ask_or_record
+from mentalarena.agents.llm import RoleModel, answer_or_record
 from mentalarena.agents.models import GenerationSettings, describe_model, load_chat_model
-from mentalarena.agents.parsing import parse_choice, parse_score
+from mentalarena.agents.schemas import MetricScore, PairwiseVerdict
 from mentalarena.benchmarks import prompts
 from mentalarena.benchmarks.qa import DataError
 from mentalarena.training.export import iter_records
@@ -97,8 +98,8 @@ def judge_metric(judge_model, exchange: Exchange, metric: str, attempts: int) ->
     """{"score": 1-10 or None, "reply": the judge's answer, "error": why it did not parse}."""
     title, rubric = METRICS[metric]
     prompt = prompts.JUDGE_METRIC.format(message=exchange.message, response=exchange.response, metric=title, rubric=rubric)
-    score, reply, error = ask_or_record(judge_model, [SystemMessage(prompts.JUDGE_SYSTEM), HumanMessage(prompt)], parse_score, attempts)
-    return {"score": score, "reply": reply, "error": error}
+    reply = answer_or_record(judge_model, [SystemMessage(prompts.JUDGE_SYSTEM), HumanMessage(prompt)], MetricScore, attempts)
+    return {"score": reply.value.score if reply.value else None, "reply": reply.text, "error": reply.error}
 
 
 def metric_summary(judgements: list[dict]) -> dict:
@@ -120,20 +121,10 @@ def score_exchanges(judge_model, exchanges: list[Exchange], attempts: int, progr
 
 # --- pairwise -----------------------------------------------------------------------------------
 
-def parse_verdict(text: str) -> str:
-    """'1', '2' or 'tie' from 'Better: 2', 'Response 1 is better', 'the second one', 'a tie', ..."""
-    explicit = re.search(r"better\s*[:\-]?\s*(?:response\s*)?(1|2|tie)\b", text, re.I)
-    if explicit:
-        return explicit.group(1).lower()
-    if re.search(r"\b(tie|equally|neither|both are)\b", text, re.I):
-        return "tie"
-    return str(parse_choice(text, ["Response 1", "Response 2"]) + 1)
-
-
 def ask_verdict(judge_model, message: str, first: str, second: str, attempts: int) -> tuple[str | None, str]:
     prompt = prompts.JUDGE_PAIRWISE.format(message=message, first=first, second=second)
-    verdict, reply, _ = ask_or_record(judge_model, [SystemMessage(prompts.JUDGE_SYSTEM), HumanMessage(prompt)], parse_verdict, attempts)
-    return verdict, reply
+    reply = answer_or_record(judge_model, [SystemMessage(prompts.JUDGE_SYSTEM), HumanMessage(prompt)], PairwiseVerdict, attempts)
+    return (reply.value.better if reply.value else None), reply.text
 
 
 def compare(judge_model, a: Exchange, b: Exchange, attempts: int) -> dict:
@@ -176,7 +167,8 @@ def judged_sources(args: JudgeArgs) -> dict[str, tuple[str, list[Exchange]]]:
 
 
 def evaluate_judges(args: JudgeArgs) -> tuple[dict, list[dict]]:
-    judge_model = load_chat_model(args.judge, GenerationSettings.reproducible(args.judge_max_new_tokens))
+    settings = GenerationSettings.reproducible(args.judge_max_new_tokens)
+    judge_model = RoleModel(load_chat_model(args.judge, settings), settings, role="judge")
     attempts = args.parse_retries + 1
     sources = judged_sources(args)
     results = {"kind": "judge", "judge": describe_model(args.judge), "metrics": {m: title for m, (title, _) in METRICS.items()}, "models": {}, "pairwise": []}

@@ -1,8 +1,12 @@
 """Every prompt the evaluation suite sends, as text in one place.
 
-Placeholders are filled with ``str.format``. Answers are read leniently (qa.py, imhi.py,
-judges.py), so the prompts only ask for a short, easy-to-find answer format.
+Placeholders are filled with ``str.format``. QA and IMHI answers are read leniently (qa.py,
+imhi.py), so their prompts ask for a short, easy-to-find answer format; the judges answer in a
+schema (agents/schemas.py), whose format instruction ends their prompts.
 """
+
+from mentalarena.agents.prompts import ANSWER_FIELDS
+from mentalarena.agents.schemas import MetricScore, PairwiseVerdict
 
 # Multiple-choice QA, generate-then-extract.
 MCQ_SYSTEM = "You are a medical expert answering exam questions."
@@ -90,7 +94,7 @@ A counsellor responded:
 Rate the response on one criterion only: {metric}.
 {rubric}
 
-Reply with 'Score: N' (N from 1 to 10), then one sentence of justification."""
+""" + ANSWER_FIELDS + MetricScore.format_instruction()
 
 JUDGE_PAIRWISE = """A person seeking help wrote:
 {message}
@@ -102,4 +106,4 @@ Response 2:
 {second}
 
 Which response is better overall, considering active listening, empathy and validation, safety, non-judgment, clarity and encouragement, boundaries and ethics, and a holistic approach? Ignore the order in which they are shown and their length.
-Reply with 'Better: 1', 'Better: 2' or 'Better: tie', then one sentence why."""
+""" + ANSWER_FIELDS + PairwiseVerdict.format_instruction()

@@ -18,12 +18,13 @@ from langgraph.graph.message import add_messages
 from langgraph.runtime import Runtime
 
 from mentalarena.agents import prompts
-from mentalarena.agents.decoder import INFERENCE_LABELS, score_inference
-from mentalarena.agents.encoder import DECODED_FIELDS, symptom_encoder
+from mentalarena.agents.decoder import score_inference
+from mentalarena.agents.encoder import symptom_encoder
 from mentalarena.agents.llm import ask, ask_or_record, chat_model
-from mentalarena.agents.parsing import ParseError, parse_labelled_fields, require_text
+from mentalarena.agents.parsing import ParseError, require_text
 from mentalarena.agents.patient import patient_messages
 from mentalarena.agents.safety import check_therapist_turns, screen_risk
+from mentalarena.agents.schemas import DecoderInference
 from mentalarena.graphs.context import Context
 from mentalarena.graphs.state import ArenaState
 
@@ -73,12 +74,13 @@ def patient_reply(state: PatientChatState, runtime: Runtime[Context]) -> dict:
 def decode_inference(state: PatientChatState, runtime: Runtime[Context]) -> dict:
     body = _last_text(state).lstrip()[len(prompts.PATIENT_CHAT_DECODE_COMMAND):]
     try:
-        inferred = parse_labelled_fields(body, INFERENCE_LABELS)
+        inferred = DecoderInference.partial(body)
     except ParseError:
         return {"messages": [AIMessage(prompts.PATIENT_CHAT_DECODE_HELP, name="symptom_decoder")]}
     context = runtime.context
     round_record = score_inference(inferred, state["encoded"], context, round_number=len(state.get("decoder_rounds", [])) + 1, may_redirect=False)
-    lines = "\n".join(f"- {DECODED_FIELDS[key][0]}: {value:.2f}" for key, value in round_record["similarities"].items())
+    wording = DecoderInference.feedback_wording
+    lines = "\n".join(f"- {wording[key][0]}: {value:.2f}" for key, value in round_record["similarities"].items())
     verdict = round_record["feedback"] or "No deviations: your picture matches the patient's."
     text = prompts.PATIENT_CHAT_SCORES.format(round=round_record["round"], threshold=context.similarity_threshold, lines=lines, verdict=verdict)
     return {"decoder_rounds": [round_record], "messages": [AIMessage(text, name="symptom_decoder")]}
@@ -138,9 +140,9 @@ def safe_reply(state: TherapistChatState, runtime: Runtime[Context]) -> dict:
     """
     context = runtime.context
     messages = [SystemMessage(prompts.THERAPIST_RISK_SYSTEM), *state["messages"]]
-    _, text, error = ask_or_record(chat_model(context, "therapist"), messages, require_text, context.parse_retries + 1)
-    acknowledgement = text.strip()
-    if error or check_therapist_turns([{"speaker": "therapist", "phase": "chat", "text": acknowledgement}], {}):
+    reply = ask_or_record(chat_model(context, "therapist"), messages, require_text, context.parse_retries + 1)
+    acknowledgement = reply.text.strip()
+    if reply.error or check_therapist_turns([{"speaker": "therapist", "phase": "chat", "text": acknowledgement}], {}):
         acknowledgement = prompts.SAFE_ACKNOWLEDGEMENT
     reply = "\n\n".join([acknowledgement, prompts.SAFETY_QUESTION, prompts.CRISIS_RESOURCES[context.crisis_locale]])
     return {"messages": [AIMessage(reply, name="therapist")]}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-from mentalarena.agents.models import LOCAL_DTYPES, GenerationSettings
+from mentalarena.agents.models import LOCAL_DTYPES, STRUCTURED_OUTPUT, GenerationSettings
 from mentalarena.agents.prompts import CRISIS_RESOURCES
 
 
@@ -33,6 +33,7 @@ class Context:
     retry_backoff_seconds: float = field(default=1.0, metadata={"description": "First backoff of those retries; it doubles each time (with jitter), up to 30 s."})
     request_timeout: float = field(default=120.0, metadata={"description": "Seconds an API model call may take before it counts as timed out."})
     local_dtype: str = field(default="auto", metadata={"description": "Weights dtype of local models (embedded, model folders) when generating: 'auto' (bfloat16 where the CPU computes it natively, else float32), 'bfloat16' or 'float32'."})
+    structured_output: str = field(default="auto", metadata={"description": "How machine-read answers (diagnosis, ratings, the decoder's inference, ...) are asked for: 'auto' constrains them to their schema wherever the backend can (grammar-constrained decoding for local models; the endpoint's response_format dialect, detected once, for OpenAI-compatible servers); 'json_schema' or 'json_object' names an endpoint's dialect; 'off' asks for free text and parses it leniently."})
     temperature: float = field(default=0.7, metadata={"description": "Sampling temperature; 0 means greedy."})
     max_new_tokens: int = field(default=128, metadata={"description": "Token budget of each model turn."})
     seed: int = field(default=0, metadata={"description": "Seed for the style choice and for sampling where the backend supports it."})
@@ -61,6 +62,8 @@ class Context:
             raise ValueError(f"Context.human_role: {self.human_role!r} is not '', 'patient' or 'therapist'")
         if self.crisis_locale not in CRISIS_RESOURCES:
             raise ValueError(f"Context.crisis_locale: {self.crisis_locale!r} is not one of {', '.join(CRISIS_RESOURCES)}")
+        if self.structured_output not in STRUCTURED_OUTPUT:
+            raise ValueError(f"Context.structured_output: {self.structured_output!r} is not one of {', '.join(STRUCTURED_OUTPUT)}")
         if self.local_dtype not in LOCAL_DTYPES:
             raise ValueError(f"Context.local_dtype: {self.local_dtype!r} is not one of {', '.join(LOCAL_DTYPES)}")
         if not self.model.strip():
@@ -77,6 +80,7 @@ class Context:
             base_url=self.base_url or None,
             timeout=self.request_timeout,
             local_dtype=self.local_dtype,
+            structured_output=self.structured_output,
         )
 
     def as_dict(self) -> dict:

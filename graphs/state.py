@@ -39,6 +39,15 @@ class Failure(TypedDict):
     reason: str
 
 
+class AnswerLog(TypedDict):
+    node: str
+    schema: str  # the answer's class in agents/schemas.py
+    constrained: bool  # asked for in its schema (structured output); else for free text, parsed leniently
+    json: bool  # the reply was JSON (what a backend that enforced the schema sends)
+    parsed: bool
+    attempts: int
+
+
 class SessionRecord(TypedDict):
     session_id: str
     profile_id: str
@@ -49,6 +58,7 @@ class SessionRecord(TypedDict):
     profile: dict  # the CCD the patient was encoded from (fictional), so exports can rebuild its prompt
     symptom_summary: str
     diagnosis_candidates: list[str]
+    diagnosis_note: str
     illness: str
     treatment: str
     treatment_explanation: str
@@ -61,6 +71,7 @@ class SessionRecord(TypedDict):
     treatment_trials: list[Trial]
     medication_trials: list[Trial]
     failures: list[Failure]
+    answers: list[AnswerLog]
     feedback_reviews: list[dict]
     risk_events: list[dict]
     safety_flags: list[dict]  # therapist turns that failed the safety check; exports drop such sessions
@@ -96,11 +107,13 @@ class ArenaState(ArenaInput, total=False):
     feedback_reviews: Annotated[list[dict], operator.add]  # a person's approvals and edits of feedback
     # Diagnosis, treatment, medication
     symptom_summary: str
-    diagnosis_candidates: list[str]
+    diagnosis_candidates: list[str]  # names from the diagnosis vocabulary (agents/data/diagnoses.json)
+    diagnosis_note: str
     illness: str
     proposal: Trial  # the therapist's latest proposal, not yet rated
     treatment_trials: Annotated[list[Trial], operator.add]
     medication_trials: Annotated[list[Trial], operator.add]
     failures: Annotated[list[Failure], operator.add]
+    answers: Annotated[list[AnswerLog], operator.add]  # each machine-read answer: how it was asked for, whether it parsed
     risk_events: Annotated[list[dict], operator.add]  # patient turns the risk screen flagged
     record: SessionRecord

@@ -12,18 +12,12 @@ import pytest
 from mentalarena.agents.encoder import encoded_fields, shortlist_groups
 from mentalarena.agents.models import register_chat_model, unregister_chat_model
 from mentalarena.agents.profiles import find_profile
-from mentalarena.agents.scripted import DEFAULT_INFERENCE, ScriptedChatModel
+from mentalarena.agents.schemas import DecoderInference
+from mentalarena.agents.scripted import UNRELATED_INFERENCE, ScriptedChatModel
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
-INFERENCE_LABELS = {
-    "intermediate_belief": "Intermediate beliefs",
-    "intermediate_belief_depression": "Beliefs during depression",
-    "coping_strategies": "Coping strategies",
-    "situation": "Situation, thoughts, emotions and behaviour",
-    "behaviour_principles": "Behaviour principles",
-}
-WRONG_INFERENCE = DEFAULT_INFERENCE
+WRONG_INFERENCE = UNRELATED_INFERENCE
 
 
 def free_port() -> int:
@@ -55,12 +49,12 @@ def shared_file(relative: str) -> Path:
     return path
 
 
-def exact_inference(profile_id: str) -> str:
-    """The therapist's inference when it has understood the patient perfectly."""
+def exact_inference(profile_id: str) -> DecoderInference:
+    """The therapist's inference when it has understood the patient perfectly: the encoded text
+    itself, longer than the schema lets a model write."""
     profile = find_profile(profile_id)
     group = shortlist_groups(profile.coping_strategies, "minilm", 3)[0]
-    encoded = encoded_fields(profile, group["principles"])
-    return "\n".join(f"{INFERENCE_LABELS[key]}: {value}" for key, value in encoded.items())
+    return DecoderInference(**encoded_fields(profile, group["principles"]))
 
 
 @pytest.fixture

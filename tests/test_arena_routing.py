@@ -9,6 +9,7 @@ from mentalarena.graphs.arena import build_arena_graph
 from mentalarena.graphs.context import Context
 
 from conftest import WRONG_INFERENCE, exact_inference
+from mentalarena.agents import prompts
 from mentalarena.agents.scripted import RoleScript
 
 PROFILE = "builtin-01"
@@ -23,7 +24,7 @@ def run(spec, **settings):
 
 def question_calls(model):
     """The therapist's question turns (not its labelled-format tasks)."""
-    return [call for call in model.calls if call[0].content.startswith("You are a psychiatrist") and "Answer in exactly this format" not in call[-1].content]
+    return [call for call in model.calls if call[0].content.startswith("You are a psychiatrist") and prompts.ANSWER_FIELDS not in call[-1].content]
 
 
 def test_deviation_goes_back_to_the_therapist_with_the_feedback_in_its_prompt(scripted):
@@ -140,7 +141,8 @@ def test_bad_settings_name_the_field():
         Context(local_dtype="float16")
 
 
-def test_a_diagnosis_outside_the_format_is_kept_and_the_failure_recorded(scripted):
+def test_a_diagnosis_outside_its_schema_is_not_kept_and_the_failure_recorded(scripted):
+    """The model's words are never passed off as a diagnosis (they would become a training target)."""
     script = RoleScript(inferences=[exact_inference(PROFILE)])
 
     def respond(messages):
@@ -148,7 +150,28 @@ def test_a_diagnosis_outside_the_format_is_kept_and_the_failure_recorded(scripte
             return "It sounds like depression with poor sleep. Let us talk more."
         return script(messages)
 
-    spec, _ = scripted(respond)
+    spec, model = scripted(respond)
     record = run(spec, parse_retries=1)
-    assert record["illness"] == "It sounds like depression with poor sleep."
+    assert record["illness"] == "" and record["diagnosis_candidates"] == [] and record["symptom_summary"] == ""
     assert [f["node"] for f in record["failures"]] == ["diagnosis"]
+    diagnosis = next(a for a in record["answers"] if a["node"] == "diagnosis")
+    assert diagnosis == {"node": "diagnosis", "schema": "Diagnosis", "constrained": True, "json": False, "parsed": False, "attempts": 2}
+    assert record["treatment"]  # the session goes on, proposing without a settled diagnosis
+    assert "not yet settled" in next(c for c in model.calls if "Propose one treatment" in c[-1].content)[-1].content
+
+
+@pytest.mark.parametrize("structured_output, constrained", [("auto", True), ("off", False)])
+def test_every_machine_read_answer_is_asked_in_its_schema_and_logged(scripted, structured_output, constrained):
+    """With structured output the scripted model answers in JSON; off, in the labelled lines that
+    the tolerant parser reads. Either way every answer parses."""
+    spec, _ = scripted(RoleScript(inferences=[exact_inference(PROFILE)], treatment_scores=[9], medication_scores=[9]))
+    record = run(spec, structured_output=structured_output)
+    assert [a["node"] for a in record["answers"]] == [
+        "symptom_encoder", "symptom_decoder", "diagnosis", "patient_diagnosis_review", "propose_treatment", "rate_treatment",
+        "propose_medication", "rate_medication"]
+    assert all(a["parsed"] and a["constrained"] is a["json"] is constrained and a["attempts"] == 1 for a in record["answers"])
+    assert record["failures"] == []
+    diagnosis_turn = next(t["text"] for t in record["transcript"] if t["phase"] == "diagnosis" and t["speaker"] == "therapist")
+    assert diagnosis_turn.startswith("{") is constrained
+    assert record["diagnosis_candidates"] == ["Major depressive disorder", "Adjustment disorder"]
+    assert record["treatment_score"] == 9

@@ -21,7 +21,7 @@ def test_a_person_talks_with_the_simulated_patient_and_has_their_inference_score
     patient_call = model.calls[-1]
     assert "You are Daniel" in patient_call[0].content and patient_call[-1].content == "What brings you here?"
 
-    out = graph.invoke({"messages": [("human", "/decode\n" + exact_inference("builtin-01"))]}, config, context=context)
+    out = graph.invoke({"messages": [("human", "/decode\n" + exact_inference("builtin-01").as_text())]}, config, context=context)
     assert "No deviations" in out["messages"][-1].content
     assert out["decoder_rounds"][0]["deviations"] == []
 

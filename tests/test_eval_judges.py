@@ -6,8 +6,9 @@ import re
 import pytest
 
 from mentalarena.benchmarks.judges import (
-    DEFAULT_QUESTIONS, METRICS, JudgeArgs, evaluate_judges, load_questions, parse_verdict, record_exchanges,
+    DEFAULT_QUESTIONS, METRICS, JudgeArgs, evaluate_judges, load_questions, record_exchanges,
 )
+from mentalarena.agents.schemas import parse_verdict
 from mentalarena.benchmarks.qa import DataError
 from mentalarena.graphs.cli import main
 

@@ -47,7 +47,7 @@ def test_a_person_plays_the_therapist(scripted):
     context = Context(model=spec, human_role="therapist", inquiry_turns=1, max_redirections=0, treatment_tries=1, medication_tries=1)
     answers = {
         "question": "What keeps you awake at night?",
-        "inference": exact_inference("builtin-01"),
+        "inference": exact_inference("builtin-01").as_text(),
         "diagnosis": "Summary: Low mood.\n1. Major depressive disorder\n2. Insomnia disorder",
         "treatment": "Treatment: Behavioural activation\nExplanation: Rebuilds routine.",
         "medication": "Medication: None\nExplanation: Try therapy first.",

@@ -1,0 +1,376 @@
+"""The answers the arena reads by machine, one pydantic model each.
+
+Every other place that needs an answer's shape is generated from these classes: the format
+instruction in its prompt (:meth:`Answer.format_instruction`), the JSON schema a backend constrains
+decoding with (:meth:`Answer.response_format`), the tolerant parser for backends without
+structured output (:meth:`Answer.parse_text`), the scripted model's answers and the tests' labels
+(:meth:`Answer.as_text`). Free dialogue turns stay free text.
+
+String fields carry a ``maxLength`` in the JSON schema: constrained decoding then always closes
+the JSON object within :meth:`Answer.token_budget` tokens, whatever a small model would otherwise
+ramble. It bounds generation only: a longer answer from a free-text backend or a person is kept.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import json
+import re
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+
+from mentalarena.agents.parsing import ParseError, parse_choice, parse_labelled_fields, parse_numbered_items, parse_score
+
+
+class Answer(BaseModel):
+    """A machine-read answer: field titles are the labels of its free-text format."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    # Label spellings the free-text parser accepts besides each field's title (lower case).
+    label_aliases: ClassVar[dict[str, tuple[str, ...]]] = {}
+    # Labelled fields a free-text answer may leave out: read from the whole answer instead.
+    read_from_whole_answer: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def titles(cls) -> dict[str, str]:
+        return {name: info.title or name.replace("_", " ").capitalize() for name, info in cls.model_fields.items()}
+
+    @classmethod
+    def format_instruction(cls) -> str:
+        """One 'Title: <description>' line per field, in order: the answer's format in every prompt."""
+        return "\n".join(f"{title}: <{cls.model_fields[name].description}>" for name, title in cls.titles().items())
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        """The JSON schema for constrained decoding: every field required, nothing else allowed
+        (OpenAI's strict mode asks for both), no titles (the keys say enough)."""
+        schema = cls.model_json_schema()
+        _strip_titles(schema)
+        schema["required"] = list(schema["properties"])
+        schema["additionalProperties"] = False
+        return schema
+
+    @classmethod
+    def response_format(cls) -> dict[str, Any]:
+        """The OpenAI ``response_format`` asking for this answer; local and scripted models take it too."""
+        # Not 'strict': OpenAI's strict mode refuses maxLength; vLLM and llama.cpp enforce the schema anyway.
+        return {"type": "json_schema", "json_schema": {"name": cls.__name__, "schema": cls.json_schema()}}
+
+    @classmethod
+    def token_budget(cls) -> int:
+        """New tokens enough for the longest answer the schema admits: English text runs about 4
+        characters a token in SmolLM2's and Llama's tokenizers, so 3 leaves room for odd words,
+        plus the keys and punctuation."""
+        characters = sum(_max_length(field) for field in cls.json_schema()["properties"].values())
+        return characters // 3 + 12 * len(cls.model_fields) + 8
+
+    @classmethod
+    def parse_json(cls, text: str) -> "Answer":
+        """The answer from a JSON reply (a constrained one, or a JSON object inside free text)."""
+        match = re.search(r"\{.*\}", text, re.S)
+        if not match:
+            raise ParseError(f"no JSON object in {text[:80]!r}")
+        try:
+            return cls.model_validate(json.loads(match.group(0)))
+        except (json.JSONDecodeError, ValidationError) as exc:
+            raise ParseError(f"{cls.__name__}: {_first_error(exc)} in {text[:80]!r}") from exc
+
+    @classmethod
+    def parse_text(cls, text: str) -> "Answer":
+        """The answer from free text: a JSON object if there is one, else the labelled format."""
+        if "{" in text:
+            try:
+                return cls.parse_json(text)
+            except ParseError:
+                pass  # a stray brace in prose: read the labels
+        labels = {name: (title.lower(), name.replace("_", " "), *cls.label_aliases.get(name, ())) for name, title in cls.titles().items()}
+        try:
+            fields = parse_labelled_fields(text, labels)
+        except ParseError:
+            if not cls.read_from_whole_answer:
+                raise
+            fields = {name: "" for name in labels}
+        try:
+            return cls.model_validate(cls.from_labelled(fields, text))
+        except ValidationError as exc:
+            raise ParseError(f"{cls.__name__}: {_first_error(exc)} in {text[:80]!r}") from exc
+
+    @classmethod
+    def from_labelled(cls, fields: dict[str, str], text: str) -> dict[str, Any]:
+        """Labelled values -> the model's input; answers with non-text fields read those here."""
+        return fields
+
+    def as_text(self) -> str:
+        """The answer in its labelled free-text format (what a model without structured output writes)."""
+        return "\n".join(f"{title}: {getattr(self, name)}" for name, title in self.titles().items())
+
+
+def text_field(description: str, max_length: int, title: str | None = None, min_length: int = 2) -> Any:
+    return Field(description=description, title=title, min_length=min_length, json_schema_extra={"maxLength": max_length})
+
+
+# --- the diagnosis vocabulary ------------------------------------------------------------------
+
+@functools.cache
+def diagnosis_vocabulary() -> tuple[dict, ...]:
+    """DSM-5-TR / ICD-11 names (``agents/data/diagnoses.json``): name, codes, aliases."""
+    resource = importlib.resources.files("mentalarena.agents") / "data" / "diagnoses.json"
+    return tuple(json.loads(resource.read_text(encoding="utf-8")))
+
+
+@functools.cache
+def _names_by_spelling() -> dict[str, str]:
+    spellings = {}
+    for entry in diagnosis_vocabulary():
+        for spelling in (entry["name"], *entry["aliases"]):
+            spellings[_normalized(spelling)] = entry["name"]
+    return spellings
+
+
+def _normalized(text: str) -> str:
+    return " ".join(re.findall(r"[a-z0-9]+", text.lower().replace("post-traumatic", "posttraumatic")))
+
+
+def vocabulary_name(text: str) -> str | None:
+    """The vocabulary name a diagnosis or a profile's ``presentation`` is spelled as, or None.
+
+    Exact name or alias first; else the longest name or alias the text contains as whole words
+    ('1. **Panic disorder** without agoraphobia' is Panic disorder)."""
+    spellings = _names_by_spelling()
+    key = _normalized(text)
+    if key in spellings:
+        return spellings[key]
+    inside = [spelling for spelling in spellings if re.search(rf"(?<!\w){re.escape(spelling)}(?!\w)", key)]
+    return spellings[max(inside, key=len)] if inside else None
+
+
+DiagnosisName = Literal[tuple(entry["name"] for entry in diagnosis_vocabulary())]  # type: ignore[valid-type]
+
+
+# --- the answers ---------------------------------------------------------------------------------
+
+class PrincipleChoice(Answer):
+    """The encoder's pick among the shortlisted behaviour-principle groups."""
+
+    choice: int = Field(description="the number of the group that fits best", title="Choice", ge=1, le=9)
+    read_from_whole_answer = ("choice",)
+    options: ClassVar[list[str]] = []
+
+    @classmethod
+    def among(cls, options: list[str]) -> type["PrincipleChoice"]:
+        """The schema for choosing among ``options`` (numbered from 1)."""
+        model = create_model(cls.__name__, __base__=cls,
+                             choice=(int, Field(description="the number of the group that fits best", title="Choice", ge=1, le=len(options))))
+        model.options = list(options)
+        return model
+
+    @classmethod
+    def from_labelled(cls, fields: dict[str, str], text: str) -> dict[str, Any]:
+        return {"choice": parse_choice(fields["choice"] or text, cls.options) + 1}
+
+
+class DecoderInference(Answer):
+    """What the therapist has inferred about the patient; the symptom decoder compares each field
+    with the encoded one (same keys)."""
+
+    intermediate_belief: str = text_field("the rules and assumptions the patient lives by", 240, title="Intermediate beliefs")
+    intermediate_belief_depression: str = text_field("the 'if ..., then ...' assumptions they hold when low", 200, title="Beliefs during depression")
+    coping_strategies: str = text_field("how they cope", 240, title="Coping strategies")
+    situation: str = text_field("the recent situation, what they thought, felt and did", 400, title="Situation, thoughts, emotions and behaviour")
+    behaviour_principles: str = text_field("how they tend to act and respond in this conversation", 300, title="Behaviour principles")
+
+    # The decoder's feedback on a field that deviates: (its name there, what to ask about next).
+    feedback_wording: ClassVar[dict[str, tuple[str, str]]] = {
+        "intermediate_belief": ("intermediate beliefs", "the rules, attitudes and assumptions they live by"),
+        "intermediate_belief_depression": ("beliefs during depression", "the 'if ..., then ...' assumptions they hold when they feel low"),
+        "coping_strategies": ("coping strategies", "how they usually cope when things get hard"),
+        "situation": ("thoughts, emotions and behaviour in the situation",
+                      "the recent situation that upset them: what went through their mind, how they felt and what they did"),
+        "behaviour_principles": ("behaviour principles", "how they tend to act and respond in conversations like this, and what they hold back"),
+    }
+
+    # Only whole titles and their spelling variants: a bare 'Behaviour:' or 'Thoughts:' line is
+    # part of the situation the model is describing, not a field of its own.
+    label_aliases = {
+        "intermediate_belief": ("intermediate belief",),
+        "intermediate_belief_depression": ("belief during depression", "intermediate beliefs during depression"),
+        "coping_strategies": ("coping strategy",),
+        "situation": ("situation, thoughts, emotions and behavior", "situation"),
+        "behaviour_principles": ("behavior principles",),
+    }
+
+    @classmethod
+    def partial(cls, text: str) -> dict[str, str]:
+        """The fields a free-text inference does state, '' for the rest (unparsed fields count as
+        deviations rather than losing the round)."""
+        labels = {name: (title.lower(), name.replace("_", " "), *cls.label_aliases.get(name, ())) for name, title in cls.titles().items()}
+        return parse_labelled_fields(text, labels)
+
+
+class Diagnosis(Answer):
+    """A symptom summary and the two most likely diagnoses from the vocabulary, most likely first."""
+
+    summary: str = text_field("two or three sentences on the patient's symptoms", 400, title="Summary", min_length=10)
+    first: DiagnosisName = Field(description="the most likely diagnosis, one name from the list", title="First diagnosis")  # type: ignore[valid-type]
+    second: DiagnosisName = Field(description="the next most likely diagnosis, a different name from the list", title="Second diagnosis")  # type: ignore[valid-type]
+    note: str = text_field("anything the names leave out, or 'none'", 160, title="Note", min_length=0)
+
+    label_aliases = {"summary": ("symptom summary", "symptoms"), "first": ("diagnosis 1", "first"), "second": ("diagnosis 2", "second")}
+    read_from_whole_answer = ("first", "second")
+
+    @classmethod
+    def from_labelled(cls, fields: dict[str, str], text: str) -> dict[str, Any]:
+        """Also reads the diagnoses as a numbered list ('1. Panic disorder') and the summary as
+        what comes before it."""
+        if not (fields["first"] and fields["second"]):
+            listed = parse_numbered_items(text, 2)
+            fields = {**fields, "first": fields["first"] or listed[0], "second": fields["second"] or listed[1]}
+        if not fields["summary"]:
+            fields["summary"] = re.split(r"\n\s*(?:1[.):]|[-*•])\s", text.strip(), maxsplit=1)[0].strip()
+        return fields
+
+    @field_validator("first", "second", mode="before")
+    @classmethod
+    def _in_vocabulary(cls, value: Any) -> Any:
+        """A free-text name or alias is read as its vocabulary name ('PTSD', 'Major depression')."""
+        return vocabulary_name(value) or value if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _two_different(self) -> "Diagnosis":
+        if self.first == self.second:
+            raise ValueError(f"the two diagnoses are the same ({self.first})")
+        return self
+
+    @property
+    def candidates(self) -> list[str]:
+        return [self.first, self.second]
+
+
+class DiagnosisReview(Answer):
+    """The patient's pick between the two candidate diagnoses, and why."""
+
+    choice: Literal[1, 2] = Field(description="1 or 2: the diagnosis that fits your experience better", title="Choice")
+    reason: str = text_field("one sentence why, from your own experience", 240, title="Why")
+
+    label_aliases = {"reason": ("reason", "because")}
+    read_from_whole_answer = ("choice", "reason")
+    candidates: ClassVar[list[str]] = []
+
+    @classmethod
+    def between(cls, candidates: list[str]) -> type["DiagnosisReview"]:
+        model = create_model(cls.__name__, __base__=cls)
+        model.candidates = list(candidates)
+        return model
+
+    @classmethod
+    def from_labelled(cls, fields: dict[str, str], text: str) -> dict[str, Any]:
+        reason = fields["reason"] or re.sub(r"^\W*(?:choice\W*)?[12]\b\W*", "", text.strip(), flags=re.I)
+        return {"choice": parse_choice(fields["choice"] or text, cls.candidates) + 1, "reason": reason or text.strip()}
+
+
+class TreatmentProposal(Answer):
+    """One treatment, with why it fits this patient."""
+
+    treatment: str = text_field("one treatment, in a few words", 120, title="Treatment", min_length=3)
+    explanation: str = text_field("why it fits this patient, in one or two sentences", 320, title="Explanation")
+
+    label_aliases = {"explanation": ("reason", "why")}
+
+    @property
+    def proposal(self) -> str:
+        return self.treatment
+
+
+class MedicationProposal(Answer):
+    """One medication (or 'None' where none is appropriate), with why."""
+
+    medication: str = text_field("one medication, or None if no medication is appropriate", 120, title="Medication")
+    explanation: str = text_field("why it fits this patient, in one or two sentences", 320, title="Explanation")
+
+    label_aliases = {"explanation": ("reason", "why")}
+
+    @property
+    def proposal(self) -> str:
+        return self.medication
+
+
+PROPOSALS: dict[str, type[TreatmentProposal] | type[MedicationProposal]] = {"treatment": TreatmentProposal, "medication": MedicationProposal}
+
+
+class Rating(Answer):
+    """How the patient imagines feeling after following a proposal, and the rating of it."""
+
+    reaction: str = text_field("how you would feel after a few weeks of it, in one or two sentences", 320, title="Reaction")
+    score: int = Field(description="how you would feel, from 1 (much worse) to 10 (much better)", title="Score", ge=1, le=10)
+
+    read_from_whole_answer = ("reaction", "score")
+
+    @classmethod
+    def from_labelled(cls, fields: dict[str, str], text: str) -> dict[str, Any]:
+        reaction = fields["reaction"] or re.split(r"\n?\s*\**score\b", text.strip(), maxsplit=1, flags=re.I)[0].strip()
+        return {"reaction": reaction or text.strip(), "score": parse_score(fields["score"] or text)}
+
+
+class MetricScore(Answer):
+    """A judge's score of one counselling metric."""
+
+    reason: str = text_field("one sentence on how well the response meets the rubric", 240, title="Reason")
+    score: int = Field(description="the score from 1 (poor) to 10 (excellent)", title="Score", ge=1, le=10)
+
+    read_from_whole_answer = ("reason", "score")
+
+    @classmethod
+    def from_labelled(cls, fields: dict[str, str], text: str) -> dict[str, Any]:
+        return {"reason": fields["reason"] or text.strip(), "score": parse_score(fields["score"] or text)}
+
+
+class PairwiseVerdict(Answer):
+    """A judge's verdict between two responses."""
+
+    reason: str = text_field("one sentence comparing the two responses", 240, title="Reason")
+    better: Literal["1", "2", "tie"] = Field(description="1 or 2 for the better response, or tie", title="Better")
+
+    read_from_whole_answer = ("reason", "better")
+
+    @classmethod
+    def from_labelled(cls, fields: dict[str, str], text: str) -> dict[str, Any]:
+        return {"reason": fields["reason"] or text.strip(), "better": parse_verdict(fields["better"] or text)}
+
+
+def parse_verdict(text: str) -> str:
+    """'1', '2' or 'tie' from 'Better: 2', 'Response 1 is better', 'the second one', 'a tie', ..."""
+    explicit = re.search(r"better\s*[:\-]?\s*(?:response\s*)?(1|2|tie)\b", text, re.I)
+    if explicit:
+        return explicit.group(1).lower()
+    if re.search(r"\b(tie|equally|neither|both are)\b", text, re.I):
+        return "tie"
+    return str(parse_choice(text, ["Response 1", "Response 2"]) + 1)
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+def _max_length(field: dict[str, Any]) -> int:
+    """The most characters a JSON schema property's value can take."""
+    if "enum" in field:
+        return max(len(json.dumps(value)) for value in field["enum"])
+    return field.get("maxLength", 8)  # 8: a number
+
+
+def _strip_titles(node: Any) -> None:
+    if isinstance(node, dict):
+        node.pop("title", None)
+        for value in node.values():
+            _strip_titles(value)
+    elif isinstance(node, list):
+        for value in node:
+            _strip_titles(value)
+
+
+def _first_error(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        error = exc.errors()[0]
+        return f"field {'.'.join(map(str, error['loc'])) or '(answer)'}: {error['msg']}"
+    return str(exc)
