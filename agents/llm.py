@@ -87,11 +87,12 @@ class RoleModel:
         return self._runnable(self.model).invoke(messages).text
 
     def answer(self, messages: list[BaseMessage], schema: type[Answer]) -> str:
-        """The reply's text to a request for ``schema``: JSON where the backend enforces the schema,
-        else free text. The budget is the larger of the settings' and the schema's."""
-        budget = max(self.settings.max_new_tokens, schema.token_budget())
+        """The reply's text to a request for ``schema``: JSON where the backend enforces the schema
+        (its text fields cut to the settings' token budget), else free text."""
+        budget = max(self.settings.max_new_tokens, schema.token_budget(self.settings.max_new_tokens))
         if self.support == "response_format":
-            return self._runnable(self.model.bind(response_format=schema.response_format(), max_tokens=budget)).invoke(messages).text
+            response_format = schema.response_format(self.settings.max_new_tokens)
+            return self._runnable(self.model.bind(response_format=response_format, max_tokens=budget)).invoke(messages).text
         if self.support == "tools":
             raw = self._runnable(self.model.with_structured_output(schema, include_raw=True)).invoke(messages)
             if raw.get("parsed") is not None:

@@ -39,7 +39,7 @@ import time
 from collections import Counter, OrderedDict
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
@@ -689,6 +689,7 @@ class LocalChatModel(BaseChatModel):
 
     path: str
     settings: GenerationSettings
+    accepts_response_format: ClassVar[bool] = True  # decoded under the schema's grammar (JsonConstraint)
 
     @property
     def _llm_type(self) -> str:

@@ -6,9 +6,10 @@ decoding with (:meth:`Answer.response_format`), the tolerant parser for backends
 structured output (:meth:`Answer.parse_text`), the scripted model's answers and the tests' labels
 (:meth:`Answer.as_text`). Free dialogue turns stay free text.
 
-String fields carry a ``maxLength`` in the JSON schema: constrained decoding then always closes
-the JSON object within :meth:`Answer.token_budget` tokens, whatever a small model would otherwise
-ramble. It bounds generation only: a longer answer from a free-text backend or a person is kept.
+String fields carry a ``maxLength`` in the JSON schema, scaled to the turn's token budget
+(``max_tokens``): constrained decoding then closes the JSON object within about that many tokens,
+however a small model would otherwise ramble (left free, SmolLM2 filled every string to its
+limit). It bounds generation only: a longer answer from a free-text backend or a person is kept.
 """
 
 from __future__ import annotations
@@ -44,28 +45,36 @@ class Answer(BaseModel):
         return "\n".join(f"{title}: <{cls.model_fields[name].description}>" for name, title in cls.titles().items())
 
     @classmethod
-    def json_schema(cls) -> dict[str, Any]:
-        """The JSON schema for constrained decoding: every field required, nothing else allowed
-        (OpenAI's strict mode asks for both), no titles (the keys say enough)."""
+    def json_schema(cls, max_tokens: int | None = None) -> dict[str, Any]:
+        """The JSON schema for constrained decoding: every field required, nothing else allowed,
+        no titles (the keys say enough). With ``max_tokens``, the strings' ``maxLength`` shrink in
+        proportion so that the whole answer fits that many tokens (:meth:`token_budget`), down
+        to a floor that keeps each a phrase."""
         schema = cls.model_json_schema()
         _strip_titles(schema)
         schema["required"] = list(schema["properties"])
         schema["additionalProperties"] = False
+        strings = [field for field in schema["properties"].values() if "maxLength" in field]
+        if max_tokens is not None and strings:
+            allowance = max(0, max_tokens - _structure_tokens(schema)) * CHARACTERS_PER_TOKEN
+            scale = min(1.0, allowance / sum(field["maxLength"] for field in strings))
+            for field in strings:
+                field["maxLength"] = max(min(field["maxLength"], SHORTEST_TEXT), int(field["maxLength"] * scale))
+                field["minLength"] = min(field.get("minLength", 0), field["maxLength"])
         return schema
 
     @classmethod
-    def response_format(cls) -> dict[str, Any]:
+    def response_format(cls, max_tokens: int | None = None) -> dict[str, Any]:
         """The OpenAI ``response_format`` asking for this answer; local and scripted models take it too."""
         # Not 'strict': OpenAI's strict mode refuses maxLength; vLLM and llama.cpp enforce the schema anyway.
-        return {"type": "json_schema", "json_schema": {"name": cls.__name__, "schema": cls.json_schema()}}
+        return {"type": "json_schema", "json_schema": {"name": cls.__name__, "schema": cls.json_schema(max_tokens)}}
 
     @classmethod
-    def token_budget(cls) -> int:
-        """New tokens enough for the longest answer the schema admits: English text runs about 4
-        characters a token in SmolLM2's and Llama's tokenizers, so 3 leaves room for odd words,
-        plus the keys and punctuation."""
-        characters = sum(_max_length(field) for field in cls.json_schema()["properties"].values())
-        return characters // 3 + 12 * len(cls.model_fields) + 8
+    def token_budget(cls, max_tokens: int | None = None) -> int:
+        """New tokens enough for the longest answer :meth:`json_schema` admits at ``max_tokens``."""
+        schema = cls.json_schema(max_tokens)
+        characters = sum(field["maxLength"] for field in schema["properties"].values() if "maxLength" in field)
+        return _structure_tokens(schema) + -(-characters // CHARACTERS_PER_TOKEN)
 
     @classmethod
     def parse_json(cls, text: str) -> "Answer":
@@ -73,14 +82,16 @@ class Answer(BaseModel):
         match = re.search(r"\{.*\}", text, re.S)
         if not match:
             raise ParseError(f"no JSON object in {text[:80]!r}")
-        try:
-            return cls.model_validate(json.loads(match.group(0)))
+        try:  # not strict: llama-cpp-python's grammars let raw newlines into strings
+            return cls.model_validate(json.loads(match.group(0), strict=False))
         except (json.JSONDecodeError, ValidationError) as exc:
             raise ParseError(f"{cls.__name__}: {_first_error(exc)} in {text[:80]!r}") from exc
 
     @classmethod
     def parse_text(cls, text: str) -> "Answer":
         """The answer from free text: a JSON object if there is one, else the labelled format."""
+        if text.lstrip().startswith("{"):
+            return cls.parse_json(text)
         if "{" in text:
             try:
                 return cls.parse_json(text)
@@ -213,10 +224,10 @@ class DecoderInference(Answer):
 class Diagnosis(Answer):
     """A symptom summary and the two most likely diagnoses from the vocabulary, most likely first."""
 
-    summary: str = text_field("two or three sentences on the patient's symptoms", 400, title="Summary", min_length=10)
+    summary: str = text_field("two or three sentences on the patient's symptoms", 400, title="Summary")
     first: DiagnosisName = Field(description="the most likely diagnosis, one name from the list", title="First diagnosis")  # type: ignore[valid-type]
     second: DiagnosisName = Field(description="the next most likely diagnosis, a different name from the list", title="Second diagnosis")  # type: ignore[valid-type]
-    note: str = text_field("anything the names leave out, or 'none'", 160, title="Note", min_length=0)
+    note: str = text_field("anything the names leave out, or 'none'", 80, title="Note", min_length=0)
 
     label_aliases = {"summary": ("symptom summary", "symptoms"), "first": ("diagnosis 1", "first"), "second": ("diagnosis 2", "second")}
     read_from_whole_answer = ("first", "second")
@@ -225,11 +236,13 @@ class Diagnosis(Answer):
     def from_labelled(cls, fields: dict[str, str], text: str) -> dict[str, Any]:
         """Also reads the diagnoses as a numbered list ('1. Panic disorder') and the summary as
         what comes before it."""
+        fields = dict(fields)
         if not (fields["first"] and fields["second"]):
             listed = parse_numbered_items(text, 2)
-            fields = {**fields, "first": fields["first"] or listed[0], "second": fields["second"] or listed[1]}
-        if not fields["summary"]:
-            fields["summary"] = re.split(r"\n\s*(?:1[.):]|[-*•])\s", text.strip(), maxsplit=1)[0].strip()
+            fields.update(first=fields["first"] or listed[0], second=fields["second"] or listed[1])
+            before_list = re.split(r"\n\s*(?:\(?1[.):]|[-*•])\s", text.strip(), maxsplit=1)[0]
+            fields["summary"] = parse_labelled_fields(before_list, {"summary": ("summary", "symptom summary", "symptoms")})["summary"] \
+                if fields["summary"] else before_list.strip()
         return fields
 
     @field_validator("first", "second", mode="before")
@@ -352,11 +365,21 @@ def parse_verdict(text: str) -> str:
 
 # --- helpers -------------------------------------------------------------------------------------
 
-def _max_length(field: dict[str, Any]) -> int:
-    """The most characters a JSON schema property's value can take."""
-    if "enum" in field:
-        return max(len(json.dumps(value)) for value in field["enum"])
-    return field.get("maxLength", 8)  # 8: a number
+# English runs about 4 characters a token in SmolLM2's and Llama's tokenizers: 3 leaves room for odd words.
+CHARACTERS_PER_TOKEN = 3
+SHORTEST_TEXT = 48  # characters: the least a text field is cut to, however small the budget
+
+
+def _structure_tokens(schema: dict[str, Any]) -> int:
+    """Tokens for everything but the text: braces, keys, separators, numbers and enum values."""
+    tokens = 2
+    for key, field in schema["properties"].items():
+        tokens += len(key) // CHARACTERS_PER_TOKEN + 4
+        if "enum" in field:
+            tokens += max(len(json.dumps(value)) for value in field["enum"]) // CHARACTERS_PER_TOKEN + 1
+        elif "maxLength" not in field:
+            tokens += 2  # a number
+    return tokens
 
 
 def _strip_titles(node: Any) -> None:

@@ -3,6 +3,8 @@ output), its decoding batch (rows join and leave between steps without changing 
 decoding attention (what SDPA computes) and its sampler (the distribution ``generate``'s own
 sampling has)."""
 
+import dataclasses
+import json
 import time
 from types import SimpleNamespace
 
@@ -10,6 +12,7 @@ import pytest
 import torch
 
 from mentalarena.agents.local import PrefixCache, TopKNucleusSampler
+from mentalarena.agents.schemas import diagnosis_vocabulary
 
 
 def states(ids: list[int], layers: int = 2) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -154,6 +157,36 @@ def test_requests_join_and_leave_the_batch_between_steps_without_changing_a_repl
     assert counted == generator.decode(generator.generate_plain([count], long))[0]
     assert answered == generator.decode(generator.generate_plain([question], short))[0]
     assert slept == generator.decode(generator.generate_plain([other], medium))[0]
+
+
+@pytest.mark.real_model
+def test_constrained_rows_follow_their_schema_and_leave_the_free_rows_of_their_batch_alone():
+    """Grammar-constrained decoding is per row: answers in two schemas and a free reply decode in
+    one batch; each answer validates, and the free reply is what it is alone."""
+    from mentalarena.agents.local import local_generator
+    from mentalarena.agents.models import GenerationSettings, embedded_model_dir
+    from mentalarena.agents.prompts import DIAGNOSIS, PATIENT_RATING
+    from mentalarena.agents.schemas import Diagnosis, Rating
+
+    generator = local_generator(str(embedded_model_dir()), "float32")
+    free, settings = generator.render([{"role": "user", "content": "How have you slept this week?"}]), GenerationSettings(temperature=0, max_new_tokens=24)
+    rating = generator.render([{"role": "user", "content": PATIENT_RATING.format(kind="treatment", proposal="Weekly CBT", explanation="It helps.")}])
+    diagnosis = generator.render([{"role": "user", "content": "I cannot sleep and nothing is fun any more.\n" + DIAGNOSIS}])
+    before = generator.stats["constrained_requests"]
+    rows_by_step: list[int] = []
+    generator.on_step = rows_by_step.append
+    try:
+        futures = [generator.submit(rating, dataclasses.replace(settings, max_new_tokens=Rating.token_budget()), Rating.json_schema()),
+                   generator.submit(free, settings),
+                   generator.submit(diagnosis, GenerationSettings(temperature=0.7, max_new_tokens=Diagnosis.token_budget()), Diagnosis.json_schema())]
+        rated, replied, diagnosed = (future.result(timeout=300) for future in futures)
+    finally:
+        generator.on_step = None
+    assert max(rows_by_step) >= 2  # they shared decoding steps
+    assert 1 <= Rating.parse_json(rated).score <= 10
+    assert json.loads(diagnosed, strict=False)["first"] in {entry["name"] for entry in diagnosis_vocabulary()}
+    assert replied == generator.decode(generator.generate_plain([free], settings))[0]
+    assert generator.stats["constrained_requests"] - before == 2
 
 
 @pytest.mark.real_model
