@@ -89,10 +89,15 @@ class RoleModel:
     def answer(self, messages: list[BaseMessage], schema: type[Answer]) -> str:
         """The reply's text to a request for ``schema``: JSON where the backend enforces the schema
         (its text fields cut to the settings' token budget), else free text."""
+        import openai
+
         budget = max(self.settings.max_new_tokens, schema.token_budget(self.settings.max_new_tokens))
         if self.support == "response_format":
             response_format = schema.response_format(self.settings.max_new_tokens)
-            return self._runnable(self.model.bind(response_format=response_format, max_tokens=budget)).invoke(messages).text
+            try:
+                return self._runnable(self.model.bind(response_format=response_format, max_tokens=budget)).invoke(messages).text
+            except openai.LengthFinishReasonError as exc:  # the OpenAI client refuses a truncated structured answer
+                raise ParseError(f"the answer ran out of its {budget}-token budget before its JSON closed") from exc
         if self.support == "tools":
             raw = self._runnable(self.model.with_structured_output(schema, include_raw=True)).invoke(messages)
             if raw.get("parsed") is not None:
@@ -129,15 +134,14 @@ def answer_or_record(model: RoleModel, messages: list[BaseMessage], schema: type
 
 
 def _until_parsed(reply: Callable[[], str], parse: Callable[[str], T], attempts: int, constrained: bool) -> Reply[T]:
-    texts: list[str] = []
-    error = ""
-    for _ in range(attempts):
-        texts.append(reply())
+    text, error = "", ""
+    for attempt in range(1, attempts + 1):
         try:
-            return Reply(parse(texts[-1]), texts[-1], constrained=constrained, attempts=len(texts))
+            text = reply()  # may itself raise ParseError: a reply the backend could not complete
+            return Reply(parse(text), text, constrained=constrained, attempts=attempt)
         except ParseError as exc:
             error = str(exc)
-    return Reply(None, texts[-1], error, constrained=constrained, attempts=len(texts))
+    return Reply(None, text, error, constrained=constrained, attempts=attempts)
 
 
 def speak(context, role: str, messages: list[BaseMessage], parse: Callable[[str], T], request: dict) -> Reply[T]:

@@ -32,8 +32,9 @@ class Answer(BaseModel):
 
     # Label spellings the free-text parser accepts besides each field's title (lower case).
     label_aliases: ClassVar[dict[str, tuple[str, ...]]] = {}
-    # Labelled fields a free-text answer may leave out: read from the whole answer instead.
-    read_from_whole_answer: ClassVar[tuple[str, ...]] = ()
+    # Whether a free-text answer may come without labels (a bare '2', 'maybe 7/10'): then
+    # :meth:`from_labelled` reads its fields from the whole answer.
+    labels_optional: ClassVar[bool] = False
 
     @classmethod
     def titles(cls) -> dict[str, str]:
@@ -90,18 +91,18 @@ class Answer(BaseModel):
     @classmethod
     def parse_text(cls, text: str) -> "Answer":
         """The answer from free text: a JSON object if there is one, else the labelled format."""
-        if text.lstrip().startswith("{"):
-            return cls.parse_json(text)
         if "{" in text:
             try:
                 return cls.parse_json(text)
             except ParseError:
-                pass  # a stray brace in prose: read the labels
+                if text.lstrip().startswith("{"):
+                    raise  # a JSON answer that does not validate
+                # else a stray brace in prose: read the labels
         labels = {name: (title.lower(), name.replace("_", " "), *cls.label_aliases.get(name, ())) for name, title in cls.titles().items()}
         try:
             fields = parse_labelled_fields(text, labels)
         except ParseError:
-            if not cls.read_from_whole_answer:
+            if not cls.labels_optional:
                 raise
             fields = {name: "" for name in labels}
         try:
@@ -119,8 +120,20 @@ class Answer(BaseModel):
         return "\n".join(f"{title}: {getattr(self, name)}" for name, title in self.titles().items())
 
 
+# Brackets or a leading symbol: an echoed '<placeholder>', '[insert ...]' or a fragment. Not put in
+# the JSON schema as a pattern: llama-cpp-python's grammar then drops the string's maxLength.
+ECHOED_TEMPLATE = re.compile(r"[<>\[\]{}]|^\W")
+
+
 def text_field(description: str, max_length: int, title: str | None = None, min_length: int = 2) -> Any:
     return Field(description=description, title=title, min_length=min_length, json_schema_extra={"maxLength": max_length})
+
+
+def no_echoed_template(value: str) -> str:
+    """A proposal becomes a training target: an echoed placeholder ('<one treatment>') is not one."""
+    if ECHOED_TEMPLATE.search(value.strip()):
+        raise ValueError(f"{value!r} is a placeholder or a fragment, not a proposal")
+    return value
 
 
 # --- the diagnosis vocabulary ------------------------------------------------------------------
@@ -167,7 +180,7 @@ class PrincipleChoice(Answer):
     """The encoder's pick among the shortlisted behaviour-principle groups."""
 
     choice: int = Field(description="the number of the group that fits best", title="Choice", ge=1, le=9)
-    read_from_whole_answer = ("choice",)
+    labels_optional = True
     options: ClassVar[list[str]] = []
 
     @classmethod
@@ -230,7 +243,7 @@ class Diagnosis(Answer):
     note: str = text_field("anything the names leave out, or 'none'", 80, title="Note", min_length=0)
 
     label_aliases = {"summary": ("symptom summary", "symptoms"), "first": ("diagnosis 1", "first"), "second": ("diagnosis 2", "second")}
-    read_from_whole_answer = ("first", "second")
+    labels_optional = True
 
     @classmethod
     def from_labelled(cls, fields: dict[str, str], text: str) -> dict[str, Any]:
@@ -269,7 +282,7 @@ class DiagnosisReview(Answer):
     reason: str = text_field("one sentence why, from your own experience", 240, title="Why")
 
     label_aliases = {"reason": ("reason", "because")}
-    read_from_whole_answer = ("choice", "reason")
+    labels_optional = True
     candidates: ClassVar[list[str]] = []
 
     @classmethod
@@ -291,6 +304,7 @@ class TreatmentProposal(Answer):
     explanation: str = text_field("why it fits this patient, in one or two sentences", 320, title="Explanation")
 
     label_aliases = {"explanation": ("reason", "why")}
+    _proposal_check = field_validator("treatment")(no_echoed_template)
 
     @property
     def proposal(self) -> str:
@@ -304,6 +318,7 @@ class MedicationProposal(Answer):
     explanation: str = text_field("why it fits this patient, in one or two sentences", 320, title="Explanation")
 
     label_aliases = {"explanation": ("reason", "why")}
+    _proposal_check = field_validator("medication")(no_echoed_template)
 
     @property
     def proposal(self) -> str:
@@ -319,7 +334,7 @@ class Rating(Answer):
     reaction: str = text_field("how you would feel after a few weeks of it, in one or two sentences", 320, title="Reaction")
     score: int = Field(description="how you would feel, from 1 (much worse) to 10 (much better)", title="Score", ge=1, le=10)
 
-    read_from_whole_answer = ("reaction", "score")
+    labels_optional = True
 
     @classmethod
     def from_labelled(cls, fields: dict[str, str], text: str) -> dict[str, Any]:
@@ -333,7 +348,7 @@ class MetricScore(Answer):
     reason: str = text_field("one sentence on how well the response meets the rubric", 240, title="Reason")
     score: int = Field(description="the score from 1 (poor) to 10 (excellent)", title="Score", ge=1, le=10)
 
-    read_from_whole_answer = ("reason", "score")
+    labels_optional = True
 
     @classmethod
     def from_labelled(cls, fields: dict[str, str], text: str) -> dict[str, Any]:
@@ -346,7 +361,7 @@ class PairwiseVerdict(Answer):
     reason: str = text_field("one sentence comparing the two responses", 240, title="Reason")
     better: Literal["1", "2", "tie"] = Field(description="1 or 2 for the better response, or tie", title="Better")
 
-    read_from_whole_answer = ("reason", "better")
+    labels_optional = True
 
     @classmethod
     def from_labelled(cls, fields: dict[str, str], text: str) -> dict[str, Any]:

@@ -89,3 +89,9 @@ def test_the_response_format_reaches_every_backend_in_its_dialect():
     openai = OpenAICompatibleChat(model="gpt-4o-mini", api_key="sk-test", max_completion_tokens=9)
     payload = openai._get_request_payload([("user", "hi")], response_format=Rating.response_format())
     assert "max_tokens" not in payload and payload["response_format"]["type"] == "json_schema"  # OpenAI's own API: its names
+
+
+@pytest.mark.parametrize("echo", ["<one treatment>", "[insert treatment]", "/more treatments available", "#Please note"])
+def test_an_echoed_placeholder_is_not_a_proposal(echo):
+    with pytest.raises(ParseError, match="placeholder"):
+        TreatmentProposal.parse_text(json.dumps({"treatment": echo, "explanation": "It helps."}))
