@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import importlib.util
 import itertools
 import os
+import re
 import shutil
 import threading
 from dataclasses import dataclass
@@ -88,9 +90,14 @@ def embedded_gguf_path() -> Path:
     return Path(str(dist.locate_file(EMBEDDED_GGUF)))
 
 
+def converted_embedded_dir() -> Path:
+    """Where the de-quantized embedded model is kept; the suffix versions the conversion."""
+    return cache_root() / "models" / f"{EMBEDDED_NAME}-f32"
+
+
 def embedded_model_dir() -> Path:
     """The de-quantized embedded model as a Hugging Face folder, converted on first use."""
-    target = cache_root() / "models" / f"{EMBEDDED_NAME}-f32"  # suffix versions the conversion
+    target = converted_embedded_dir()
     if not (target / "config.json").exists():
         with model_loading_lock:  # converting loads the GGUF model
             if not (target / "config.json").exists():
@@ -189,6 +196,49 @@ def _load_local_model(path: str, dtype: str) -> tuple[Any, Any]:
     return model, tokenizer
 
 
+SPEC_FORMS = "expected 'embedded', 'scripted', a model folder, 'openai:<model>', '<provider>:<model>' or a registered name"
+
+
+def check_model_spec(spec: str) -> None:
+    """Raise :class:`ModelSpecError` unless :func:`load_chat_model` can build ``spec``.
+
+    Checks what needs no network and no model load, so a run can refuse a bad spec before its first
+    session: a registered name, 'scripted', the embedded model's wheel, a model folder's
+    config.json, or a '<provider>:<model>' whose provider init_chat_model knows and whose
+    integration package is installed ('openai' is served by this package itself).
+    """
+    spec = spec.strip()
+    if spec in _registry or spec == "scripted":
+        return
+    if spec.lower() in EMBEDDED_SPECS:
+        if not (converted_embedded_dir() / "config.json").exists():
+            embedded_gguf_path()  # raises, naming the wheel, when the model has nothing to be converted from
+        return
+    folder = Path(spec).expanduser()
+    if folder.is_dir():
+        if not (folder / "config.json").exists() and not (folder / "adapter_config.json").exists():
+            raise ModelSpecError(f"model spec {spec!r}: {folder} is not a Hugging Face model folder (no config.json or adapter_config.json)")
+        return
+    provider, sep, model_name = spec.partition(":")
+    if spec.startswith((".", "/", "~")) or ("/" in spec and not re.fullmatch(r"[A-Za-z][\w-]*", provider)):
+        raise ModelSpecError(f"model spec {spec!r}: no such model folder")
+    if not sep or not model_name:
+        raise ModelSpecError(f"model spec {spec!r}: {SPEC_FORMS}")
+    if provider == "openai":
+        return
+    # init_chat_model builds only the providers in this table (langchain 1.x; a private name, read
+    # here so that the check and the load agree on what is known).
+    from langchain.chat_models.base import _BUILTIN_PROVIDERS
+
+    if provider not in _BUILTIN_PROVIDERS:
+        raise ModelSpecError(f"model spec {spec!r}: unknown provider {provider!r} (known: openai, {', '.join(sorted(set(_BUILTIN_PROVIDERS) - {'openai'}))})")
+    package = _BUILTIN_PROVIDERS[provider][0].split(".")[0]
+    # init_chat_model falls back to langchain_community's ChatOllama.
+    candidates = (package, "langchain_community") if provider == "ollama" else (package,)
+    if not any(importlib.util.find_spec(name) for name in candidates):
+        raise ModelSpecError(f"model spec {spec!r}: provider {provider!r} needs its integration package: pip install {package.replace('_', '-')}")
+
+
 def load_chat_model(spec: str, settings: GenerationSettings | None = None) -> BaseChatModel:
     """Build the chat model a spec names (see the module docstring)."""
     settings = settings or GenerationSettings()
@@ -206,10 +256,7 @@ def load_chat_model(spec: str, settings: GenerationSettings | None = None) -> Ba
         return LocalChatModel(path=str(folder), settings=settings)
     provider, sep, model_name = spec.partition(":")
     if not sep or not model_name:
-        raise ModelSpecError(
-            f"model spec {spec!r}: expected 'embedded', a model folder, 'openai:<model>', "
-            "'<provider>:<model>' or a registered name"
-        )
+        raise ModelSpecError(f"model spec {spec!r}: {SPEC_FORMS}")
     if provider == "openai":
         from mentalarena.agents.openai_compatible import OpenAICompatibleChat
 

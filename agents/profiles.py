@@ -8,20 +8,35 @@ the record and the field, and nothing from that file is returned.
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.resources
 import json
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Mapping
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ConversationalStyle = Literal["plain", "upset", "verbose", "reserved", "tangent", "pleasing"]
 CONVERSATIONAL_STYLES: tuple[str, ...] = ConversationalStyle.__args__
+# The long names MentalArena's own patient set (Patient-Psi-CM_dataset.json) gives the same styles.
+STYLE_ALIASES = {"hostile": "upset", "guarded": "reserved", "go off on tangents": "tangent", "ingratiating": "pleasing"}
 DEPRESSION_MARKER = "[during depression]"
+# Patient-Psi numbers a patient's CCDs '<patient>-<n>' ('1-1', '1-2': two situations of patient 1). The
+# part before the last '-<n>' must itself end in a number, so that a library's own numbering
+# ('builtin-01', one person each) does not make one patient of the whole library.
+PATIENT_PSI_NUMBERING = re.compile(r"(?P<patient>.*\d)-\d+")
 
 
 class ProfileError(ValueError):
     """A profile file that cannot be loaded; the message names file, record and field."""
+
+
+def canonical_style(name: str) -> str:
+    """One of :data:`CONVERSATIONAL_STYLES` for a style's short or long name, any case; others unchanged
+    (so validation names them)."""
+    key = " ".join(name.split()).lower()
+    return STYLE_ALIASES.get(key, key if key in CONVERSATIONAL_STYLES else name)
 
 
 class PatientProfile(BaseModel):
@@ -61,11 +76,20 @@ class PatientProfile(BaseModel):
         default="",
         description="Clinical presentation in plain words; a label for evaluation, never shown to the therapist.",
     )
+    patient: str = Field(
+        default="",
+        description="Who this CCD describes, when a set holds several CCDs of one person under other ids; see patient_identity.",
+    )
 
     @field_validator("emotion", "helpless_belief", "unlovable_belief", "worthless_belief", mode="before")
     @classmethod
     def _one_string_is_a_list(cls, value: object) -> object:
         return [value] if isinstance(value, str) else value
+
+    @field_validator("styles", mode="before")
+    @classmethod
+    def _long_style_names(cls, value: object) -> object:
+        return [canonical_style(style) if isinstance(style, str) else style for style in value] if isinstance(value, list) else value
 
     @field_validator("styles", mode="after")
     @classmethod
@@ -91,6 +115,25 @@ class PatientProfile(BaseModel):
 
     def to_patient_psi(self) -> dict:
         return self.model_dump(by_alias=True)
+
+
+def patient_identity(profile: Mapping) -> str:
+    """Who a profile (a Patient-Psi dict) describes: one patient's profiles must stay on one side of a split.
+
+    Its 'patient' key where given; else, in Patient-Psi's numbering, its id before the last '-<n>';
+    else its name and a hash of name and history; a profile with neither is a patient of its own (its id).
+    """
+    if profile.get("patient"):
+        return str(profile["patient"])
+    profile_id = str(profile.get("id", ""))
+    numbered = PATIENT_PSI_NUMBERING.fullmatch(profile_id)
+    if numbered:
+        return numbered["patient"]
+    name, history = str(profile.get("name", "")), str(profile.get("history", ""))
+    if not name and not history:
+        return profile_id
+    digest = hashlib.blake2b(f"{name}\n{history}".encode("utf-8"), digest_size=6).hexdigest()
+    return f"{name}#{digest}"
 
 
 def _record_label(index: int, record: object) -> str:

@@ -20,6 +20,17 @@ SMALL_BUDGET = {"inquiry_turns": 2, "max_redirections": 1, "treatment_tries": 2,
 DEFAULT_SESSIONS = 2
 
 
+def whole_number_at_least_one(text: str) -> int:
+    """argparse type of counts: a bad one is refused under the option's name, with exit code 2, before any work."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
 def _context_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("session settings (see the Context)")
     for f in fields(Context):
@@ -41,18 +52,32 @@ def build_context(args: argparse.Namespace) -> Context:
     return Context(**values)
 
 
+def check_options(context: Context, sessions: int, concurrency: int, checkpoint_url: str = "") -> bool:
+    """The run's settings, checked before any work; a bad one is printed under its option's name."""
+    from mentalarena.graphs.run import RunOptionError, check_run_options
+
+    try:
+        check_run_options(context, sessions, concurrency, checkpoint_url)
+    except RunOptionError as exc:
+        print(f"error: --{exc.option.replace('_', '-')}: {exc.reason}", file=sys.stderr)
+        return False
+    return True
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from mentalarena.graphs.run import RECORDS, RunFolderError, run_sessions
 
     context = build_context(args)
     profiles = load_profile_source(args.profiles)
+    if not check_options(context, args.sessions, args.concurrency, args.checkpoint_url):
+        return 2
     folder = Path(args.out) if args.out else Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
     if (folder / RECORDS).exists() and not args.resume:
         print(f"error: {folder} already holds a run; pass --resume to continue it, or choose another --out", file=sys.stderr)
         return 2
     try:
-        summary = run_sessions(profiles, context, folder, args.sessions or DEFAULT_SESSIONS, profiles_source=args.profiles,
-                               progress=not args.quiet, concurrency=args.concurrency, checkpoint_url=args.checkpoint_url)
+        summary = run_sessions(profiles, context, folder, args.sessions, profiles_source=args.profiles, progress=not args.quiet,
+                               concurrency=args.concurrency, checkpoint_url=args.checkpoint_url, retry_failed=args.retry_failed)
     except RunFolderError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -66,7 +91,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     report = export(ExportArgs(records=[Path(p) for p in args.records], out=Path(args.out), validation_ratio=args.validation_ratio,
                                similarity_floor=args.similarity_floor, seed=args.seed, sharegpt=args.sharegpt,
-                               keep_unsafe=args.keep_unsafe))
+                               keep_unsafe=args.keep_unsafe, keep_failed=args.keep_failed))
     print(json.dumps(report.as_dict(), indent=2))
     print(f"dataset card: {Path(args.out) / 'README.md'}")
     return 0
@@ -87,8 +112,10 @@ def cmd_iterate(args: argparse.Namespace) -> int:
 
     context = build_context(args)
     profiles = load_profile_source(args.profiles)
+    if not check_options(context, args.sessions, args.concurrency):  # model 0; later models are trained here
+        return 2
     history = iterate(IterateArgs(out=Path(args.out), iterations=args.iterations, profiles=profiles, context=context,
-                                  sessions=args.sessions or DEFAULT_SESSIONS, preset=args.preset, max_steps=args.max_steps,
+                                  sessions=args.sessions, preset=args.preset, max_steps=args.max_steps,
                                   progress=not args.quiet, concurrency=args.concurrency,
                                   eval_tasks=[t for t in args.eval_tasks.split(",") if t], eval_limit=args.eval_limit))
     for metrics in history:
@@ -110,10 +137,14 @@ def make_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run self-play sessions and write one record per session to a run folder")
     run.add_argument("--profiles", default="builtin", help="'builtin' or a Patient-Psi JSON / JSONL file of profiles")
-    run.add_argument("--sessions", type=int, default=None, help=f"number of sessions (profiles are cycled); default {DEFAULT_SESSIONS}")
+    run.add_argument("--sessions", type=whole_number_at_least_one, default=DEFAULT_SESSIONS,
+                     help=f"number of sessions (profiles are cycled); default {DEFAULT_SESSIONS}")
     run.add_argument("--out", default=None, help="run folder (default runs/<timestamp>)")
-    run.add_argument("--resume", action="store_true", help="continue the run in --out: finished sessions are skipped, unfinished ones continue from their last checkpoint")
-    run.add_argument("--concurrency", type=int, default=1, help="sessions run at once; local models generate their requests as one batch")
+    run.add_argument("--resume", action="store_true",
+                     help="continue the run in --out: finished sessions are skipped; unfinished and failed ones continue from their last checkpoint")
+    run.add_argument("--no-retry-failed", dest="retry_failed", action="store_false",
+                     help="with --resume: leave failed sessions as they are instead of running them again")
+    run.add_argument("--concurrency", type=whole_number_at_least_one, default=1, help="sessions run at once; local models generate their requests as one batch")
     run.add_argument("--checkpoint-url", default=os.environ.get("MENTALARENA_CHECKPOINT_URL", ""),
                      help="postgresql://... to keep checkpoints in Postgres (shared by many workers); default SQLite in the run folder")
     run.add_argument("--model", default="embedded", help="model spec for every role (see --patient-model etc.)")
@@ -125,11 +156,14 @@ def make_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="turn session records into SFT data (messages JSONL, HF dataset, card)")
     export.add_argument("records", nargs="+", help="records.jsonl files of one or more runs")
     export.add_argument("--out", required=True, help="dataset folder")
-    export.add_argument("--validation-ratio", type=float, default=0.1, help="share of patient profiles held out for validation")
+    export.add_argument("--validation-ratio", type=float, default=0.1,
+                        help="share of patients held out for validation (0: no validation split; otherwise an empty one is an error)")
     export.add_argument("--similarity-floor", type=float, default=0.0, help="drop sessions whose last decoder round's mean similarity is lower")
     export.add_argument("--seed", type=int, default=0)
     export.add_argument("--sharegpt", action="store_true", help="also write ShareGPT JSONL (LLaMA-Factory)")
     export.add_argument("--keep-unsafe", action="store_true", help="keep sessions whose therapist turns failed the safety check (dropped by default)")
+    export.add_argument("--keep-failed", action="store_true",
+                        help="keep sessions with recorded failures, such as an unparsed answer (dropped by default); unparsed fields still give no item")
     export.set_defaults(func=cmd_export)
 
     train = commands.add_parser("train", help="LoRA fine-tuning (TRL SFTTrainer) on an exported dataset")
@@ -145,17 +179,17 @@ def make_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train)
 
     loop = commands.add_parser("iterate", help="self-play, export, train, repeat with the new model")
-    loop.add_argument("--iterations", type=int, default=2)
+    loop.add_argument("--iterations", type=whole_number_at_least_one, default=2)
     loop.add_argument("--out", required=True, help="loop folder; an existing one is resumed")
     loop.add_argument("--profiles", default="builtin")
-    loop.add_argument("--sessions", type=int, default=None, help="sessions per iteration")
+    loop.add_argument("--sessions", type=whole_number_at_least_one, default=DEFAULT_SESSIONS, help=f"sessions per iteration; default {DEFAULT_SESSIONS}")
     loop.add_argument("--model", default="embedded", help="model 0: 'embedded' or a local Hugging Face folder")
     loop.add_argument("--budget", choices=("small", "full"), default=None)
     loop.add_argument("--preset", choices=("cpu-small", "mentalgpt"), default="cpu-small")
     loop.add_argument("--max-steps", type=int, default=-1, help="training steps per iteration (overrides epochs)")
-    loop.add_argument("--concurrency", type=int, default=1, help="self-play sessions run at once")
+    loop.add_argument("--concurrency", type=whole_number_at_least_one, default=1, help="self-play sessions run at once")
     loop.add_argument("--eval-tasks", default="", help="MCQ sets to score each trained model on, e.g. 'medqa,mmlu' (log-likelihood; needs the data)")
-    loop.add_argument("--eval-limit", type=int, default=None, help="first N items of each evaluation set")
+    loop.add_argument("--eval-limit", type=whole_number_at_least_one, default=None, help="first N items of each evaluation set")
     loop.add_argument("--quiet", action="store_true")
     _context_options(loop)
     loop.set_defaults(func=cmd_iterate)
@@ -172,7 +206,10 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    args = make_parser().parse_args(argv)
+    try:
+        args = make_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse's usage errors (2, already printed) and --help (0): returned like any outcome
+        return exc.code
     try:
         return args.func(args)
     except (ProfileError, ModelSpecError, ValueError) as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 
 from mentalarena.agents.models import LOCAL_DTYPES, STRUCTURED_OUTPUT, GenerationSettings
+from mentalarena.agents.profiles import CONVERSATIONAL_STYLES, STYLE_ALIASES, canonical_style
 from mentalarena.agents.prompts import CRISIS_RESOURCES
 
 
@@ -68,6 +69,12 @@ class Context:
             raise ValueError(f"Context.local_dtype: {self.local_dtype!r} is not one of {', '.join(LOCAL_DTYPES)}")
         if not self.model.strip():
             raise ValueError("Context.model: must name a model spec")
+        if self.style:
+            # Long style names (hostile, guarded, ...) are accepted as in profiles, and kept as the short one.
+            style = canonical_style(self.style)
+            if style not in CONVERSATIONAL_STYLES:
+                raise ValueError(f"Context.style: {self.style!r} is not one of {', '.join(CONVERSATIONAL_STYLES)} (or {', '.join(STYLE_ALIASES)})")
+            self.style = style
 
     def model_for(self, role: str) -> str:
         return getattr(self, f"{role}_model") or self.model

@@ -9,8 +9,11 @@ from mentalarena.agents.safety import check_therapist_turns
 
 
 def best_trial(trials: list[dict]) -> dict | None:
-    """The highest-rated trial; the earliest wins a tie, unrated trials rank last."""
-    return max(trials, key=lambda t: -1 if t["score"] is None else t["score"], default=None)
+    """The highest-rated trial with a proposal; the earliest wins a tie, unrated trials rank last.
+
+    A trial whose proposal never parsed (left empty) is never kept, however the patient rated it."""
+    proposed = [t for t in trials if t["proposal"].strip()]
+    return max(proposed, key=lambda t: -1 if t["score"] is None else t["score"], default=None)
 
 
 def build_record(state: dict, runtime: Runtime) -> dict:

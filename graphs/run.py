@@ -3,6 +3,8 @@
 A run folder holds ``manifest.json`` (settings, models, package versions, seed),
 ``records.jsonl`` (one line per ended session, appended atomically) and ``checkpoints.sqlite``
 (the SQLite checkpointer, so an interrupted session continues from its last finished node).
+Resuming a run re-runs its failed sessions (unless told not to); a retried session's new line
+replaces its failed one when the run settles its records file.
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
+import re
 import sys
 import time
 from collections import Counter
@@ -20,12 +24,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlsplit
 
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from tqdm import tqdm
 
-from mentalarena.agents.models import describe_model
+from mentalarena.agents.models import ModelSpecError, check_model_spec, describe_model
 from mentalarena.agents.profiles import PatientProfile
 from mentalarena.graphs.arena import build_arena_graph
 from mentalarena.graphs.context import Context
@@ -34,10 +38,19 @@ RECORDS = "records.jsonl"
 MANIFEST = "manifest.json"
 CHECKPOINTS = "checkpoints.sqlite"
 VERSIONED_PACKAGES = ("mentalarena", "langgraph", "langchain-core", "transformers", "torch", "sentence-transformers", "peft", "trl")
+MODEL_OPTIONS = ("model", "patient_model", "therapist_model", "decoder_model")  # the Context's model specs
 
 
 class RunFolderError(ValueError):
     """A run folder whose files cannot be continued."""
+
+
+class RunOptionError(ValueError):
+    """A run setting that cannot work, found before anything is written; names the setting."""
+
+    def __init__(self, option: str, reason: str):
+        super().__init__(f"{option}: {reason}")
+        self.option, self.reason = option, reason
 
 
 @dataclass
@@ -45,7 +58,9 @@ class RunSummary:
     folder: Path
     done: int = 0
     failed: int = 0
-    skipped: int = 0
+    retried: int = 0  # sessions of this run that had failed before
+    skipped: int = 0  # finished before this run
+    failed_not_retried: int = 0  # failed before, left as they were (retry_failed=False)
     seconds: float = 0.0
     illnesses: Counter = field(default_factory=Counter)
     treatment_scores: list[int] = field(default_factory=list)
@@ -59,9 +74,15 @@ class RunSummary:
 
     def lines(self) -> list[str]:
         mean = sum(self.treatment_scores) / len(self.treatment_scores) if self.treatment_scores else None
+        counts = [f"{self.done} done", f"{self.failed} failed"]
+        if self.retried:
+            counts.append(f"{self.retried} of them retried after failing before")
+        counts.append(f"{self.skipped} already finished before this run")
+        if self.failed_not_retried:
+            counts.append(f"{self.failed_not_retried} failed before and not retried")
         lines = [
             f"run folder: {self.folder}",
-            f"sessions: {self.done} done, {self.failed} failed, {self.skipped} already finished before this run ({self.seconds:.0f} s)",
+            f"sessions: {', '.join(counts)} ({self.seconds:.0f} s)",
             f"mean best treatment score: {mean:.1f}/10" if mean is not None else "mean best treatment score: no rated treatment",
         ]
         if self.illnesses:
@@ -69,12 +90,60 @@ class RunSummary:
         return lines
 
 
+# A query or fragment parameter whose name holds one of these (case-insensitive) is dropped: over-
+# redacting a harmless parameter ('monkey', 'design') costs a manifest nothing; missing one leaks it.
+SECRET_PARAMETER_WORDS = ("pass", "pwd", "key", "token", "secret", "sig", "auth", "credential")
+# Several URLs joined by commas (a round-robin base_url): a comma starts a new URL only where a
+# scheme follows, so commas inside one URL (Postgres hosts, query values) stay in it.
+_NEXT_URL = re.compile(r",(?=\s*[A-Za-z][A-Za-z0-9+.-]*://)")
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+
+
 def redact_url(url: str) -> str:
-    """Drop any user:password part of a URL before it is written anywhere."""
-    parts = urlsplit(url)
-    if parts.username or parts.password:
-        parts = parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""))
-    return urlunsplit(parts)
+    """``url`` (or several, comma-separated) without userinfo or secret-looking parameters.
+
+    Every URL written to a manifest, record, log or card goes through here. The host is kept as
+    written, so ``[::1]:8000`` keeps its brackets and port.
+    """
+    return ",".join(_redact_one_url(part) for part in _NEXT_URL.split(url))
+
+
+def redact_urls_in(text: str) -> str:
+    """Free text (an exception's message) with every URL in it redacted."""
+    return _URL_IN_TEXT.sub(lambda match: redact_url(match.group()), text)
+
+
+def _redact_one_url(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # unbalanced IPv6 brackets: nothing can be told apart, so nothing is shown
+        return "<unparseable URL>"
+    netloc = parts.netloc.rpartition("@")[2]  # raw text after the userinfo, so brackets and port stay
+    query, fragment = _without_secret_parameters(parts.query), _without_secret_parameters(parts.fragment)
+    if (netloc, query, fragment) == (parts.netloc, parts.query, parts.fragment):
+        return url
+    # Joined by hand: urlunsplit drops the '//' of an empty authority ('postgresql:///db?host=...').
+    after_scheme = url[len(parts.scheme) + 1:] if parts.scheme else url
+    return "".join((
+        f"{parts.scheme}:" if parts.scheme else "",
+        f"//{netloc}" if after_scheme.startswith("//") else "",
+        parts.path,
+        f"?{query}" if query else "",
+        f"#{fragment}" if fragment else "",
+    ))
+
+
+def _without_secret_parameters(text: str) -> str:
+    if "=" not in text:  # no parameters: a fragment's anchor, or a bare flag
+        return text
+    pairs = re.split(r"(?<=[&;])", text)  # each pair keeps its separator: the others come out as they were
+    kept = [pair for pair in pairs if not _is_secret_parameter(pair.rstrip("&;").partition("=")[0])]
+    return "".join(kept).rstrip("&;")
+
+
+def _is_secret_parameter(name: str) -> bool:
+    name = unquote_plus(name).lower()
+    return any(word in name for word in SECRET_PARAMETER_WORDS)
 
 
 def package_versions() -> dict[str, str]:
@@ -107,25 +176,53 @@ def write_manifest(folder: Path, context: Context, profiles_source: str, session
     os.replace(staging, folder / MANIFEST)
 
 
-def read_finished(records_path: Path) -> set[str]:
-    """Session ids already in the records file; a torn last line (a killed write) is cut off."""
+def settle_records(records_path: Path) -> dict[str, str]:
+    """Each session's status, from its last line in the records file; leaves one line per session.
+
+    A torn last line (a killed write) is cut off. A session with several lines (a retry appends
+    after the failed line) keeps its last line, in its first line's place. The settled file is
+    written beside the old one and renamed over it, so a crash at any moment leaves one of the two,
+    and both hold every ended session.
+    """
     if not records_path.exists():
-        return set()
-    finished: set[str] = set()
+        return {}
     data = records_path.read_bytes()
-    keep = 0
+    last_lines: dict[str, bytes] = {}  # session id -> its last line, in the order sessions first appear
+    statuses: dict[str, str] = {}
+    kept = lines = 0
     for line in data.splitlines(keepends=True):
         if not line.endswith(b"\n"):
             break
         try:
-            finished.add(json.loads(line)["session_id"])
+            record = json.loads(line)
+            session_id = record["session_id"]
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise RunFolderError(f"{records_path}: byte {keep}: not a session record ({exc}); fix or move the file") from exc
-        keep += len(line)
-    if keep < len(data):
+            raise RunFolderError(f"{records_path}: byte {kept}: not a session record ({exc}); fix or move the file") from exc
+        last_lines[session_id] = line
+        statuses[session_id] = record.get("status", "done")
+        kept += len(line)
+        lines += 1
+    if lines > len(last_lines):
+        staging = records_path.with_name(f"{records_path.name}.tmp")
+        with open(staging, "wb") as handle:
+            handle.write(b"".join(last_lines.values()))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(staging, records_path)
+        _fsync_folder(records_path.parent)
+    elif kept < len(data):
         with open(records_path, "r+b") as handle:
-            handle.truncate(keep)
-    return finished
+            handle.truncate(kept)
+    return statuses
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename inside ``folder`` durable."""
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
 
 
 def append_record(records_path: Path, line: dict) -> None:
@@ -160,22 +257,34 @@ async def arun_sessions(
     progress: bool = True,
     concurrency: int = 1,
     checkpoint_url: str = "",
+    retry_failed: bool = True,
 ) -> RunSummary:
-    """Run the planned sessions that have no record yet, ``concurrency`` at a time.
+    """Run the planned sessions that have no record yet, and those that failed unless
+    ``retry_failed`` is false, ``concurrency`` at a time.
 
     Checkpoints go to SQLite in the run folder, or to the Postgres database ``checkpoint_url``
-    names (``postgresql://...``; needs the ``postgres`` extra), which many workers can share.
+    names (``postgresql://...``; needs the ``postgres`` extra), which many workers can share. A
+    retried session continues from its last checkpoint.
     """
-    if concurrency < 1:
-        raise ValueError(f"concurrency: {concurrency!r} must be at least 1")
+    check_run_options(context, sessions, concurrency, checkpoint_url)
     folder.mkdir(parents=True, exist_ok=True)
     records_path = folder / RECORDS
-    finished = read_finished(records_path)
+    statuses = settle_records(records_path)
     if not (folder / MANIFEST).exists():
         write_manifest(folder, context, profiles_source, sessions, checkpoint_url)
     summary = RunSummary(folder=folder)
-    plan = [(sid, p) for sid, p in session_plan(profiles, sessions) if sid not in finished]
-    summary.skipped = sessions - len(plan)
+    plan = []
+    for session_id, profile in session_plan(profiles, sessions):
+        status = statuses.get(session_id)
+        if status is None:
+            plan.append((session_id, profile))
+        elif status == "failed" and retry_failed:
+            plan.append((session_id, profile))
+            summary.retried += 1
+        elif status == "failed":
+            summary.failed_not_retried += 1
+        else:
+            summary.skipped += 1
     _seed_local_sampling(context.seed)
     # Nodes are sync functions that LangGraph runs in the loop's default executor: give it a
     # thread per concurrent session, so that many model calls can wait on one batch at once.
@@ -189,7 +298,8 @@ async def arun_sessions(
             try:
                 record = await run_session(compiled, session_id, profile, context)
             except Exception as exc:  # one broken session must not end the run
-                append_record(records_path, {"session_id": session_id, "profile_id": profile.id, "status": "failed", "error": f"{type(exc).__name__}: {exc}"})
+                error = redact_urls_in(f"{type(exc).__name__}: {exc}")  # a client's message may quote the URL it called
+                append_record(records_path, {"session_id": session_id, "profile_id": profile.id, "status": "failed", "error": error})
                 summary.failed += 1
             else:
                 append_record(records_path, {"status": "done", **record})
@@ -200,8 +310,28 @@ async def arun_sessions(
         compiled = build_arena_graph().compile(checkpointer=saver, name="arena")
         await asyncio.gather(*(one(compiled, sid, profile) for sid, profile in plan))
     bar.close()
+    settle_records(records_path)  # retried sessions: their new lines replace the failed ones
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def check_run_options(context: Context, sessions: int, concurrency: int = 1, checkpoint_url: str = "") -> None:
+    """Everything about a run that can be checked without a model call, so a bad setting fails
+    before the first session and before anything is written. Raises :class:`RunOptionError`."""
+    for name, value in (("sessions", sessions), ("concurrency", concurrency)):
+        if not isinstance(value, int) or value < 1:
+            raise RunOptionError(name, f"{value!r} is not a whole number of at least 1")
+    for name in MODEL_OPTIONS:
+        spec = getattr(context, name)
+        if spec:
+            try:
+                check_model_spec(spec)
+            except ModelSpecError as exc:
+                raise RunOptionError(name, str(exc)) from None
+    if checkpoint_url and not checkpoint_url.startswith(("postgres://", "postgresql://")):
+        raise RunOptionError("checkpoint_url", f"{redact_url(checkpoint_url)!r} is not a postgresql:// URL")
+    if checkpoint_url and importlib.util.find_spec("langgraph.checkpoint.postgres") is None:
+        raise RunOptionError("checkpoint_url", "Postgres needs pip install 'mentalarena[postgres]'")
 
 
 def run_sessions(*args, **kwargs) -> RunSummary:
@@ -211,16 +341,13 @@ def run_sessions(*args, **kwargs) -> RunSummary:
 
 @contextlib.asynccontextmanager
 async def open_checkpointer(folder: Path, checkpoint_url: str = ""):
-    if checkpoint_url.startswith(("postgres://", "postgresql://")):
-        try:
-            from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-        except ImportError as exc:
-            raise RunFolderError("checkpoint_url: Postgres needs pip install 'mentalarena[postgres]'") from exc
+    """The checkpointer :func:`check_run_options` has accepted ``checkpoint_url`` for."""
+    if checkpoint_url:
+        from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+
         async with AsyncPostgresSaver.from_conn_string(checkpoint_url) as saver:
             await saver.setup()
             yield saver
-    elif checkpoint_url:
-        raise RunFolderError(f"checkpoint_url: {redact_url(checkpoint_url)!r} is not a postgresql:// URL")
     else:
         async with AsyncSqliteSaver.from_conn_string(str(folder / CHECKPOINTS)) as saver:
             yield saver

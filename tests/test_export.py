@@ -6,7 +6,8 @@ import json
 import pytest
 
 from mentalarena.agents.profiles import builtin_profiles
-from mentalarena.training.export import ExportArgs, export
+from mentalarena.graphs.record import best_trial
+from mentalarena.training.export import KINDS, ExportArgs, ExportError, export
 
 PROFILES = {p.id: p.to_patient_psi() for p in builtin_profiles()[:3]}
 
@@ -115,3 +116,79 @@ def test_a_malformed_records_file_names_file_and_line(tmp_path):
     path.write_text(json.dumps(make_record("s1", "builtin-01")) + "\n{broken\n")
     with pytest.raises(ValueError, match=f"{path}: line 2: not valid JSON"):
         export(ExportArgs(records=[path], out=tmp_path / "ds", hf_dataset=False))
+
+
+def test_sessions_of_one_patient_under_several_ids_never_split(tmp_path):
+    # Patient-Psi numbers one patient's CCDs 1-1, 1-2, 1-3; a 'patient' key joins another id to them.
+    abe = {**PROFILES["builtin-01"], "name": "Abe"}
+    ids = {"1-1": {}, "1-2": {}, "1-3": {}, "abe-followup": {"patient": "1"}, "2-1": {}, "2-2": {}}
+    records = [{**make_record(f"s{i}", "builtin-01", profile={**abe, "id": pid, **extra}, symptom_summary=f"{pid}: summary."), "profile_id": pid}
+               for i, (pid, extra) in enumerate(ids.items())]
+    records += [make_record(f"t{i}", pid) for i, pid in enumerate(["builtin-02", "builtin-03"])]
+    path = write(tmp_path, records)
+    sides = set()
+    for seed in range(8):
+        report = export(ExportArgs(records=[path], out=tmp_path / f"ds{seed}", validation_ratio=0.5, seed=seed, hf_dataset=False))
+        assert report.patients == {"train": 2, "validation": 2}  # patients 1, 2, Marcus and Priya
+        side = next(split for split, profiles in report.profiles.items() if "1-1" in profiles)
+        assert {"1-1", "1-2", "1-3", "abe-followup"} <= set(report.profiles[side])
+        other = (tmp_path / f"ds{seed}" / f"{'train' if side == 'validation' else 'validation'}.jsonl").read_text()
+        assert not any(f"{pid}: summary." in other for pid in ("1-1", "1-2", "1-3", "abe-followup"))
+        sides.add(side)
+        assert "- patients: train 2, validation 2; none is in two splits" in (tmp_path / f"ds{seed}" / "README.md").read_text()
+    assert sides == {"train", "validation"}  # the seed moves the patient, never a part of it
+
+
+def test_a_failed_parse_session_is_absent_from_the_export_and_counted(tmp_path):
+    unparsed = make_record("s2", "builtin-02", illness="What a beautiful journey", diagnosis_candidates=[],
+                           failures=[{"node": "diagnosis", "reason": "diagnosis unparsed, none kept"}],
+                           answers=[{"node": "diagnosis", "schema": "Diagnosis", "constrained": True, "json": False, "parsed": False, "attempts": 3}])
+    path = write(tmp_path, [make_record("s1", "builtin-01"), unparsed])
+    report = export(ExportArgs(records=[path], out=tmp_path / "ds", validation_ratio=0, hf_dataset=False))
+    assert report.removed == {"session_with_failures": 1}
+    assert "builtin-02" not in (tmp_path / "ds" / "train.jsonl").read_text()
+    card = (tmp_path / "ds" / "README.md").read_text()
+    assert "| session_with_failures | 1 |" in card and "recorded failures (an unparsed answer, ...): dropped" in card
+    # Kept on request, the session still gives no diagnosis item: its illness never parsed.
+    kept = export(ExportArgs(records=[path], out=tmp_path / "kept", validation_ratio=0, hf_dataset=False, keep_failed=True))
+    assert kept.items_written[("train", "diagnosis")] == 1 and kept.items_written[("train", "treatment")] == 2
+    assert "beautiful journey" not in (tmp_path / "kept" / "train.jsonl").read_text()
+
+
+def test_the_therapist_dialogue_teaches_only_the_kept_proposal(tmp_path):
+    base = make_record("s1", "builtin-01")
+    transcript = base["transcript"] + [
+        {"speaker": "therapist", "phase": "treatment", "text": "Treatment: Bed rest all week"},
+        {"speaker": "patient", "phase": "treatment", "text": "That would make me worse. 2/10"},
+        {"speaker": "therapist", "phase": "treatment", "text": "Treatment: Cognitive behavioural therapy"},
+        {"speaker": "patient", "phase": "treatment", "text": "I could try that. 9/10"},
+    ]
+    trials = [{"proposal": "Bed rest all week", "explanation": "", "reaction": "", "score": 2},
+              {"proposal": "Cognitive behavioural therapy", "explanation": "", "reaction": "", "score": 9}]
+    path = write(tmp_path, [{**base, "transcript": transcript, "treatment_trials": trials}])
+    export(ExportArgs(records=[path], out=tmp_path / "ds", validation_ratio=0, hf_dataset=False))
+    items = {kind: messages for kind, messages in zip(KINDS, read(tmp_path / "ds" / "train.jsonl"))}
+    therapist = json.dumps(items["therapist_dialogue"])
+    assert items["therapist_dialogue"][-1]["content"] == "Treatment: Cognitive behavioural therapy"
+    assert "Bed rest" not in therapist and "2/10" not in therapist
+    assert "Bed rest" in json.dumps(items["patient_dialogue"])  # the patient's side keeps its rating of it
+
+
+def test_best_trial_never_keeps_an_empty_proposal():
+    trials = [{"proposal": "", "score": 10}, {"proposal": "Sertraline", "score": 3}, {"proposal": " ", "score": None}]
+    assert best_trial(trials)["proposal"] == "Sertraline"
+    assert best_trial(trials[:1]) is None
+
+
+def test_a_validation_split_that_would_be_empty_is_an_error(tmp_path):
+    # Priya's only session failed: the split is drawn among the sessions that pass, one patient.
+    records = [make_record("s1", "builtin-01"), make_record("s2", "builtin-01", symptom_summary="other"),
+               {"status": "failed", "session_id": "s3", "profile_id": "builtin-02", "error": "TimeoutError: x"}]
+    path = write(tmp_path, records)
+    with pytest.raises(ExportError, match="validation_ratio 0.2: the sessions that pass come from 1 patient"):
+        export(ExportArgs(records=[path], out=tmp_path / "ds", validation_ratio=0.2, hf_dataset=False))
+    assert not (tmp_path / "ds").exists()
+    report = export(ExportArgs(records=[path], out=tmp_path / "ds", validation_ratio=0, hf_dataset=False))
+    assert report.patients == {"train": 1, "validation": 0}
+    with pytest.raises(ExportError, match="no session passes the filters"):
+        export(ExportArgs(records=[write(tmp_path, records[2:])], out=tmp_path / "none", validation_ratio=0, hf_dataset=False))

@@ -79,3 +79,16 @@ def test_builtin_library_covers_distinct_presentations():
                    "bipolar", "insomnia", "alcohol", "grief", "bulimia", "adhd"):
         assert any(needed in p.lower() for p in presentations), needed
     assert all(p.core_beliefs for p in profiles)
+
+
+def test_the_long_style_names_of_mentalarenas_patient_set_load(tmp_path):
+    record = builtin_profiles()[0].to_patient_psi()
+    record["type"] = ["plain", "verbose", "go off on tangents", "hostile", "guarded", "ingratiating"]
+    path = tmp_path / "Patient-Psi-CM_dataset.json"
+    path.write_text(json.dumps([record, {**record, "id": "x", "type": ["Go off on tangents", "Hostile"]}]))
+    first, second = load_profiles(path)
+    assert first.styles == ["plain", "verbose", "tangent", "upset", "reserved", "pleasing"]
+    assert second.styles == ["tangent", "upset"]
+    path.write_text(json.dumps([{**record, "type": ["hostile", "shouting"]}]))
+    with pytest.raises(ProfileError, match="field 'type.1': Input should be 'plain'"):
+        load_profiles(path)

@@ -2,10 +2,12 @@
 
 import json
 
+import pytest
+
 from mentalarena.agents.profiles import builtin_profiles
 from mentalarena.graphs.cli import main
 from mentalarena.graphs.context import Context
-from mentalarena.graphs.run import run_sessions
+from mentalarena.graphs.run import redact_url, run_sessions, settle_records
 
 from mentalarena.agents.scripted import RoleScript
 
@@ -119,3 +121,86 @@ def test_model_loads_wait_for_each_other(monkeypatch):
     with ThreadPoolExecutor(len(loads)) as pool:
         list(pool.map(lambda load: load(), loads))
     assert most == 1
+
+
+SMALL_RUN = ["--inquiry-turns", "1", "--max-redirections", "0", "--treatment-tries", "1", "--medication-tries", "1", "--quiet"]
+
+
+@pytest.mark.parametrize("url, redacted", [
+    ("postgresql://host/db?password=s3cret", "postgresql://host/db"),
+    ("https://llm.example/v1?api-key=s3cret", "https://llm.example/v1"),
+    ("http://user:pw@[::1]:8000/v1", "http://[::1]:8000/v1"),
+    ("http://[::1]:8000/v1", "http://[::1]:8000/v1"),
+    # Round-robin base URLs: each one redacted, the commas inside one URL kept.
+    ("http://a:s3cret@h1:8000/v1,https://h2/v1?X-Api-Key=s3cret&model=m", "http://h1:8000/v1,https://h2/v1?model=m"),
+    ("postgresql://u:s3cret@h1,h2/db?sslmode=require&sslpassword=s3cret", "postgresql://h1,h2/db?sslmode=require"),
+    ("postgresql:///db?host=/var/run/postgresql&Password=s3cret", "postgresql:///db?host=/var/run/postgresql"),
+    ("https://h/v1?ids=a,b&access_token=s3cret;sig=s3cret;v=2", "https://h/v1?ids=a,b&v=2"),
+    ("https://h/cb#id_token=s3cret&state=1", "https://h/cb#state=1"),
+    ("https://h/v1?api%5Fkey=s3cret&AUTH=s3cret&Signature=s3cret&credential=s3cret&pwd=s3cret&secret=s3cret", "https://h/v1"),
+    ("http://[::1/v1?token=s3cret", "<unparseable URL>"),
+    ("https://llm.example/v1", "https://llm.example/v1"),
+])
+def test_redact_url_strips_userinfo_and_secret_parameters(url, redacted):
+    assert redact_url(url) == redacted
+
+
+@pytest.mark.parametrize("options, named", [
+    (["--sessions", "-1"], "--sessions: -1 must be at least 1"),
+    (["--concurrency", "0"], "--concurrency: 0 must be at least 1"),
+    (["--model", "nosuch:model"], "--model: model spec 'nosuch:model': unknown provider 'nosuch'"),
+    (["--model", "/missing/folder"], "--model: model spec '/missing/folder': no such model folder"),
+    (["--model", "scripted", "--therapist-model", "./missing"], "--therapist-model: model spec './missing': no such model folder"),
+    (["--model", "scripted", "--checkpoint-url", "mysql://u:s3cret@h/db"], "--checkpoint-url: 'mysql://h/db' is not a postgresql:// URL"),
+    (["--model", "scripted", "--style", "shouting"], "Context.style: 'shouting' is not one of"),
+])
+def test_a_bad_option_exits_2_before_the_run_folder_exists(tmp_path, capsys, options, named):
+    assert main(["run", "--out", str(tmp_path / "run"), "--quiet", *options]) == 2
+    err = capsys.readouterr().err
+    assert named in err and err.count("error") == 1, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_retries_a_failed_session_once_and_keeps_one_line_for_it(scripted, tmp_path, capsys):
+    script = RoleScript()
+    failures = []
+
+    def fail_once(messages):
+        if "You are Priya" in messages[0].content and not failures:
+            failures.append(1)
+            raise RuntimeError("upstream refused https://llm.example/v1?api-key=s3cret")
+        return script(messages)
+
+    spec, model = scripted(fail_once)
+    run = ["run", "--model", spec, "--out", str(tmp_path), "--sessions", "3", *SMALL_RUN]
+    assert main(run) == 1
+    first = records(tmp_path)
+    assert [(r["session_id"], r["status"]) for r in first] == [("0000-builtin-01", "done"), ("0001-builtin-02", "failed"), ("0002-builtin-03", "done")]
+    assert first[1]["error"] == "RuntimeError: upstream refused https://llm.example/v1"
+    capsys.readouterr()
+
+    calls = len(model.calls)
+    assert main([*run, "--resume", "--no-retry-failed"]) == 0
+    assert len(model.calls) == calls and records(tmp_path) == first
+    assert "2 already finished before this run, 1 failed before and not retried" in capsys.readouterr().out
+
+    assert main([*run, "--resume"]) == 0
+    assert "1 done, 0 failed, 1 of them retried after failing before, 2 already finished" in capsys.readouterr().out
+    final = records(tmp_path)
+    assert [(r["session_id"], r["status"]) for r in final] == [("0000-builtin-01", "done"), ("0001-builtin-02", "done"), ("0002-builtin-03", "done")]
+    assert final[0] == first[0] and final[2] == first[2] and final[1]["treatment"]
+    assert b"s3cret" not in (tmp_path / "records.jsonl").read_bytes()
+
+    assert main([*run, "--resume"]) == 0  # nothing left to retry
+    assert records(tmp_path) == final
+
+
+def test_settling_records_keeps_the_last_line_of_each_session(tmp_path):
+    """A crash between a retry's append and the end of its run leaves two lines for one session."""
+    path = tmp_path / "records.jsonl"
+    lines = [{"session_id": "a", "status": "failed"}, {"session_id": "b", "status": "done"}, {"session_id": "a", "status": "done", "n": 2}]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines) + '{"session_id": "c", "sta')
+    assert settle_records(path) == {"a": "done", "b": "done"}
+    assert [json.loads(line) for line in path.read_text().splitlines()] == [lines[2], lines[1]]
+    assert not (tmp_path / "records.jsonl.tmp").exists()
+    assert settle_records(path) == {"a": "done", "b": "done"}  # a settled file is left as it is

@@ -5,8 +5,17 @@ dialogues with the therapist as the assistant, and whole dialogues with the pati
 assistant. Written as conversational ``messages`` JSONL (TRL's SFTTrainer, OpenAI fine-tuning),
 optionally ShareGPT JSONL, and a Hugging Face ``datasets`` dataset on disk, with a dataset card.
 
-Records are streamed line by line and de-duplication keys live in a SQLite table on disk, so
-memory stays flat however many records there are.
+What gets through: sessions that ended, with no recorded failure (unless ``keep_failed``), that
+passed the safety check (unless ``keep_unsafe``) and the similarity floor. QA targets come only
+from parsed answers. The therapist's dialogue teaches only the kept (best-rated) treatment and
+medication proposal: rejected proposals and the patient's ratings of them are left out, because a
+``messages`` item trains every assistant turn (TRL has no per-turn mask in that format), so a
+rejected proposal carried as context would be trained as well. Splits group sessions by patient
+(:func:`~mentalarena.agents.profiles.patient_identity`), drawn among the sessions that pass.
+
+Records are streamed line by line (twice: once to find the patients, once to write) and
+de-duplication keys live in a SQLite table on disk, so memory stays flat however many records
+there are.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from typing import Iterator
 from mentalarena.agents import prompts
 from mentalarena.agents.parsing import is_refusal
 from mentalarena.agents.patient import patient_system_prompt
+from mentalarena.agents.profiles import patient_identity
 
 KINDS = ("diagnosis", "treatment", "medication", "therapist_dialogue", "patient_dialogue")
 SPLITS = ("train", "validation")
@@ -41,6 +51,8 @@ class ExportArgs:
     validation_ratio: float = 0.1
     similarity_floor: float = 0.0  # drop sessions whose last decoder round's mean similarity is lower
     keep_unsafe: bool = False  # keep sessions whose therapist turns failed the safety check
+    keep_failed: bool = False  # keep sessions with recorded failures (an unparsed answer, ...); their unparsed fields still give no item
+    empty_validation_ok: bool = False  # else a validation_ratio that leaves validation empty is an error
     seed: int = 0
     sharegpt: bool = False
     hf_dataset: bool = True
@@ -52,10 +64,12 @@ class ExportReport:
     items_written: Counter = field(default_factory=Counter)  # (split, kind) -> n, flattened below
     removed: Counter = field(default_factory=Counter)
     profiles: dict = field(default_factory=dict)  # split -> sorted profile ids
+    patients: dict = field(default_factory=dict)  # split -> how many patients
 
     def as_dict(self) -> dict:
         written = {f"{split}/{kind}": n for (split, kind), n in sorted(self.items_written.items())}
-        return {"sessions_read": self.sessions_read, "items_written": written, "removed": dict(self.removed), "profiles": self.profiles}
+        return {"sessions_read": self.sessions_read, "items_written": written, "removed": dict(self.removed), "patients": self.patients,
+                "profiles": self.profiles}
 
 
 def iter_records(paths: list[Path]) -> Iterator[tuple[Path, dict]]:
@@ -77,11 +91,20 @@ def _message(role: str, content: str) -> dict:
     return {"role": role, "content": content}
 
 
+def diagnosis_parsed(record: dict) -> bool:
+    """Whether the record's diagnosis came from a parsed answer. Records before the answer log
+    kept a failed diagnosis's first sentence as the illness; their failures name the node."""
+    unparsed = {a["node"] for a in record.get("answers", []) if not a.get("parsed", True)}
+    unparsed |= {f.get("node") for f in record.get("failures", [])}
+    return "diagnosis" not in unparsed
+
+
 def qa_items(record: dict) -> Iterator[tuple[str, list[dict]]]:
+    """The seed's QA items, from parsed fields only (a kept proposal is never empty: best_trial)."""
     summary = record.get("symptom_summary", "").strip()
     if not summary:
         return
-    if record.get("illness"):
+    if record.get("illness") and diagnosis_parsed(record):
         yield "diagnosis", [_message("user", prompts.QA_DIAGNOSIS.format(summary=summary)), _message("assistant", record["illness"])]
     if record.get("treatment"):
         answer = " ".join(part for part in (record["treatment"], record.get("treatment_explanation", "")) if part)
@@ -107,9 +130,31 @@ def dialogue(system: str, transcript: list[dict], assistant: str, opening: str |
     return messages if len(messages) >= 3 else []
 
 
+def without_rejected_proposals(record: dict) -> list[dict]:
+    """The transcript with only the kept treatment and medication proposal, each with the patient's rating.
+
+    Proposal turns are matched to trials by order (one therapist turn and one patient turn per
+    trial); the kept trial is the one whose proposal the record kept. No kept trial, no turn."""
+    kept_trial = {}
+    for kind, kept_field in (("treatment", "treatment"), ("medication", "medicine")):
+        trials = record.get(f"{kind}_trials", [])
+        kept_trial[kind] = next((i for i, t in enumerate(trials) if t.get("proposal") and t["proposal"] == record.get(kept_field)), None)
+    seen: Counter = Counter()  # (phase, speaker) -> that speaker's turns in that phase so far
+    kept = []
+    for turn in record.get("transcript", []):
+        phase = turn.get("phase")
+        if phase in kept_trial:
+            index = seen[(phase, turn["speaker"])]
+            seen[(phase, turn["speaker"])] += 1
+            if index != kept_trial[phase]:
+                continue
+        kept.append(turn)
+    return kept
+
+
 def dialogue_items(record: dict) -> Iterator[tuple[str, list[dict]]]:
     transcript = record.get("transcript", [])
-    therapist = dialogue(prompts.THERAPIST_DIALOGUE_SYSTEM, transcript, "therapist")
+    therapist = dialogue(prompts.THERAPIST_DIALOGUE_SYSTEM, without_rejected_proposals(record), "therapist")
     if therapist:
         yield "therapist_dialogue", therapist
     if record.get("profile"):
@@ -139,23 +184,65 @@ def last_mean_similarity(record: dict) -> float | None:
     return sum(values) / len(values)
 
 
-def assign_splits(paths: list[Path], ratio: float, seed: int) -> dict[str, str]:
-    """profile id -> split; every item of one profile lands on one side."""
-    profiles = sorted({record.get("profile_id", record["session_id"]) for _, record in iter_records(paths)})
-    random.Random(seed).shuffle(profiles)
-    n_validation = round(len(profiles) * ratio)
-    if ratio > 0 and len(profiles) >= 2:
-        n_validation = min(max(n_validation, 1), len(profiles) - 1)
-    return {pid: ("validation" if i < n_validation else "train") for i, pid in enumerate(profiles)}
+def record_patient(record: dict) -> str:
+    """The patient a session record is about (see patient_identity)."""
+    return patient_identity(record.get("profile") or {"id": record.get("profile_id", record["session_id"])})
+
+
+def removal_reason(record: dict, args: ExportArgs) -> str | None:
+    """Why a whole session is left out, or None when it is exported."""
+    if record.get("status", "done") != "done":
+        return "failed_session"
+    if record.get("failures") and not args.keep_failed:
+        return "session_with_failures"
+    if record.get("safety_flags") and not args.keep_unsafe:
+        return "safety_flagged_session"
+    if args.similarity_floor > 0:
+        similarity = last_mean_similarity(record)
+        if similarity is None or similarity < args.similarity_floor:
+            return "under_similarity_floor"
+    return None
+
+
+def assign_splits(patients: set[str], ratio: float, seed: int) -> dict[str, str]:
+    """patient -> split; every session of one patient lands on one side."""
+    ordered = sorted(patients)
+    random.Random(seed).shuffle(ordered)
+    n_validation = round(len(ordered) * ratio)
+    if ratio > 0 and len(ordered) >= 2:
+        n_validation = min(max(n_validation, 1), len(ordered) - 1)
+    return {patient: ("validation" if i < n_validation else "train") for i, patient in enumerate(ordered)}
 
 
 def export(args: ExportArgs) -> ExportReport:
-    args.out.mkdir(parents=True, exist_ok=True)
     unknown = set(args.kinds) - set(KINDS)
     if unknown:
         raise ExportError(f"kinds: unknown {sorted(unknown)}; choose from {', '.join(KINDS)}")
-    split_of = assign_splits(args.records, args.validation_ratio, args.seed)
-    report = ExportReport(profiles={s: sorted(p for p, v in split_of.items() if v == s) for s in SPLITS})
+    if not 0 <= args.validation_ratio < 1:
+        raise ExportError(f"validation_ratio: {args.validation_ratio!r} is not in [0, 1)")
+    # The split is drawn among the sessions that pass, so a patient whose sessions are all left out
+    # takes no place in either split.
+    patients: set[str] = set()
+    left_out: Counter = Counter()
+    for _, record in iter_records(args.records):
+        reason = removal_reason(record, args)
+        if reason:
+            left_out[reason] += 1
+        else:
+            patients.add(record_patient(record))
+    split_of = assign_splits(patients, args.validation_ratio, args.seed)
+    planned = Counter(split_of.values())
+    if not planned["train"]:
+        raise ExportError(f"{', '.join(map(str, args.records))}: no session passes the filters (left out: {dict(left_out)}), "
+                          "so there is nothing to train on")
+    if args.validation_ratio > 0 and not planned["validation"] and not args.empty_validation_ok:
+        raise ExportError(f"validation_ratio {args.validation_ratio}: the sessions that pass come from {len(patients)} patient(s) "
+                          f"(left out: {dict(left_out)}), too few to hold one out; pass validation_ratio 0 (--validation-ratio 0) "
+                          "for no validation split")
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = ExportReport()
+    profiles_of = {split: set() for split in SPLITS}
+    patients_of = {split: set() for split in SPLITS}
     seen_path = args.out / "dedup.sqlite"
     seen_path.unlink(missing_ok=True)
     seen = sqlite3.connect(seen_path)
@@ -165,17 +252,14 @@ def export(args: ExportArgs) -> ExportReport:
     try:
         for _, record in iter_records(args.records):
             report.sessions_read += 1
-            if record.get("status", "done") != "done":
-                report.removed["failed_session"] += 1
+            reason = removal_reason(record, args)
+            if reason:
+                report.removed[reason] += 1
                 continue
-            if record.get("safety_flags") and not args.keep_unsafe:
-                report.removed["safety_flagged_session"] += 1
-                continue
-            similarity = last_mean_similarity(record)
-            if args.similarity_floor > 0 and (similarity is None or similarity < args.similarity_floor):
-                report.removed["under_similarity_floor"] += 1
-                continue
-            split = split_of[record.get("profile_id", record["session_id"])]
+            patient = record_patient(record)
+            split = split_of[patient]
+            patients_of[split].add(patient)
+            profiles_of[split].add(record.get("profile_id", record["session_id"]))
             for kind, messages in (*qa_items(record), *dialogue_items(record)):
                 if kind not in args.kinds:
                     continue
@@ -197,6 +281,15 @@ def export(args: ExportArgs) -> ExportReport:
             handle.close()
         seen.close()
         seen_path.unlink(missing_ok=True)
+    shared = patients_of["train"] & patients_of["validation"]
+    if shared:  # cannot happen by construction; checked because a leak would silently inflate validation scores
+        raise ExportError(f"patients in both splits: {sorted(shared)}")
+    report.patients = {split: len(patients_of[split]) for split in SPLITS}
+    report.profiles = {split: sorted(profiles_of[split]) for split in SPLITS}
+    for split in SPLITS:
+        if planned[split] and not any(n for (s, _), n in report.items_written.items() if s == split):
+            raise ExportError(f"{args.out / f'{split}.jsonl'}: no item left after de-duplication and the garbled-text filter "
+                              f"(removed: {dict(report.removed)})")
     if args.hf_dataset:
         save_hf_dataset(args.out)
     write_card(args, report)
@@ -232,9 +325,15 @@ def write_card(args: ExportArgs, report: ExportReport) -> None:
         f"- source records: {', '.join(str(p) for p in args.records)}",
         f"- models: {'; '.join(models) or 'unknown (no manifest beside the records)'}",
         f"- sessions read: {report.sessions_read}",
-        f"- split: by patient profile, validation ratio {args.validation_ratio}, seed {args.seed}",
+        f"- split: by patient (a profile's `patient` key, else Patient-Psi's `<patient>-<n>` id, else name and history), "
+        f"drawn among the sessions that pass; validation ratio {args.validation_ratio}, seed {args.seed}",
+        f"- patients: {', '.join(f'{split} {n}' for split, n in report.patients.items())}; none is in two splits",
         f"- decoder similarity floor: {args.similarity_floor or 'off'}",
         f"- sessions whose therapist turns failed the safety check: {'kept' if args.keep_unsafe else 'dropped'}",
+        f"- sessions with recorded failures (an unparsed answer, ...): {'kept' if args.keep_failed else 'dropped'}; "
+        "QA targets come only from parsed answers either way",
+        "- therapist dialogues: only the kept (best-rated) treatment and medication proposal, with the patient's rating of it; "
+        "rejected proposals are left out, because every assistant turn of an item is trained",
         "",
         "| split | kind | items |",
         "|---|---|---|",

@@ -57,9 +57,15 @@ def selfplay_metrics(records_path: Path) -> dict:
 def run_iteration(args: IterateArgs, k: int, model: str) -> dict:
     folder = args.out / f"iter-{k}"
     selfplay, dataset, trained = folder / "selfplay", folder / "dataset", folder / "model"
-    run_sessions(args.profiles, replace(args.context, model=model), selfplay, args.sessions, progress=args.progress, concurrency=args.concurrency)
+    # Failed sessions are retried only while their records can still reach this iteration's dataset.
+    run_sessions(args.profiles, replace(args.context, model=model), selfplay, args.sessions, progress=args.progress, concurrency=args.concurrency,
+                 retry_failed=not (dataset / "export.json").exists())
     if not (dataset / "export.json").exists():
-        export(ExportArgs(records=[selfplay / RECORDS], out=dataset, validation_ratio=args.validation_ratio, seed=args.context.seed))
+        # A small model's sessions nearly all record some failure, and a few sessions may be one or
+        # two patients: the loop trains on what there is (QA targets still come only from parsed
+        # answers) and goes without a validation split when no patient can be held out.
+        export(ExportArgs(records=[selfplay / RECORDS], out=dataset, validation_ratio=args.validation_ratio, seed=args.context.seed,
+                          keep_failed=True, empty_validation_ok=True))
     if (trained / "metrics.json").exists():
         training = json.loads((trained / "metrics.json").read_text())
     else:
