@@ -90,8 +90,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from mentalarena.training.export import ExportArgs, export
 
     report = export(ExportArgs(records=[Path(p) for p in args.records], out=Path(args.out), validation_ratio=args.validation_ratio,
-                               similarity_floor=args.similarity_floor, seed=args.seed, sharegpt=args.sharegpt,
-                               keep_unsafe=args.keep_unsafe, keep_failed=args.keep_failed))
+                               similarity_floor=args.similarity_floor, seed=args.seed, record_format=args.record_format,
+                               sharegpt=args.sharegpt, keep_unsafe=args.keep_unsafe, keep_failed=args.keep_failed))
     print(json.dumps(report.as_dict(), indent=2))
     print(f"dataset card: {Path(args.out) / 'README.md'}")
     return 0
@@ -153,8 +153,14 @@ def make_parser() -> argparse.ArgumentParser:
     _context_options(run)
     run.set_defaults(func=cmd_run)
 
-    export = commands.add_parser("export", help="turn session records into SFT data (messages JSONL, HF dataset, card)")
-    export.add_argument("records", nargs="+", help="records.jsonl files of one or more runs")
+    export = commands.add_parser("export", help="turn session records and MentalArena's released records into SFT data (messages JSONL, HF dataset, card)")
+    export.add_argument("records", nargs="+", metavar="FILE",
+                        help="records.jsonl files of one or more runs, and/or MentalArena's released self-play records (JSONL with "
+                             "symptom, illness, treatment, explain_t, medicine, explain_m)")
+    # The format is checked in export (mentalarena.training.export.RECORD_FORMATS), which this parser does not import: it is slow to load.
+    export.add_argument("--format", dest="record_format", default="auto", metavar="FORMAT",
+                        help="auto (default): each file's format is told by its first line, so both kinds mix in one export; "
+                             "records or mentalarena: every file must be of that format")
     export.add_argument("--out", required=True, help="dataset folder")
     export.add_argument("--validation-ratio", type=float, default=0.1,
                         help="share of patients held out for validation (0: no validation split; otherwise an empty one is an error)")

@@ -2,14 +2,20 @@
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 
+from mentalarena.agents import prompts
 from mentalarena.agents.profiles import builtin_profiles
+from mentalarena.graphs.cli import main
 from mentalarena.graphs.record import best_trial
 from mentalarena.training.export import KINDS, ExportArgs, ExportError, export
 
 PROFILES = {p.id: p.to_patient_psi() for p in builtin_profiles()[:3]}
+# MentalArena's released self-play record format, fictional text: Nora (lines 1, 2 and 4, line 4 a copy
+# of line 1; line 2's medicine is 'N/A'), Ivo (line 3), Ruth (line 5, medicine 'Medication is not needed ...').
+SEED_RECORDS = Path(__file__).with_name("data") / "mentalarena_seed_records.jsonl"
 
 
 def make_record(session_id, profile_id, **changes):
@@ -192,3 +198,104 @@ def test_a_validation_split_that_would_be_empty_is_an_error(tmp_path):
     assert report.patients == {"train": 1, "validation": 0}
     with pytest.raises(ExportError, match="no session passes the filters"):
         export(ExportArgs(records=[write(tmp_path, records[2:])], out=tmp_path / "none", validation_ratio=0, hf_dataset=False))
+
+
+def seed_lines():
+    return [json.loads(line) for line in SEED_RECORDS.read_text(encoding="utf-8").splitlines()]
+
+
+def test_seed_records_export_as_the_seeds_qa_items(tmp_path):
+    report = export(ExportArgs(records=[SEED_RECORDS], out=tmp_path / "ds", validation_ratio=0, hf_dataset=False))
+    assert report.sessions_read == report.seed_records_read == 5
+    # Medication: no item for line 2's 'N/A' nor line 5's 'not' (the seed's rule), none for the copied line 4.
+    assert report.items_written == {("train", "diagnosis"): 4, ("train", "treatment"): 4, ("train", "medication"): 2}
+    assert report.removed == {"duplicate_exact/diagnosis": 1, "duplicate_exact/treatment": 1, "duplicate_exact/medication": 1}
+    assert report.patients == {"train": 3, "validation": 0}  # Nora, Ivo and Ruth, told apart by their history
+    nora = seed_lines()[0]
+    diagnosis, treatment, medication = read(tmp_path / "ds" / "train.jsonl")[:3]
+    assert diagnosis == [{"role": "user", "content": prompts.QA_DIAGNOSIS.format(summary=nora["symptom"])},
+                         {"role": "assistant", "content": "Generalized Anxiety Disorder"}]
+    assert treatment == [{"role": "user", "content": prompts.QA_TREATMENT.format(summary=nora["symptom"])},
+                         {"role": "assistant", "content": f"{nora['treatment']} {nora['explain_t']}"}]
+    assert medication == [{"role": "user", "content": prompts.QA_MEDICATION.format(summary=nora["symptom"])},
+                          {"role": "assistant", "content": "Sertraline An SSRI that is a first-line medication for generalized anxiety."}]
+    written = (tmp_path / "ds" / "train.jsonl").read_text()
+    assert "N/A" not in written and "not needed" not in written and "Mirtazapine" in written
+    card = (tmp_path / "ds" / "README.md").read_text()
+    assert "- sessions read: 5, of them 5 MentalArena seed records" in card and "| duplicate_exact/medication | 1 |" in card
+    assert json.loads((tmp_path / "ds" / "export.json").read_text())["seed_records_read"] == 5
+
+
+def test_seed_records_mix_with_session_records_and_dedup_across_both(tmp_path):
+    ivo = seed_lines()[2]
+    # A session that reached Ivo's seed answers word for word: its QA items are the seed's, its dialogues its own.
+    session = make_record("s1", "builtin-01", symptom_summary=ivo["symptom"], illness=ivo["illness"], treatment=ivo["treatment"],
+                          treatment_explanation=ivo["explain_t"], medicine=ivo["medicine"], medicine_explanation=ivo["explain_m"],
+                          decoder_rounds=[])
+    records = write(tmp_path, [session, make_record("s2", "builtin-02")])
+    # The floor drops s1, a session without decoder rounds, but no seed record: the format has none to measure.
+    report = export(ExportArgs(records=[records, SEED_RECORDS], out=tmp_path / "floor", validation_ratio=0, similarity_floor=0.5,
+                               hf_dataset=False))
+    assert report.removed["under_similarity_floor"] == 1 and report.seed_records_read == 5
+    session["decoder_rounds"] = make_record("s1", "builtin-01")["decoder_rounds"]
+    records = write(tmp_path, [session, make_record("s2", "builtin-02")])
+    report = export(ExportArgs(records=[records, SEED_RECORDS], out=tmp_path / "ds", validation_ratio=0, hf_dataset=False))
+    assert report.sessions_read == 7 and report.seed_records_read == 5
+    assert report.removed == {"duplicate_exact/diagnosis": 2, "duplicate_exact/treatment": 2, "duplicate_exact/medication": 2}
+    # The seed's 4, 4 and 2 QA items, plus s2's; s1's are Ivo's. Both sessions give their dialogues.
+    assert report.items_written == {("train", "diagnosis"): 5, ("train", "treatment"): 5, ("train", "medication"): 3,
+                                    ("train", "therapist_dialogue"): 2, ("train", "patient_dialogue"): 2}
+    assert report.patients == {"train": 5, "validation": 0}
+
+
+def test_a_seed_patients_records_stay_on_one_side_of_the_split(tmp_path):
+    # Nora's two situations (lines 1 and 2) differ but share her history, so they are one patient.
+    nora = seed_lines()[0]["symptom"].split("\n\n")[0]
+    records = write(tmp_path, [make_record("s1", "builtin-01")])
+    sides = set()
+    for seed in range(4):
+        out = tmp_path / f"ds{seed}"
+        report = export(ExportArgs(records=[records, SEED_RECORDS], out=out, validation_ratio=0.5, seed=seed, hf_dataset=False))
+        assert report.patients == {"train": 2, "validation": 2}  # Daniel, Nora, Ivo and Ruth
+        side = [split for split in ("train", "validation") if nora in (out / f"{split}.jsonl").read_text()]
+        assert len(side) == 1 and len([item for item in read(out / f"{side[0]}.jsonl") if nora in item[0]["content"]]) == 5
+        sides.add(side[0])
+    assert sides == {"train", "validation"}
+
+
+def test_the_command_reads_the_seed_format_and_refuses_a_file_of_another(tmp_path, capsys):
+    assert main(["export", "--format", "mentalarena", str(SEED_RECORDS), "--out", str(tmp_path / "ds"), "--validation-ratio", "0"]) == 0
+    assert '"seed_records_read": 5' in capsys.readouterr().out
+    records = write(tmp_path, [make_record("s1", "builtin-01")])
+    assert main(["export", "--format", "mentalarena", str(SEED_RECORDS), str(records), "--out", str(tmp_path / "x")]) == 2
+    assert f"error: {records}: line 1: field 'symptom': missing from a MentalArena seed record" in capsys.readouterr().err
+    assert main(["export", "--format", "seed", str(SEED_RECORDS), "--out", str(tmp_path / "x")]) == 2
+    assert "record_format (--format): unknown 'seed'; choose from auto, records, mentalarena" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("line, error", [
+    ("{broken", "line 3: not valid JSON"),
+    ('{"symptom": "Low mood.", "illness": "MDD", "treatment": "CBT", "explain_t": "", "medicine": "None"}',
+     "line 3: field 'explain_m': missing from a MentalArena seed record"),
+    ('{"symptom": "Low mood.", "illness": "MDD", "treatment": "CBT", "explain_t": "", "medicine": null, "explain_m": ""}',
+     "line 3: field 'medicine': null is not a string"),
+    ('{"symptom": "Low mood.", "illness": "MDD", "treatment": "CBT", "explain_t": "", "medicine": "", "explain_m": "", "doctor": "1"}',
+     "line 3: field 'doctor': unknown in a MentalArena seed record"),
+])
+def test_a_malformed_seed_line_names_file_line_and_field_and_loses_nothing(tmp_path, line, error):
+    path = tmp_path / "seed.jsonl"
+    path.write_text("".join(SEED_RECORDS.read_text(encoding="utf-8").splitlines(keepends=True)[:2]) + line + "\n")
+    export(ExportArgs(records=[SEED_RECORDS], out=tmp_path / "ds", validation_ratio=0, hf_dataset=False))
+    before = {f.name: f.read_bytes() for f in (tmp_path / "ds").iterdir()}
+    with pytest.raises(ExportError, match=f"^{path}: {error}"):
+        export(ExportArgs(records=[SEED_RECORDS, path], out=tmp_path / "ds", validation_ratio=0, hf_dataset=False))
+    assert {f.name: f.read_bytes() for f in (tmp_path / "ds").iterdir()} == before
+
+
+def test_a_file_of_neither_format_names_its_fields(tmp_path):
+    path = tmp_path / "qa.jsonl"
+    path.write_text('{"question": "Why?", "answer": "Because."}\n')
+    with pytest.raises(ExportError, match=f"^{path}: line 1: field 'session_id': missing; neither a session record .* nor a MentalArena "
+                                          "seed record .*; found 'question', 'answer'"):
+        export(ExportArgs(records=[path], out=tmp_path / "ds", hf_dataset=False))

@@ -13,6 +13,11 @@ medication proposal: rejected proposals and the patient's ratings of them are le
 rejected proposal carried as context would be trained as well. Splits group sessions by patient
 (:func:`~mentalarena.agents.profiles.patient_identity`), drawn among the sessions that pass.
 
+MentalArena's released self-play records (the seed's format: one object a line with ``symptom``,
+``illness``, ``treatment``, ``explain_t``, ``medicine``, ``explain_m``) are read as session records
+with those fields and nothing else (:func:`seed_session_record`), so they give the same QA items,
+go through the same filters and de-duplication, and can be mixed with the project's own records.
+
 Records are streamed line by line (twice: once to find the patients, once to write) and
 de-duplication keys live in a SQLite table on disk, so memory stays flat however many records
 there are.
@@ -37,6 +42,15 @@ from mentalarena.agents.profiles import patient_identity
 
 KINDS = ("diagnosis", "treatment", "medication", "therapist_dialogue", "patient_dialogue")
 SPLITS = ("train", "validation")
+# "records": this project's records.jsonl; "mentalarena": the seed's released self-play records;
+# "auto": each file's format told by its first record (see file_format).
+RECORD_FORMATS = ("auto", "records", "mentalarena")
+SEED_FIELDS = ("symptom", "illness", "treatment", "explain_t", "medicine", "explain_m")
+# The seed's data_process.py writes no medication item for a medicine containing any of these.
+SEED_MEDICINE_REFUSALS = ("none", "n/a", "not", "explanation")
+# The seed's arena_med.py writes a symptom as "Patient History: <history>\n\nCognitive Conceptualization
+# Diagram: ... Situation: ...". One Patient-Psi patient's CCDs share the history and differ in the rest.
+SEED_HISTORY = re.compile(r"Patient History:(?P<history>.*?)\n\nCognitive Conceptualization Diagram:", re.S)
 
 
 class ExportError(ValueError):
@@ -54,6 +68,7 @@ class ExportArgs:
     keep_failed: bool = False  # keep sessions with recorded failures (an unparsed answer, ...); their unparsed fields still give no item
     empty_validation_ok: bool = False  # else a validation_ratio that leaves validation empty is an error
     seed: int = 0
+    record_format: str = "auto"  # one of RECORD_FORMATS, for every file
     sharegpt: bool = False
     hf_dataset: bool = True
 
@@ -61,6 +76,7 @@ class ExportArgs:
 @dataclass
 class ExportReport:
     sessions_read: int = 0
+    seed_records_read: int = 0  # of sessions_read, MentalArena seed records
     items_written: Counter = field(default_factory=Counter)  # (split, kind) -> n, flattened below
     removed: Counter = field(default_factory=Counter)
     profiles: dict = field(default_factory=dict)  # split -> sorted profile ids
@@ -68,23 +84,78 @@ class ExportReport:
 
     def as_dict(self) -> dict:
         written = {f"{split}/{kind}": n for (split, kind), n in sorted(self.items_written.items())}
-        return {"sessions_read": self.sessions_read, "items_written": written, "removed": dict(self.removed), "patients": self.patients,
-                "profiles": self.profiles}
+        return {"sessions_read": self.sessions_read, "seed_records_read": self.seed_records_read, "items_written": written,
+                "removed": dict(self.removed), "patients": self.patients, "profiles": self.profiles}
 
 
-def iter_records(paths: list[Path]) -> Iterator[tuple[Path, dict]]:
+def iter_records(paths: list[Path], record_format: str = "records") -> Iterator[tuple[Path, dict]]:
+    """Session records, line by line; a MentalArena seed record comes out as a session record (seed_session_record)."""
     for path in paths:
+        format_of_file = None if record_format == "auto" else record_format
         with open(path, encoding="utf-8") as handle:
             for number, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
+                where = f"{path}: line {number}"
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise ExportError(f"{path}: line {number}: not valid JSON: {exc.msg}") from exc
+                    raise ExportError(f"{where}: not valid JSON: {exc.msg}") from exc
+                format_of_file = format_of_file or file_format(record, where)
+                if format_of_file == "mentalarena":
+                    yield path, seed_session_record(record, where)
+                    continue
                 if not isinstance(record, dict) or "session_id" not in record:
-                    raise ExportError(f"{path}: line {number}: field 'session_id': missing, not a session record")
+                    raise ExportError(f"{where}: field 'session_id': missing, not a session record")
                 yield path, record
+
+
+def file_format(first_record: object, where: str) -> str:
+    """A file's format, told by its first record: 'session_id' marks a session record, 'symptom' (a key
+    session records never have; theirs is 'symptom_summary') a MentalArena seed record."""
+    if isinstance(first_record, dict) and "session_id" in first_record:
+        return "records"
+    if isinstance(first_record, dict) and "symptom" in first_record:
+        return "mentalarena"
+    found = ", ".join(map(repr, first_record)) if isinstance(first_record, dict) else f"a JSON {type(first_record).__name__}"
+    raise ExportError(f"{where}: field 'session_id': missing; neither a session record (with 'session_id') nor a MentalArena "
+                      f"seed record ({', '.join(SEED_FIELDS)}); found {found or 'an empty object'}")
+
+
+def seed_session_record(seed: object, where: str) -> dict:
+    """A MentalArena seed record as a session record with only the QA fields: no transcript, profile,
+    failures log, safety flags or decoder rounds, so it gives QA items only and passes those filters.
+
+    Seed records name no patient. The split groups them by the patient history in the symptom (see
+    SEED_HISTORY), hashed as patient_identity hashes a profile's history: grouping by the whole symptom
+    would put one patient's CCDs, which differ only in the situation, on both sides of the split."""
+    if not isinstance(seed, dict):
+        raise ExportError(f"{where}: a JSON {type(seed).__name__}, not a MentalArena seed record object")
+    for name in SEED_FIELDS:
+        if name not in seed:
+            raise ExportError(f"{where}: field {name!r}: missing from a MentalArena seed record")
+        if not isinstance(seed[name], str):
+            raise ExportError(f"{where}: field {name!r}: {json.dumps(seed[name])} is not a string")
+    unknown = [name for name in seed if name not in SEED_FIELDS]
+    if unknown:
+        raise ExportError(f"{where}: field {unknown[0]!r}: unknown in a MentalArena seed record (its fields: {', '.join(SEED_FIELDS)})")
+    history = SEED_HISTORY.match(seed["symptom"].strip())
+    patient = "seed" + patient_identity({"history": history["history"].strip() if history else seed["symptom"].strip()})
+    return {
+        "session_id": where, "profile_id": patient, "source_format": "mentalarena",
+        "symptom_summary": seed["symptom"], "illness": seed["illness"],
+        "treatment": seed["treatment"], "treatment_explanation": seed["explain_t"],
+        "medicine": "" if seed_refuses_medicine(seed["medicine"]) else seed["medicine"], "medicine_explanation": seed["explain_m"],
+    }
+
+
+def seed_refuses_medicine(medicine: str) -> bool:
+    """The seed's rule: no medication item for a medicine that holds None, N/A, Not or Explanation.
+
+    data_process.py tests containment case-sensitively; this tests it case-insensitively, so the
+    lowercase non-answers it let through ("Medication is not the primary treatment ...") are left
+    out too, and every item the seed drops is dropped here."""
+    return any(word in medicine.lower() for word in SEED_MEDICINE_REFUSALS)
 
 
 def _message(role: str, content: str) -> dict:
@@ -197,7 +268,8 @@ def removal_reason(record: dict, args: ExportArgs) -> str | None:
         return "session_with_failures"
     if record.get("safety_flags") and not args.keep_unsafe:
         return "safety_flagged_session"
-    if args.similarity_floor > 0:
+    # Seed records carry no decoder rounds: the floor applies to the sessions it can measure.
+    if args.similarity_floor > 0 and record.get("source_format") != "mentalarena":
         similarity = last_mean_similarity(record)
         if similarity is None or similarity < args.similarity_floor:
             return "under_similarity_floor"
@@ -220,11 +292,13 @@ def export(args: ExportArgs) -> ExportReport:
         raise ExportError(f"kinds: unknown {sorted(unknown)}; choose from {', '.join(KINDS)}")
     if not 0 <= args.validation_ratio < 1:
         raise ExportError(f"validation_ratio: {args.validation_ratio!r} is not in [0, 1)")
+    if args.record_format not in RECORD_FORMATS:
+        raise ExportError(f"record_format (--format): unknown {args.record_format!r}; choose from {', '.join(RECORD_FORMATS)}")
     # The split is drawn among the sessions that pass, so a patient whose sessions are all left out
     # takes no place in either split.
     patients: set[str] = set()
     left_out: Counter = Counter()
-    for _, record in iter_records(args.records):
+    for _, record in iter_records(args.records, args.record_format):
         reason = removal_reason(record, args)
         if reason:
             left_out[reason] += 1
@@ -250,8 +324,10 @@ def export(args: ExportArgs) -> ExportReport:
     outputs = {s: open(args.out / f"{s}.jsonl", "w", encoding="utf-8") for s in SPLITS}
     sharegpt = {s: open(args.out / f"{s}.sharegpt.jsonl", "w", encoding="utf-8") for s in SPLITS} if args.sharegpt else {}
     try:
-        for _, record in iter_records(args.records):
+        for _, record in iter_records(args.records, args.record_format):
             report.sessions_read += 1
+            if record.get("source_format") == "mentalarena":
+                report.seed_records_read += 1
             reason = removal_reason(record, args)
             if reason:
                 report.removed[reason] += 1
@@ -324,7 +400,10 @@ def write_card(args: ExportArgs, report: ExportReport) -> None:
         "",
         f"- source records: {', '.join(str(p) for p in args.records)}",
         f"- models: {'; '.join(models) or 'unknown (no manifest beside the records)'}",
-        f"- sessions read: {report.sessions_read}",
+        f"- sessions read: {report.sessions_read}"
+        + (f", of them {report.seed_records_read} MentalArena seed records (QA items only; split by the patient history "
+           "in their symptom; no failures log, safety flags or decoder rounds, so those filters pass them)"
+           if report.seed_records_read else ""),
         f"- split: by patient (a profile's `patient` key, else Patient-Psi's `<patient>-<n>` id, else name and history), "
         f"drawn among the sessions that pass; validation ratio {args.validation_ratio}, seed {args.seed}",
         f"- patients: {', '.join(f'{split} {n}' for split, n in report.patients.items())}; none is in two splits",
