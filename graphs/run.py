@@ -328,6 +328,10 @@ def check_run_options(context: Context, sessions: int, concurrency: int = 1, che
                 check_model_spec(spec)
             except ModelSpecError as exc:
                 raise RunOptionError(name, str(exc)) from None
+            # A named response_format dialect is an OpenAI-compatible endpoint's: elsewhere it would mean nothing.
+            if context.structured_output in ("json_schema", "json_object") and not spec.strip().startswith("openai:"):
+                raise RunOptionError("structured_output", f"{context.structured_output!r} names an OpenAI-compatible endpoint's dialect, "
+                                     f"but --{name.replace('_', '-')} is {spec!r}; use 'auto' or 'off'")
     if checkpoint_url and not checkpoint_url.startswith(("postgres://", "postgresql://")):
         raise RunOptionError("checkpoint_url", f"{redact_url(checkpoint_url)!r} is not a postgresql:// URL")
     if checkpoint_url and importlib.util.find_spec("langgraph.checkpoint.postgres") is None:

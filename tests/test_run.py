@@ -153,6 +153,8 @@ def test_redact_url_strips_userinfo_and_secret_parameters(url, redacted):
     (["--model", "scripted", "--therapist-model", "./missing"], "--therapist-model: model spec './missing': no such model folder"),
     (["--model", "scripted", "--checkpoint-url", "mysql://u:s3cret@h/db"], "--checkpoint-url: 'mysql://h/db' is not a postgresql:// URL"),
     (["--model", "scripted", "--style", "shouting"], "Context.style: 'shouting' is not one of"),
+    (["--model", "scripted", "--structured-output", "json_object"], "--structured-output: 'json_object' names an OpenAI-compatible"),
+    (["--model", "scripted", "--structured-output", "xml"], "Context.structured_output: 'xml' is not one of"),
 ])
 def test_a_bad_option_exits_2_before_the_run_folder_exists(tmp_path, capsys, options, named):
     assert main(["run", "--out", str(tmp_path / "run"), "--quiet", *options]) == 2
