@@ -62,6 +62,9 @@ class Answer(BaseModel):
             for field in strings:
                 field["maxLength"] = max(min(field["maxLength"], SHORTEST_TEXT), int(field["maxLength"] * scale))
                 field["minLength"] = min(field.get("minLength", 0), field["maxLength"])
+        for field in strings:
+            if field.pop("x-name"):
+                field["pattern"] = _name_pattern(field.get("minLength", 0), field["maxLength"])
         return schema
 
     @classmethod
@@ -120,13 +123,21 @@ class Answer(BaseModel):
         return "\n".join(f"{title}: {getattr(self, name)}" for name, title in self.titles().items())
 
 
-# Brackets or a leading symbol: an echoed '<placeholder>', '[insert ...]' or a fragment. Not put in
-# the JSON schema as a pattern: llama-cpp-python's grammar then drops the string's maxLength.
+# Brackets or a leading symbol: an echoed '<placeholder>', '[insert ...]' or a fragment.
 ECHOED_TEMPLATE = re.compile(r"[<>\[\]{}]|^\W")
 
 
-def text_field(description: str, max_length: int, title: str | None = None, min_length: int = 2) -> Any:
-    return Field(description=description, title=title, min_length=min_length, json_schema_extra={"maxLength": max_length})
+def text_field(description: str, max_length: int, title: str | None = None, min_length: int = 2, name: bool = False) -> Any:
+    """A text field bounded to ``max_length`` characters when generated. A ``name`` (a proposal,
+    which becomes a training target) is also held to :data:`ECHOED_TEMPLATE`'s opposite by a
+    pattern that carries the length bound itself: llama-cpp-python's grammar drops ``maxLength``
+    beside a ``pattern``."""
+    return Field(description=description, title=title, min_length=min_length, json_schema_extra={"maxLength": max_length, "x-name": name})
+
+
+def _name_pattern(min_length: int, max_length: int) -> str:
+    """Opens with a letter or digit; no brackets, quotes, backslashes or line breaks after it."""
+    return rf'^[A-Za-z0-9][^<>\[\]{{}}"\\\n]{{{max(min_length - 1, 0)},{max_length - 1}}}$'
 
 
 def no_echoed_template(value: str) -> str:
@@ -300,7 +311,7 @@ class DiagnosisReview(Answer):
 class TreatmentProposal(Answer):
     """One treatment, with why it fits this patient."""
 
-    treatment: str = text_field("one treatment, in a few words", 120, title="Treatment", min_length=3)
+    treatment: str = text_field("one treatment, in a few words", 120, title="Treatment", min_length=3, name=True)
     explanation: str = text_field("why it fits this patient, in one or two sentences", 320, title="Explanation")
 
     label_aliases = {"explanation": ("reason", "why")}
@@ -314,7 +325,7 @@ class TreatmentProposal(Answer):
 class MedicationProposal(Answer):
     """One medication (or 'None' where none is appropriate), with why."""
 
-    medication: str = text_field("one medication, or None if no medication is appropriate", 120, title="Medication")
+    medication: str = text_field("one medication, or None if no medication is appropriate", 120, title="Medication", name=True)
     explanation: str = text_field("why it fits this patient, in one or two sentences", 320, title="Explanation")
 
     label_aliases = {"explanation": ("reason", "why")}
