@@ -17,7 +17,6 @@ from typing import Any, Callable, Generic, TypeVar
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langgraph.types import interrupt
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
 from mentalarena.agents.models import GenerationSettings, load_chat_model
 from mentalarena.agents.parsing import ParseError
@@ -108,17 +107,19 @@ class RoleModel:
 
 def chat_model(context, role: str) -> RoleModel:
     """The model playing ``role`` (patient, therapist, decoder) under the run's Context."""
-    return RoleModel(load_chat_model(context.model_for(role), context.generation()), context.generation(), role=role,
+    settings = context.generation()
+    return RoleModel(load_chat_model(context.model_for(role), settings), settings, role=role,
                      call_retries=context.call_retries, backoff_seconds=context.retry_backoff_seconds,
                      structured=context.structured_output != "off")
 
 
 def ask(model: RoleModel, messages: list[BaseMessage], parse: Callable[[str], T], attempts: int) -> T:
-    """Free text parsed by ``parse``; a ParseError triggers a new sample, up to ``attempts``."""
-    for attempt in Retrying(stop=stop_after_attempt(attempts), retry=retry_if_exception_type(ParseError), reraise=True):
-        with attempt:
-            return parse(model.text(messages))
-    raise AssertionError("unreachable: tenacity reraises the last ParseError")
+    """Free text parsed by ``parse``; a ParseError triggers a new sample, up to ``attempts``, and
+    past them is raised."""
+    reply = ask_or_record(model, messages, parse, attempts)
+    if reply.value is None:
+        raise ParseError(reply.error)
+    return reply.value
 
 
 def ask_or_record(model: RoleModel, messages: list[BaseMessage], parse: Callable[[str], T], attempts: int) -> Reply[T]:
@@ -148,19 +149,19 @@ def speak(context, role: str, messages: list[BaseMessage], parse: Callable[[str]
     """One free-text turn of ``role``. When the Context gives the role to a person, the graph
     pauses with ``interrupt(request)`` and resumes with the person's text."""
     if context.human_role == role:
-        return _person(request, parse)
+        return _person(role, request, parse)
     return ask_or_record(chat_model(context, role), messages, parse, context.parse_retries + 1)
 
 
 def answer(context, role: str, messages: list[BaseMessage], schema: type[A], request: dict) -> Reply[A]:
     """One machine-read answer of ``role`` in ``schema``; a person's answer is parsed leniently."""
     if context.human_role == role:
-        return _person(request, schema.parse_text)
+        return _person(role, request, schema.parse_text)
     return answer_or_record(chat_model(context, role), messages, schema, context.parse_retries + 1)
 
 
-def _person(request: dict, parse: Callable[[str], T]) -> Reply[T]:
-    text = str(interrupt(request))
+def _person(role: str, request: dict, parse: Callable[[str], T]) -> Reply[T]:
+    text = str(interrupt({"role": role, **request}))
     try:
         return Reply(parse(text), text)
     except ParseError as exc:

@@ -30,6 +30,7 @@ def test_a_person_plays_the_patient(scripted):
     payloads, result = drive(graph, {"configurable": {"thread_id": "p"}}, context, lambda p: PERSON_AS_PATIENT[p["kind"]])
 
     assert [p["kind"] for p in payloads] == ["turn", "turn", "turn", "diagnosis_review", "treatment_rating", "medication_rating"]
+    assert {p["role"] for p in payloads} == {"patient"}  # an app can tell whose turn it is
     assert payloads[0]["instruction"] and payloads[1]["therapist_said"] == "How have you been sleeping lately?"
     record = result["record"]
     assert [t["text"] for t in record["transcript"] if t["speaker"] == "patient"][:3] == [PERSON_AS_PATIENT["turn"]] * 3
@@ -54,6 +55,7 @@ def test_a_person_plays_the_therapist(scripted):
     }
     payloads, result = drive(graph, {"configurable": {"thread_id": "t"}}, context, lambda p: answers[p["kind"]])
     assert [p["kind"] for p in payloads] == ["question", "inference", "diagnosis", "treatment", "medication"]
+    assert {p["role"] for p in payloads} == {"therapist"}
     record = result["record"]
     assert record["decoder_rounds"][0]["deviations"] == []  # the person understood the patient
     assert record["treatment"] == "Behavioural activation" and record["medicine"] == "None"
