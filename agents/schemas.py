@@ -41,6 +41,11 @@ class Answer(BaseModel):
         return {name: info.title or name.replace("_", " ").capitalize() for name, info in cls.model_fields.items()}
 
     @classmethod
+    def labels(cls) -> dict[str, tuple[str, ...]]:
+        """field -> the label spellings the free-text parser accepts: title, name, aliases."""
+        return {name: (title.lower(), name.replace("_", " "), *cls.label_aliases.get(name, ())) for name, title in cls.titles().items()}
+
+    @classmethod
     def format_instruction(cls) -> str:
         """One 'Title: <description>' line per field, in order: the answer's format in every prompt."""
         return "\n".join(f"{title}: <{cls.model_fields[name].description}>" for name, title in cls.titles().items())
@@ -101,7 +106,7 @@ class Answer(BaseModel):
                 if text.lstrip().startswith("{"):
                     raise  # a JSON answer that does not validate
                 # else a stray brace in prose: read the labels
-        labels = {name: (title.lower(), name.replace("_", " "), *cls.label_aliases.get(name, ())) for name, title in cls.titles().items()}
+        labels = cls.labels()
         try:
             fields = parse_labelled_fields(text, labels)
         except ParseError:
@@ -241,8 +246,7 @@ class DecoderInference(Answer):
     def partial(cls, text: str) -> dict[str, str]:
         """The fields a free-text inference does state, '' for the rest (unparsed fields count as
         deviations rather than losing the round)."""
-        labels = {name: (title.lower(), name.replace("_", " "), *cls.label_aliases.get(name, ())) for name, title in cls.titles().items()}
-        return parse_labelled_fields(text, labels)
+        return parse_labelled_fields(text, cls.labels())
 
 
 class Diagnosis(Answer):
@@ -265,7 +269,7 @@ class Diagnosis(Answer):
             listed = parse_numbered_items(text, 2)
             fields.update(first=fields["first"] or listed[0], second=fields["second"] or listed[1])
             before_list = re.split(r"\n\s*(?:\(?1[.):]|[-*•])\s", text.strip(), maxsplit=1)[0]
-            fields["summary"] = parse_labelled_fields(before_list, {"summary": ("summary", "symptom summary", "symptoms")})["summary"] \
+            fields["summary"] = parse_labelled_fields(before_list, {"summary": cls.labels()["summary"]})["summary"] \
                 if fields["summary"] else before_list.strip()
         return fields
 
