@@ -89,9 +89,10 @@ class LocalGenerator:
         self.prefix_cache = PrefixCache(prefix_cache_bytes)
         self._reply_ends = {self.tokenizer.pad_token_id, *_as_list(self.model.generation_config.eos_token_id)}
         self._no_states = no_states(self.model)
-        # requests, decoding steps, row_steps (rows summed over steps), generated_tokens,
-        # prompt_tokens, cached_prompt_tokens, prefill_steps, and the seconds spent generating and
-        # in the steps that prefilled (those decode the other rows too)
+        # requests, decoding steps, row_steps (rows summed over steps), generated_tokens (forced
+        # ones included), forced_tokens, prompt_tokens, cached_prompt_tokens, prefill_steps, and
+        # the seconds spent generating, in the steps that prefilled (those decode the other rows
+        # too) and in the grammar's work (masks, consuming and forcing tokens)
         self.stats: Counter = Counter()
         self.on_step: Callable[[int], None] | None = None  # told each step's number of rows (benchmarks)
         self._json_constraint: JsonConstraint | None = None
@@ -162,10 +163,30 @@ class LocalGenerator:
         batch.add(pieces if hit else [self._no_states])
         seen = torch.zeros(self.model.config.vocab_size, dtype=torch.bool)
         seen[ids] = True
-        matcher = None if request.grammar is None else self.json_constraint().matcher(request.grammar)
+        row = _Row(request, ids, ids[hit:], seen)
+        if request.grammar is not None:
+            row.matcher = self.json_constraint().matcher(request.grammar)
+            self._force(row)  # an answer's opening ('{"summary": "') goes in with the prompt
         self.stats.update(requests=1, prompt_tokens=len(ids) - 1, cached_prompt_tokens=hit, generate_seconds=time.perf_counter() - started,
-                          constrained_requests=int(matcher is not None))
-        return _Row(request, ids, ids[hit:], seen, matcher)
+                          constrained_requests=int(row.matcher is not None))
+        return row
+
+    def _force(self, row: _Row) -> bool:
+        """Append the tokens the row's grammar allows alone next (a key, the rest of an enum name:
+        llguidance's fast-forward tokens) to what it has drawn and will feed, so one step feeds
+        them all instead of a step drawing each. True when the answer is then complete."""
+        import torch
+
+        started = time.perf_counter()
+        room = row.request.settings.max_new_tokens - len(row.drawn)
+        forced = row.matcher.compute_ff_tokens()[:max(room, 0)]
+        if forced:
+            row.matcher.consume_tokens(forced)
+            row.drawn.extend(forced)
+            row.seen[forced] = True
+            row.pending = torch.cat([row.pending, torch.tensor(forced, dtype=row.pending.dtype)])
+        self.stats.update(forced_tokens=len(forced), generated_tokens=len(forced), constraint_seconds=time.perf_counter() - started)
+        return row.matcher.is_stopped()
 
     def _step(self, rows: list[_Row], batch: "DecodingBatch") -> None:
         """One forward pass: every row's pending tokens (one drawn token, or what is left of a new
@@ -189,7 +210,12 @@ class LocalGenerator:
             row.drawn.append(token)
             row.seen[token] = True
             row.pending = tokens[slot:slot + 1]
-            answered = row.matcher is not None and row.matcher.consume_token(token) and row.matcher.is_stopped()
+            answered = False
+            if row.matcher is not None:
+                consumed = time.perf_counter()
+                answered = row.matcher.consume_token(token) and row.matcher.is_stopped()
+                self.stats.update(constraint_seconds=time.perf_counter() - consumed)
+                answered = answered or self._force(row)
             if answered or token in self._reply_ends or len(row.drawn) >= row.request.settings.max_new_tokens:
                 self._finish(row, batch.row_states(slot))  # into the prefix cache before the slot is reused
                 batch.remove(slot)
@@ -210,9 +236,11 @@ class LocalGenerator:
         scores = logits.float()
         seen = torch.stack([row.seen for row in rows])
         scores = torch.where(seen, torch.where(scores < 0, scores * REPETITION_PENALTY, scores / REPETITION_PENALTY), scores)
+        masking = time.perf_counter()
         for slot, row in enumerate(rows):
             if row.matcher is not None:  # a constrained row draws only among the tokens its grammar allows next
                 scores[slot].masked_fill_(~JsonConstraint.allowed(row.matcher, scores.shape[-1]), float("-inf"))
+        self.stats.update(constraint_seconds=time.perf_counter() - masking)
         tokens = scores.argmax(dim=-1)
         temperatures = [row.request.settings.temperature for row in rows]
         for temperature in set(temperatures) - {0}:
@@ -222,11 +250,12 @@ class LocalGenerator:
 
     def _finish(self, row: _Row, states: list[tuple[Any, Any]]) -> None:
         """Answer the request, and keep its prompt and reply in the prefix cache (the session's
-        next prompt repeats both): ``states`` are those of every token but the last one drawn."""
+        next prompt repeats both): ``states`` are those of the tokens fed so far (all but the last
+        one drawn, or the forced ones that closed an answer)."""
         import torch
 
-        seen_by_model = torch.cat([row.prompt_ids, torch.tensor(row.drawn[:-1], dtype=row.prompt_ids.dtype)])
-        self.prefix_cache.add(seen_by_model, states)
+        tokens = torch.cat([row.prompt_ids, torch.tensor(row.drawn, dtype=row.prompt_ids.dtype)])
+        self.prefix_cache.add(tokens[:states[0][0].shape[-2]], states)
         reply = row.drawn[:-1] if row.drawn[-1] in self._reply_ends else row.drawn
         row.request.future.set_result(self.tokenizer.decode(reply, skip_special_tokens=True).strip())
 

@@ -10,7 +10,8 @@ the claim):
    model;
 4. what grammar-constrained structured answers cost: each round also runs the concurrency-8
    sessions with ``structured_output='off'`` (free text, parsed leniently), in alternating order
-   with the constrained run, and the tokens/s of the two are compared.
+   with the constrained run, and the tokens/s of the two are compared, beside the share of the
+   generator's time the grammar's own work took and the share of tokens it forced.
 Prints the ratios against the targets and appends the figures to ``benchmarks/results.jsonl``.
 
     python -m mentalarena.benchmarks.throughput [--rounds 2 --sessions-1 1 --sessions-8 24]
@@ -41,7 +42,7 @@ SMALL = dict(inquiry_turns=2, max_redirections=1, treatment_tries=2, medication_
 
 
 COUNTS = ("generated_tokens", "steps", "row_steps", "requests", "prompt_tokens", "cached_prompt_tokens", "generate_seconds",
-          "prefill_steps", "prefill_step_seconds", "constrained_requests")
+          "prefill_steps", "prefill_step_seconds", "constrained_requests", "forced_tokens", "constraint_seconds")
 
 
 def selfplay(sessions: int, concurrency: int, prompts: list[str] | None = None, first_profile: int = 0, structured_output: str = "auto") -> dict:
@@ -104,6 +105,10 @@ def figures(*runs: dict) -> dict:
         # prompt (they decode the other rows too).
         "generator_busy_fraction": round(busy / seconds, 3),
         "prefill_steps": total["prefill_steps"], "prefill_step_fraction_of_busy": round(total["prefill_step_seconds"] / max(busy, 1e-9), 3),
+        # The grammar's own work (masks, consuming and forcing tokens), and the generated tokens it
+        # fed without a step drawing them.
+        "constraint_fraction_of_busy": round(total["constraint_seconds"] / max(busy, 1e-9), 3),
+        "forced_token_share": round(total["forced_tokens"] / max(total["generated_tokens"], 1), 3),
     }
 
 
@@ -222,6 +227,10 @@ def main() -> None:
         print(f"concurrency 8 with structured output off: {at_8_free['tokens_per_second']} tokens/s (by run: {at_8_free['tokens_per_second_by_run']}); "
               f"constrained / unconstrained = {ratios['constrained_vs_unconstrained_concurrency_8']} (target >= 0.9; by round: "
               f"{ratios['constrained_vs_unconstrained_concurrency_8_by_round']})")
+        print(f"constrained runs: the grammar's work took {at_8['constraint_fraction_of_busy']:.1%} of the generator's time; "
+              f"{at_8['forced_token_share']:.0%} of the generated tokens were forced by it (fed, not drawn); "
+              f"{at_8['generated_tokens']} tokens generated against {at_8_free['generated_tokens']} free, "
+              f"{at_8['prefill_step_fraction_of_busy']:.0%} of the time in prefilling steps against {at_8_free['prefill_step_fraction_of_busy']:.0%} free")
     print(f"orchestration overhead: {overhead['ms_per_node_overhead']} ms per node outside node code "
           f"({overhead['ms_per_node_total']} ms per node in all, scripted model, {overhead['nodes']} nodes; target <= 1 ms)")
     print(f"appended to {RESULTS}")

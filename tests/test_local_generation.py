@@ -162,7 +162,8 @@ def test_requests_join_and_leave_the_batch_between_steps_without_changing_a_repl
 @pytest.mark.real_model
 def test_constrained_rows_follow_their_schema_and_leave_the_free_rows_of_their_batch_alone():
     """Grammar-constrained decoding is per row: answers in two schemas and a free reply decode in
-    one batch; each answer validates, and the free reply is what it is alone."""
+    one batch; each answer validates, and the free reply is what it is alone. What the grammar
+    alone allows (each answer's keys, at least) is fed, not drawn."""
     from mentalarena.agents.local import local_generator
     from mentalarena.agents.models import GenerationSettings, embedded_model_dir
     from mentalarena.agents.prompts import DIAGNOSIS, PATIENT_RATING
@@ -172,7 +173,7 @@ def test_constrained_rows_follow_their_schema_and_leave_the_free_rows_of_their_b
     free, settings = generator.render([{"role": "user", "content": "How have you slept this week?"}]), GenerationSettings(temperature=0, max_new_tokens=24)
     rating = generator.render([{"role": "user", "content": PATIENT_RATING.format(kind="treatment", proposal="Weekly CBT", explanation="It helps.")}])
     diagnosis = generator.render([{"role": "user", "content": "I cannot sleep and nothing is fun any more.\n" + DIAGNOSIS}])
-    before = generator.stats["constrained_requests"]
+    before, forced_before = generator.stats["constrained_requests"], generator.stats["forced_tokens"]
     rows_by_step: list[int] = []
     generator.on_step = rows_by_step.append
     try:
@@ -187,6 +188,8 @@ def test_constrained_rows_follow_their_schema_and_leave_the_free_rows_of_their_b
     assert json.loads(diagnosed, strict=False)["first"] in {entry["name"] for entry in diagnosis_vocabulary()}
     assert replied == generator.decode(generator.generate_plain([free], settings))[0]
     assert generator.stats["constrained_requests"] - before == 2
+    keys = sum(len(generator.tokenizer(f'"{key}": ', add_special_tokens=False)["input_ids"]) for key in [*Rating.model_fields, *Diagnosis.model_fields])
+    assert generator.stats["forced_tokens"] - forced_before >= keys
 
 
 @pytest.mark.real_model
