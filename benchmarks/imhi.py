@@ -27,7 +27,8 @@ from langchain_core.messages import HumanMessage, SystemMessage
 
 from mentalarena.agents.models import GenerationSettings, describe_model, load_chat_model
 from mentalarena.benchmarks import prompts
-from mentalarena.benchmarks.qa import DEFAULT_DATA_ROOT, DataError, wilson_interval
+from mentalarena.benchmarks.qa import DEFAULT_DATA_ROOT, DataError
+from mentalarena.training.statistics import wilson_interval
 
 QUERY, GOLD = "query", "gpt-3.5-turbo"
 NEGATIONS = {"not", "no", "never", "without", "nor", "neither", "nothing", "none"}

@@ -15,12 +15,10 @@ Accuracy comes with a 95% Wilson interval, overall and per subject.
 from __future__ import annotations
 
 import json
-import math
 import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from statistics import NormalDist
 
 from langchain_core.messages import HumanMessage, SystemMessage
 
@@ -29,6 +27,7 @@ from mentalarena.agents.models import (
     load_chat_model, load_local_model,
 )
 from mentalarena.benchmarks import prompts
+from mentalarena.training.statistics import wilson_interval
 
 TASKS = ("medqa", "medmcqa", "pubmedqa", "mmlu")
 SCORERS = ("generate", "loglik")
@@ -363,17 +362,6 @@ def predict(items: list[MCQItem], spec: str, args: QAArgs) -> list[Prediction]:
 
 
 # --- scores -----------------------------------------------------------------------------------
-
-def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """The Wilson score interval for a proportion: sound at small n and at 0 or n successes."""
-    if n == 0:
-        return 0.0, 1.0
-    z = NormalDist().inv_cdf(0.5 + confidence / 2)
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
 
 def accuracy_summary(predictions: list[Prediction]) -> dict:
     correct = sum(p.correct for p in predictions)

@@ -29,17 +29,12 @@ from statistics import mean
 from mentalarena.agents.models import describe_model
 from mentalarena.agents.profiles import builtin_profiles
 from mentalarena.agents.schemas import diagnosis_vocabulary, vocabulary_name
-from mentalarena.benchmarks.qa import wilson_interval
 from mentalarena.graphs.cli import SMALL_BUDGET
 from mentalarena.graphs.context import Context
 from mentalarena.graphs.run import RECORDS, package_versions, run_sessions
+from mentalarena.training.statistics import proportion
 
 RESULTS = Path(__file__).with_name("results.jsonl")
-
-
-def proportion(successes: int, n: int) -> dict:
-    low, high = wilson_interval(successes, n)
-    return {"k": successes, "n": n, "share": round(successes / n, 3) if n else None, "ci_low": round(low, 3), "ci_high": round(high, 3)}
 
 
 def validity(records: list[dict]) -> dict:

@@ -8,7 +8,7 @@ from conftest import shared_file
 
 from mentalarena.benchmarks.qa import (
     DataError, QAArgs, evaluate_qa, extract_option, hub_record, load_local_task, medmcqa_item,
-    mmlu_item, option_logprobs, pubmedqa_item, scoring_rows, wilson_interval,
+    mmlu_item, option_logprobs, pubmedqa_item, scoring_rows,
 )
 from mentalarena.graphs.cli import main
 
@@ -76,14 +76,6 @@ def test_lower_case_letters_are_read_only_after_answer_or_option(reply, expected
 ])
 def test_yes_no_maybe_answers_are_read_on_word_boundaries(reply, expected):
     assert extract_option(reply, {"A": "yes", "B": "no", "C": "maybe"}) == expected
-
-
-def test_wilson_intervals_match_published_values():
-    assert wilson_interval(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
-    assert wilson_interval(3, 5) == pytest.approx((0.2307, 0.8824), abs=1e-4)
-    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
-    assert wilson_interval(10, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)
-    assert wilson_interval(0, 0) == (0.0, 1.0)
 
 
 def test_local_records_of_every_shape_are_read(tmp_path):
