@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import re
+import sys
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -58,6 +61,40 @@ def cmd_judge(args: argparse.Namespace) -> int:
     return finish(args, results, rows)
 
 
+def cmd_arena(args: argparse.Namespace) -> int:
+    from mentalarena.agents.profiles import load_profile_source
+    from mentalarena.graphs.cli import build_context, check_options
+    from mentalarena.training.heldout import METRICS, HeldoutError, compare, play_heldout, split_patients, verdict, write_reports
+
+    args.model = args.models[0]
+    context = build_context(args)
+    if not all(check_options(replace(context, model=spec), 1, args.concurrency) for spec in args.models):
+        return 2
+    try:
+        _, patients = split_patients(load_profile_source(args.profiles), args.heldout_ratio, context.seed)
+    except HeldoutError as exc:
+        print(f"error: --heldout-ratio: {exc}", file=sys.stderr)
+        return 2
+    out = results_folder(args)
+    played = {spec: play_heldout(spec, patients, context, out / model_folder_name(spec), args.sessions_per_patient,
+                                 format_check=args.format_check, concurrency=args.concurrency, progress=not args.quiet)
+              for spec in args.models}
+    report = {"patients": [p.id for p in patients], "sessions_per_patient": args.sessions_per_patient, **compare(played, context.seed)}
+    for spec, summary in report["models"].items():
+        top1, adherence = summary["diagnosis_top1"], summary["format_adherence"]
+        print(f"{spec}: diagnosis top-1 {top1['share'] if top1 else '-'}, format adherence {adherence['share'] if adherence else '-'}")
+    for spec, differences in report["differences"].items():
+        moved = [f"{m.name} {verdict(m, differences[m.name])}" for m in METRICS if differences[m.name]["outside_interval"]]
+        print(f"{spec} against {report['baseline']}: " + ("; ".join(moved) or "no difference outside its interval"))
+    print(f"report: {write_reports(report, out)}")
+    return 0
+
+
+def model_folder_name(spec: str) -> str:
+    """A folder name for a model spec's results: readable, and distinct for distinct specs."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", spec.strip()).strip("_") or "model"
+
+
 def finish(args: argparse.Namespace, results: dict, rows: list[dict]) -> int:
     from mentalarena.benchmarks.report import write_report
 
@@ -107,3 +144,21 @@ def add_eval_command(commands) -> None:
     judge.add_argument("--parse-retries", type=int, default=0, help="re-ask the judge this many times when its answer cannot be parsed")
     common_options(judge, max_new_tokens=160)
     judge.set_defaults(func=cmd_judge)
+
+    from mentalarena.graphs.cli import add_context_options, share, whole_number_at_least_one
+    from mentalarena.training.heldout import HELDOUT_RATIO
+
+    arena = kinds.add_parser("arena", help="self-play on held-out patients: format adherence, diagnosis agreement, decoder similarity, "
+                                           "ratings and failures, with intervals; later models paired with the first")
+    arena.add_argument("--models", type=comma_list, default=["embedded"], help=MODELS_HELP + "; the first is the baseline")
+    arena.add_argument("--profiles", default="builtin", help="patient profiles; the held-out share of them is played")
+    arena.add_argument("--heldout-ratio", type=share, default=HELDOUT_RATIO,
+                       help=f"share of the patients set aside, as `mentalarena iterate` sets them aside with the same --seed (default {HELDOUT_RATIO})")
+    arena.add_argument("--sessions-per-patient", type=whole_number_at_least_one, default=1)
+    arena.add_argument("--no-format-check", dest="format_check", action="store_false", help="skip the sessions with constraints off")
+    arena.add_argument("--concurrency", type=whole_number_at_least_one, default=1)
+    arena.add_argument("--budget", choices=("small", "full"), default=None)
+    arena.add_argument("--out", default=None, help="results folder (default results/arena-<timestamp>); an existing one is resumed")
+    arena.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_context_options(arena)
+    arena.set_defaults(func=cmd_arena)

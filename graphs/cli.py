@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import sys
-from dataclasses import fields
+from dataclasses import fields, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -31,7 +31,18 @@ def whole_number_at_least_one(text: str) -> int:
     return value
 
 
-def _context_options(parser: argparse.ArgumentParser) -> None:
+def share(text: str) -> float:
+    """argparse type of ratios: a number from 0 up to, not including, 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 0 and below 1")
+    return value
+
+
+def add_context_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("session settings (see the Context)")
     for f in fields(Context):
         if f.name == "model":
@@ -108,17 +119,27 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_iterate(args: argparse.Namespace) -> int:
+    from mentalarena.training.heldout import HeldoutError, split_patients
     from mentalarena.training.loop import IterateArgs, iterate
 
     context = build_context(args)
     profiles = load_profile_source(args.profiles)
     if not check_options(context, args.sessions, args.concurrency):  # model 0; later models are trained here
         return 2
-    history = iterate(IterateArgs(out=Path(args.out), iterations=args.iterations, profiles=profiles, context=context,
-                                  sessions=args.sessions, preset=args.preset, max_steps=args.max_steps,
-                                  progress=not args.quiet, concurrency=args.concurrency,
-                                  eval_tasks=[t for t in args.eval_tasks.split(",") if t], eval_limit=args.eval_limit))
-    for metrics in history:
+    if args.teacher_model and not check_options(replace(context, model=args.teacher_model), args.sessions, args.concurrency):
+        return 2
+    try:
+        training, heldout = split_patients(profiles, args.heldout_ratio, context.seed) if args.heldout_ratio > 0 else (profiles, [])
+    except HeldoutError as exc:
+        print(f"error: --heldout-ratio: {exc}", file=sys.stderr)
+        return 2
+    report = iterate(IterateArgs(out=Path(args.out), iterations=args.iterations, profiles=training, context=context,
+                                 sessions=args.sessions, preset=args.preset, max_steps=args.max_steps,
+                                 progress=not args.quiet, concurrency=args.concurrency,
+                                 eval_tasks=[t for t in args.eval_tasks.split(",") if t], eval_limit=args.eval_limit,
+                                 heldout_profiles=heldout, heldout_sessions_per_patient=args.heldout_sessions_per_patient,
+                                 format_check=args.format_check, teacher=args.teacher_model))
+    for metrics in report["iterations"]:
         print(f"iteration {metrics['iteration']}: treatment score {metrics['mean_treatment_score']}, loss {metrics['final_train_loss']}, next model {metrics['next_model']}")
     print(f"report: {Path(args.out) / 'report.md'}")
     return 0
@@ -132,6 +153,8 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 
 def make_parser() -> argparse.ArgumentParser:
+    from mentalarena.training.heldout import HELDOUT_RATIO
+
     parser = argparse.ArgumentParser(prog="mentalarena", description="MentalArena: self-play of patient and therapist models (a research tool, not a medical device).")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -150,7 +173,7 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--model", default="embedded", help="model spec for every role (see --patient-model etc.)")
     run.add_argument("--budget", choices=("small", "full"), default=None, help="small budgets (default for the embedded model) or the Context defaults")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
-    _context_options(run)
+    add_context_options(run)
     run.set_defaults(func=cmd_run)
 
     export = commands.add_parser("export", help="turn session records and MentalArena's released records into SFT data (messages JSONL, HF dataset, card)")
@@ -162,7 +185,7 @@ def make_parser() -> argparse.ArgumentParser:
                         help="auto (default): each file's format is told by its first line, so both kinds mix in one export; "
                              "records or mentalarena: every file must be of that format")
     export.add_argument("--out", required=True, help="dataset folder")
-    export.add_argument("--validation-ratio", type=float, default=0.1,
+    export.add_argument("--validation-ratio", type=share, default=0.1,
                         help="share of patients held out for validation (0: no validation split; otherwise an empty one is an error)")
     export.add_argument("--similarity-floor", type=float, default=0.0, help="drop sessions whose last decoder round's mean similarity is lower")
     export.add_argument("--seed", type=int, default=0)
@@ -196,8 +219,15 @@ def make_parser() -> argparse.ArgumentParser:
     loop.add_argument("--concurrency", type=whole_number_at_least_one, default=1, help="self-play sessions run at once")
     loop.add_argument("--eval-tasks", default="", help="MCQ sets to score each trained model on, e.g. 'medqa,mmlu' (log-likelihood; needs the data)")
     loop.add_argument("--eval-limit", type=whole_number_at_least_one, default=None, help="first N items of each evaluation set")
+    loop.add_argument("--heldout-ratio", type=share, default=HELDOUT_RATIO,
+                      help=f"share of the patients (grouped by identity) never trained on, played by the base model and after each iteration; "
+                           f"0 turns the held-out evaluation off (default {HELDOUT_RATIO})")
+    loop.add_argument("--heldout-sessions-per-patient", type=whole_number_at_least_one, default=1)
+    loop.add_argument("--no-format-check", dest="format_check", action="store_false",
+                      help="skip the held-out sessions with constraints off (format adherence)")
+    loop.add_argument("--teacher-model", default="", help="a model spec that plays the self-play instead of the student (which still trains on it)")
     loop.add_argument("--quiet", action="store_true")
-    _context_options(loop)
+    add_context_options(loop)
     loop.set_defaults(func=cmd_iterate)
 
     from mentalarena.benchmarks.cli import add_eval_command

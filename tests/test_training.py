@@ -60,19 +60,29 @@ def test_two_iterations_of_the_loop_from_the_command_line(tmp_path):
 
     from conftest import SHARED_DATA
 
+    from mentalarena.agents.profiles import builtin_profiles
+
     out = tmp_path / "loop"
+    profiles = tmp_path / "profiles.json"  # two patients: one to train on, one held out
+    profiles.write_text(json.dumps([p.to_patient_psi() for p in builtin_profiles()[:2]]))
     evaluation = ["--eval-tasks", "mmlu", "--eval-limit", "4"] if (SHARED_DATA / "mmlu").exists() else []
     args = ["iterate", "--iterations", "2", "--sessions", "1", "--max-steps", "2", "--out", str(out), "--quiet",
+            "--profiles", str(profiles), "--heldout-ratio", "0.5",
             "--inquiry-turns", "1", "--max-redirections", "0", "--treatment-tries", "1", "--medication-tries", "1",
             "--max-new-tokens", "12", "--parse-retries", "0", *evaluation]
     assert main(args) == 0
-    history = json.loads((out / "report.json").read_text())
+    report = json.loads((out / "report.json").read_text())
+    history = report["iterations"]
     assert [m["iteration"] for m in history] == [0, 1]
     assert history[1]["model"] == history[0]["next_model"] == str(out / "iter-0" / "model" / "merged")
     assert all(m["sessions_done"] + m["sessions_failed"] == 1 for m in history)
     if evaluation:
         assert all(0.0 <= m["qa_mmlu"] <= 1.0 for m in history)
-    assert "| iteration |" in (out / "report.md").read_text() and (out / "final_train_loss.png").exists()
+    assert len(report["training_patients"]) == len(report["heldout_patients"]) == 1
+    assert list(report["heldout"]["models"]) == ["base", "iteration 1", "iteration 2"]
+    assert report["heldout"]["models"]["base"]["format_adherence"]["n"] > 0  # the embedded model answered unconstrained
+    text = (out / "report.md").read_text()
+    assert "| iteration |" in text and "Held-out patients" in text and (out / "final_train_loss.png").exists()
     # Re-running the same command resumes: every step's output is complete, nothing is redone.
     stamps = {p: p.stat().st_mtime for p in out.rglob("metrics.json") if "model" in p.parts}
     assert main(args) == 0

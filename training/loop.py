@@ -1,7 +1,13 @@
 """The iterative self-play loop: model k plays, its dialogues are exported, training yields model k+1.
 
-Each iteration has its own folder (``iter-<k>/selfplay``, ``dataset``, ``model``, ``metrics.json``);
-every step is skipped when its output is complete, so an interrupted loop resumes where it stopped.
+The loop plays on the training patients only. With held-out patients, it plays them with the base
+model first and with each trained model after its iteration (:mod:`mentalarena.training.heldout`),
+so the report shows what training changed on patients no model trained on. A teacher, when given,
+plays the self-play instead of the student, which still trains on it.
+
+Each iteration has its own folder (``iter-<k>/selfplay``, ``dataset``, ``model``, ``heldout``,
+``metrics.json``); every step is skipped when its output is complete, so an interrupted loop
+resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -13,17 +19,19 @@ from pathlib import Path
 from mentalarena.agents.profiles import PatientProfile
 from mentalarena.graphs.context import Context
 from mentalarena.graphs.run import RECORDS, run_sessions
+from mentalarena.training import heldout
 from mentalarena.training.export import ExportArgs, export, last_mean_similarity
 from mentalarena.training.finetune import TrainArgs, plot_series, train
 
 REPORT_METRICS = ("mean_treatment_score", "mean_medicine_score", "mean_decoder_similarity", "failures_per_session", "final_train_loss")
+BASE = "base"
 
 
 @dataclass
 class IterateArgs:
     out: Path
     iterations: int
-    profiles: list[PatientProfile]
+    profiles: list[PatientProfile]  # the training patients: self-play plays only these
     context: Context
     sessions: int = 4
     preset: str = "cpu-small"
@@ -32,8 +40,12 @@ class IterateArgs:
     progress: bool = True
     concurrency: int = 1
     train_overrides: dict = field(default_factory=dict)
-    eval_tasks: list[str] = field(default_factory=list)  # MCQ sets to score each trained model on (log-likelihood)
+    eval_tasks: list[str] = field(default_factory=list)  # MCQ sets to score each trained model on (log-likelihood): a forgetting guard
     eval_limit: int | None = None
+    heldout_profiles: list[PatientProfile] = field(default_factory=list)  # played by the base model and after each iteration
+    heldout_sessions_per_patient: int = 1
+    format_check: bool = True  # also play the held-out patients with constraints off (format adherence)
+    teacher: str = ""  # a model spec that plays the self-play instead of the student
 
 
 def selfplay_metrics(records_path: Path) -> dict:
@@ -57,9 +69,11 @@ def selfplay_metrics(records_path: Path) -> dict:
 def run_iteration(args: IterateArgs, k: int, model: str) -> dict:
     folder = args.out / f"iter-{k}"
     selfplay, dataset, trained = folder / "selfplay", folder / "dataset", folder / "model"
+    player = args.teacher or model
     # Failed sessions are retried only while their records can still reach this iteration's dataset.
-    run_sessions(args.profiles, replace(args.context, model=model), selfplay, args.sessions, progress=args.progress, concurrency=args.concurrency,
-                 retry_failed=not (dataset / "export.json").exists())
+    # Each iteration draws its own sessions (seed + k): a teacher would otherwise play the same ones again.
+    run_sessions(args.profiles, replace(args.context, model=player, seed=args.context.seed + k), selfplay, args.sessions,
+                 progress=args.progress, concurrency=args.concurrency, retry_failed=not (dataset / "export.json").exists())
     if not (dataset / "export.json").exists():
         # A small model's sessions nearly all record some failure, and a few sessions may be one or
         # two patients: the loop trains on what there is (QA targets still come only from parsed
@@ -75,6 +89,7 @@ def run_iteration(args: IterateArgs, k: int, model: str) -> dict:
     metrics = {
         "iteration": k,
         "model": model,
+        "selfplay_model": player,
         **selfplay_metrics(selfplay / RECORDS),
         "items": json.loads((dataset / "export.json").read_text())["items_written"],
         "first_train_loss": training["first_loss"],
@@ -97,26 +112,50 @@ def evaluate_model(model: str, results_path: Path, args: IterateArgs) -> dict:
     return {f"qa_{task}": round(scores["accuracy"], 4) for task, scores in tasks.items()}
 
 
-def iterate(args: IterateArgs) -> list[dict]:
+def play_heldout(args: IterateArgs, model: str, folder: Path) -> dict[str, dict]:
+    return heldout.play_heldout(model, args.heldout_profiles, args.context, folder, args.heldout_sessions_per_patient,
+                                format_check=args.format_check, concurrency=args.concurrency, progress=args.progress)
+
+
+def iterate(args: IterateArgs) -> dict:
+    """Runs the loop; returns its report: each iteration's metrics and, with held-out patients,
+    the held-out comparison of the base model and every trained model."""
     args.out.mkdir(parents=True, exist_ok=True)
     model = args.context.model
+    played = {BASE: play_heldout(args, model, args.out / "heldout-base")} if args.heldout_profiles else {}
     history = []
     for k in range(args.iterations):
         metrics = run_iteration(args, k, model)
         history.append(metrics)
         model = metrics["next_model"]
-    write_report(args.out, history)
-    return history
+        if args.heldout_profiles:
+            played[f"iteration {k + 1}"] = play_heldout(args, model, args.out / f"iter-{k}" / "heldout")
+    report = {
+        "student": args.context.model,
+        "selfplay_model": args.teacher or "the student (self-play)",
+        "training_patients": sorted({p.id for p in args.profiles}),
+        "heldout_patients": sorted({p.id for p in args.heldout_profiles}),
+        "iterations": history,
+        "heldout": heldout.compare(played, args.context.seed) if played else None,
+    }
+    write_report(args.out, report)
+    return report
 
 
-def write_report(out: Path, history: list[dict]) -> None:
+def write_report(out: Path, report: dict) -> None:
+    history = report["iterations"]
     names = [*REPORT_METRICS, *sorted({key for m in history for key in m if key.startswith("qa_")})]
-    header = "| iteration | " + " | ".join(names) + " |"
-    rows = [f"| {m['iteration']} | " + " | ".join(str(m.get(name)) for name in names) + " |" for m in history]
-    lines = ["# Self-play iterations", "", header, "|" + "---|" * (len(names) + 1), *rows, ""]
+    header = "| iteration | self-play by | " + " | ".join(names) + " |"
+    rows = [f"| {m['iteration']} | {m['selfplay_model']} | " + " | ".join(str(m.get(name)) for name in names) + " |" for m in history]
+    lines = ["# Self-play iterations", "", f"Student: `{report['student']}`. Self-play data generated by: {report['selfplay_model']}.", "",
+             "## Training (in-sample: the sessions each iteration trained on)", "", header, "|" + "---|" * (len(names) + 2), *rows, ""]
     lines += [f"![{name}]({name}.png)" for name in names]
+    if report["heldout"]:
+        lines += ["", heldout.markdown(report["heldout"], title="Held-out patients").replace("# Held-out", "## Held-out", 1),
+                  f"Held-out patients ({len(report['heldout_patients'])}): {', '.join(report['heldout_patients'])}.", "", "![held-out](heldout.png)"]
+        heldout.plot(report["heldout"], out / "heldout.png")
     (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    (out / "report.json").write_text(json.dumps(history, indent=2), encoding="utf-8")
+    (out / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     for name in names:
         points = [(m["iteration"], m[name]) for m in history if m.get(name) is not None]
         plot_series({name: points}, out / f"{name}.png", xlabel="iteration", ylabel=name)
