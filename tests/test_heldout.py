@@ -208,3 +208,20 @@ def test_a_split_that_leaves_one_side_empty_is_refused_by_name(tmp_path, capsys)
     assert main(["eval", "arena", "--models", "scripted", "--profiles", str(profiles), "--out", str(tmp_path / "a")]) == 2
     err = capsys.readouterr().err
     assert "--heldout-ratio" in err and "both need at least one" in err
+
+
+def test_the_training_effect_benchmark_writes_its_results_line(models, tmp_path, monkeypatch, capsys):
+    from mentalarena.benchmarks import training_effect
+
+    monkeypatch.setattr(loop, "train", FakeTraining(next_model=models["strong"]))
+    profiles = tmp_path / "profiles.json"
+    profiles.write_text(json.dumps([p.to_patient_psi() for p in depressed_profiles()[:4]]))
+    results = tmp_path / "results.jsonl"
+    command = ["--model", models["weak"], "--profiles", str(profiles), "--heldout-ratio", "0.5", "--iterations", "1", "--sessions", "2",
+               "--no-format-check", "--quiet", "--budget", "small", "--inquiry-turns", "1", "--out", str(tmp_path / "loop")]
+    assert training_effect.main(["--results", str(results), "--", *command]) == 0
+    line = json.loads(results.read_text())
+    assert line["kind"] == "training_effect" and line["command"].startswith("mentalarena iterate --model")
+    assert line["heldout"]["differences"]["iteration 1"]["diagnosis_top1"]["outside_interval"]
+    assert "iteration 1 against base" in capsys.readouterr().out
+    assert training_effect.main(["--results", str(results), "--", "--iterations", "1"]) == 2  # no --out: refused, nothing run

@@ -1,0 +1,75 @@
+"""The loop's training effect: `mentalarena iterate` with its held-out evaluation, as a benchmark.
+
+Every argument after ``--`` goes to ``mentalarena iterate`` unchanged (``--out`` is required, so
+an interrupted run resumes with the same command). When the loop has finished, a line goes to
+``benchmarks/results.jsonl``: the command, the machine, each iteration's in-sample metrics, and
+the held-out comparison of the base model with every iteration (intervals and paired differences).
+The held-out table is printed in Markdown.
+
+    python -m mentalarena.benchmarks.training_effect -- --iterations 2 --sessions 16 --concurrency 8 \\
+        --heldout-sessions-per-patient 2 --max-steps 30 --out loops/effect
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from mentalarena.agents.models import describe_model
+from mentalarena.graphs.cli import main as cli
+from mentalarena.graphs.run import package_versions
+from mentalarena.training.heldout import markdown
+
+RESULTS = Path(__file__).with_name("results.jsonl")
+
+
+def results_line(report: dict, command: list[str], seconds: float) -> dict:
+    return {
+        "kind": "training_effect",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "processor": platform.processor()},
+        "versions": package_versions(),
+        "command": shlex.join(["mentalarena", "iterate", *command]),
+        "seconds": round(seconds, 1),  # of the invocation that finished the loop (a resumed run's last part)
+        "student": describe_model(report["student"]),
+        "selfplay_model": report["selfplay_model"],
+        "training_patients": report["training_patients"],
+        "heldout_patients": report["heldout_patients"],
+        "iterations": report["iterations"],
+        "heldout": report["heldout"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", type=Path, default=RESULTS, help=f"where the results line goes (default {RESULTS})")
+    parser.add_argument("iterate", nargs=argparse.REMAINDER, help="`mentalarena iterate` arguments, after --")
+    args = parser.parse_args(argv)
+    command = [a for a in args.iterate if a != "--"]
+    if "--out" not in command:
+        print("error: --out: give the loop a folder, so that a run this long can resume", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    status = cli(["iterate", *command])
+    if status:
+        return status
+    report = json.loads((Path(command[command.index("--out") + 1]) / "report.json").read_text(encoding="utf-8"))
+    if not report["heldout"]:
+        print("error: the loop ran without held-out patients (--heldout-ratio 0): there is no effect to report", file=sys.stderr)
+        return 2
+    with open(args.results, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(results_line(report, command, time.perf_counter() - started)) + "\n")
+    print(markdown(report["heldout"], title="Held-out patients"))
+    print(f"appended to {args.results}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
