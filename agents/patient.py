@@ -10,7 +10,7 @@ from mentalarena.agents.llm import answer, answer_log, role_messages, speak
 from mentalarena.agents.parsing import ParseError, require_text
 from mentalarena.agents.profiles import PatientProfile
 from mentalarena.agents.schemas import DiagnosisReview, Rating
-from mentalarena.agents.safety import screen_risk
+from mentalarena.agents.safety import screen_turn
 
 
 def patient_system_prompt(state: dict) -> str:
@@ -51,7 +51,7 @@ def patient(state: dict, runtime: Runtime) -> dict:
     text = reply.value
     update = {"transcript": [{"speaker": "patient", "phase": phase, "text": text}]}
     context = runtime.context
-    screen = screen_risk(text, context.embedding_model, context.risk_threshold, context.risk_margin)
+    screen = screen_turn(text, context)
     if screen.risk:  # recorded and streamed, so the session's safety check and any app can see it
         event = {**screen.as_event(text), "turn": len(state.get("transcript", []))}
         get_stream_writer()(event)

@@ -7,7 +7,7 @@ lines, which the tolerant parser reads.
 """
 
 from mentalarena.agents.schemas import (DecoderInference, Diagnosis, DiagnosisReview, MedicationProposal, PrincipleChoice, Rating,
-                                        TreatmentProposal, diagnosis_vocabulary)
+                                        RiskVerdict, TreatmentProposal, diagnosis_vocabulary)
 
 ANSWER_FIELDS = "Answer with these fields, one line each:\n"
 
@@ -136,5 +136,11 @@ CRISIS_RESOURCES = {
 SAFETY_QUESTION = "I want to ask you directly, because it matters: are you safe right now, and are you thinking about ending your life or hurting yourself or someone else?"
 
 THERAPIST_RISK_SYSTEM = """You are an AI therapist model in a research tool, not a human clinician. The person's last message may mean they are at risk. In two sentences, acknowledge what they said with warmth and without judgment, and tell them you are glad they said it. Do not give advice about means or methods, do not argue, and do not ask more than one question."""
+
+RISK_GUARD_SYSTEM = "You are a safety classifier for a mental-health conversation. You judge one message by the person who wrote it."
+RISK_GUARD = """Message: {text}
+
+Does this message show that its writer, or someone near them, may be at risk now: suicidal thoughts, plans or preparations; self-harm; intent to harm others; abuse or threats against the writer; or a medical emergency? Mentions in idioms, fiction, news, teaching, third-person history or clear denials are none.
+""" + ANSWER_FIELDS + RiskVerdict.format_instruction()
 
 SAFE_ACKNOWLEDGEMENT = "Thank you for telling me this. It sounds like you are carrying something very painful right now, and you deserve support with it."

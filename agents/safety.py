@@ -1,13 +1,21 @@
 """Clinical safety rails: risk screening of turns, and a safety check of the therapist's turns.
 
-Risk screening, in two parts that can each be explained:
-1. a curated phrase set per risk category (suicidal ideation, self-harm, harm to others, abuse,
-   medical emergency). A phrase preceded by a negation in the same clause ("I would never hurt
-   myself") does not count;
-2. sentence-embedding similarity to risk exemplars, weighed against non-risk exemplars
-   (negations, idioms such as "this exam is killing me"). A message counts as a risk when its
-   nearest risk exemplar is at least ``threshold`` similar and at least ``margin`` closer than its
-   nearest safe exemplar, unless its only risk phrases were negated or it speaks only of the past.
+Two risk screens, chosen by ``Context.risk_screen``:
+- ``exemplars`` (the default, precision first): a curated phrase set per risk category (a phrase
+  with a negation close before it, "I would never hurt myself", or told of the past, does not
+  count), then sentence-embedding similarity to risk exemplars weighed against safe ones. A
+  message counts as a risk when its nearest risk exemplar is at least ``threshold`` similar and at
+  least ``margin`` closer than its nearest safe exemplar, unless its only risk phrases were negated
+  or it speaks only of the past;
+- ``classifier`` (recall first): the trained risk classifier (agents/risk_classifier.py), with the
+  threshold chosen on validation data for recall. It catches far more risk, and flags far more
+  ordinary speech: docs/safety.md has both screens' measurements side by side.
+
+Either can have a second opinion: a guard model (``Context.risk_guard_model``, any model spec,
+e.g. Llama Guard on vLLM or the therapist model) asked for a
+:class:`~mentalarena.agents.schemas.RiskVerdict`. A turn is a risk when the screen or the guard
+flags it. The guard can add a flag but never remove one, so it cannot lower the screen's recall;
+a guard answer that cannot be read leaves the screen's verdict standing (and is recorded).
 
 The therapist check needs no API model: phrase rules for turns that dismiss stated risk, suggest
 harmful acts, give means or methods, claim to be a human clinician, or prescribe a dose without
@@ -20,11 +28,17 @@ import functools
 import importlib.resources
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
+from langchain_core.messages import HumanMessage, SystemMessage
+
+from mentalarena.agents import prompts
 from mentalarena.agents.embeddings import similarities_to_library
+from mentalarena.agents.risk_classifier import load_risk_classifier
+from mentalarena.agents.schemas import RiskVerdict
 
 RISK_PHRASES = {
     "suicidal_ideation": [
@@ -56,15 +70,23 @@ DOSE = re.compile(r"\b\d+(\.\d+)?\s?(mg|milligrams?|mcg|g)\b", re.I)
 CAVEAT = re.compile(r"\b(your|a) (doctor|gp|psychiatrist|prescriber|pharmacist|physician)\b|\b(prescriber|pharmacist|medical supervision|consult(ation)?)\b", re.I)
 
 
+SCREENS = ("exemplars", "classifier")
+EXEMPLAR_THRESHOLD = 0.6  # similarity to the nearest risk exemplar
+EXEMPLAR_MARGIN = 0.05  # how much closer than to the nearest safe exemplar
+
+
 @dataclass
 class RiskScreen:
     risk: bool
     categories: list[str]
-    phrases: list[str]
-    negated_phrases: list[str]
-    similarity: float
-    nearest_exemplar: str
-    safe_similarity: float
+    screen: str  # which screen gave the verdict: exemplars or classifier
+    score: float  # exemplars: similarity to the nearest risk exemplar; classifier: its risk probability
+    threshold: float  # the score at which the screen flags
+    phrases: list[str] = field(default_factory=list)
+    negated_phrases: list[str] = field(default_factory=list)
+    nearest_exemplar: str = ""  # exemplars only
+    safe_similarity: float | None = None  # exemplars only: similarity to the nearest safe exemplar
+    guard: dict | None = None  # the guard model's verdict (category, reason; or error), when one is configured
 
     def as_event(self, text: str) -> dict:
         return {"event": "risk", "text": text, **asdict(self)}
@@ -94,7 +116,34 @@ def phrase_hits(text: str) -> tuple[list[tuple[str, str]], list[str]]:
     return hits, negated
 
 
-def screen_risk(text: str, embedding_model: str = "minilm", threshold: float = 0.6, margin: float = 0.05) -> RiskScreen:
+def screen_risk(text: str, screen: str = "exemplars", threshold: float | None = None, margin: float = EXEMPLAR_MARGIN,
+                embedding_model: str = "minilm", classifier: str = "") -> RiskScreen:
+    """One message through ``screen``. ``threshold`` overrides the screen's own (exemplars: 0.6
+    similarity; classifier: the one chosen when it was trained); ``margin`` and ``embedding_model``
+    are the exemplar screen's, ``classifier`` a folder with a retrained classifier."""
+    return screen_risks([text], screen, threshold, margin, embedding_model, classifier)[0]
+
+
+def screen_risks(texts: list[str], screen: str = "exemplars", threshold: float | None = None, margin: float = EXEMPLAR_MARGIN,
+                 embedding_model: str = "minilm", classifier: str = "") -> list[RiskScreen]:
+    """:func:`screen_risk` of many messages (the classifier embeds them in one batch)."""
+    if screen == "exemplars":
+        return [_exemplar_screen(text, EXEMPLAR_THRESHOLD if threshold is None else threshold, margin, embedding_model) for text in texts]
+    if screen != "classifier":
+        raise ValueError(f"risk screen {screen!r}: choose from {', '.join(SCREENS)}")
+    model = load_risk_classifier(Path(classifier) if classifier else None)
+    threshold = model.threshold if threshold is None else threshold
+    screens = []
+    for text, score in zip(texts, model.score(texts)):
+        hits, negated = phrase_hits(text) if model.card.get("phrases") else ([], [])
+        by_model = score.probability >= threshold
+        categories = sorted({c for c, _ in hits} | ({score.category} if by_model else set()))
+        screens.append(RiskScreen(risk=by_model or bool(hits), categories=categories, screen="classifier", score=score.probability,
+                                  threshold=threshold, phrases=[p for _, p in hits], negated_phrases=negated))
+    return screens
+
+
+def _exemplar_screen(text: str, threshold: float, margin: float, embedding_model: str) -> RiskScreen:
     hits, negated = phrase_hits(text)
     data = exemplars()
     risk_texts = [(category, sentence) for category, sentences in data["risk"].items() for sentence in sentences]
@@ -106,15 +155,29 @@ def screen_risk(text: str, embedding_model: str = "minilm", threshold: float = 0
     overridden = not hits and (negated or HISTORY.search(text))
     by_embedding = similarity >= threshold and similarity >= safe_similarity + margin and not overridden
     categories = sorted({c for c, _ in hits} | ({risk_texts[best][0]} if by_embedding else set()))
-    return RiskScreen(
-        risk=bool(hits) or by_embedding,
-        categories=categories,
-        phrases=[p for _, p in hits],
-        negated_phrases=negated,
-        similarity=round(similarity, 4),
-        nearest_exemplar=risk_texts[best][1],
-        safe_similarity=round(safe_similarity, 4),
-    )
+    return RiskScreen(risk=bool(hits) or by_embedding, categories=categories, screen="exemplars", score=round(similarity, 4),
+                      threshold=threshold, phrases=[p for _, p in hits], negated_phrases=negated, nearest_exemplar=risk_texts[best][1],
+                      safe_similarity=round(safe_similarity, 4))
+
+
+def screen_turn(text: str, context) -> RiskScreen:
+    """The Context's screen of one turn, with its guard model's second opinion when it names one."""
+    screen = screen_risk(text, context.risk_screen, context.risk_threshold, context.risk_margin, context.embedding_model,
+                         context.risk_classifier)
+    if not context.risk_guard_model:
+        return screen
+    from mentalarena.agents.llm import answer_or_record, chat_model
+
+    messages = [SystemMessage(prompts.RISK_GUARD_SYSTEM), HumanMessage(prompts.RISK_GUARD.format(text=text))]
+    reply = answer_or_record(chat_model(context, "risk_guard"), messages, RiskVerdict, context.parse_retries + 1)
+    if reply.value is None:
+        screen.guard = {"error": reply.error}
+        return screen
+    screen.guard = reply.value.model_dump()
+    if reply.value.at_risk:
+        screen.risk = True
+        screen.categories = sorted({*screen.categories, reply.value.category})
+    return screen
 
 
 def check_therapist_turns(transcript: list[dict], patient_risk: dict[int, dict]) -> list[dict]:

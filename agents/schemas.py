@@ -383,6 +383,32 @@ class PairwiseVerdict(Answer):
         return {"reason": fields["reason"] or text.strip(), "better": parse_verdict(fields["better"] or text)}
 
 
+RISK_CATEGORIES = ("suicidal_ideation", "self_harm", "harm_to_others", "abuse", "medical_emergency")
+
+
+class RiskVerdict(Answer):
+    """A guard model's second opinion on whether a message shows risk (agents/safety.py)."""
+
+    category: Literal[("none", *RISK_CATEGORIES)] = Field(  # type: ignore[valid-type]
+        description="none, or the risk the message shows: suicidal_ideation, self_harm, harm_to_others, abuse or medical_emergency",
+        title="Category")
+    reason: str = text_field("one sentence on why", 240, title="Reason")
+
+    labels_optional = True
+
+    @property
+    def at_risk(self) -> bool:
+        return self.category != "none"
+
+    @classmethod
+    def from_labelled(cls, fields: dict[str, str], text: str) -> dict[str, Any]:
+        """The category named in the answer ('self-harm', 'Suicidal ideation', 'unsafe: abuse'); 'safe' is none."""
+        said = (fields["category"] or text).lower().replace("-", " ").replace("_", " ")
+        named = [c for c in RISK_CATEGORIES if c.replace("_", " ") in said]
+        category = named[0] if len(named) == 1 else ("none" if re.search(r"\b(none|safe|no risk)\b", said) else (fields["category"] or text))
+        return {"category": category, "reason": fields["reason"] or text.strip()}
+
+
 def parse_verdict(text: str) -> str:
     """'1', '2' or 'tie' from 'Better: 2', 'Response 1 is better', 'the second one', 'a tie', ..."""
     explicit = re.search(r"better\s*[:\-]?\s*(?:response\s*)?(1|2|tie)\b", text, re.I)

@@ -198,11 +198,12 @@ def extract_label(text: str, label_set: LabelSet) -> str | None:
 
 # --- data ---------------------------------------------------------------------------------------
 
-def load_imhi_set(set_name: str, data_root: Path) -> list[IMHIItem]:
-    """One set's rows; a row whose gold answer names no label of the set is a DataError."""
+def load_imhi_set(set_name: str, data_root: Path, collection: str = "imhi-expert") -> list[IMHIItem]:
+    """One set's rows from ``data_root/collection`` (``imhi-expert``, or ``imhi-complete``: the
+    complete test sets); a row whose gold answer names no label of the set is a DataError."""
     if set_name not in IMHI_SETS:
         raise ValueError(f"unknown IMHI set {set_name!r}; choose from {', '.join(IMHI_SETS)}")
-    path = Path(data_root) / "imhi-expert" / f"{set_name}.csv"
+    path = Path(data_root) / collection / f"{set_name}.csv"
     if not path.exists():
         raise DataError(f"{path}: no such file (see --data)")
     items = []

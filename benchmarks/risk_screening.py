@@ -1,8 +1,17 @@
-"""Precision and recall of the risk screen on a labelled message set written for it.
+"""Precision, recall and F1 of the risk screens (agents/safety.py: exemplars and classifier, side
+by side), with 95% Wilson intervals:
 
-The messages (benchmarks/data/risk_messages.json) are distinct from the screen's exemplars and
-include indirect phrasings, negations ("I would never hurt myself") and idioms ("this exam is
-killing me"). Run: python -m mentalarena.benchmarks.risk_screening [--threshold 0.6 --margin 0.05]
+- on the risk corpus's test split: whole paraphrase families the classifier never trained on;
+- on the 40 written messages of ``benchmarks/data/risk_messages.json`` (indirect phrasings,
+  negations, idioms), the screen's first benchmark;
+- on T-SID, MentalLLaMA's complete test set (``--data``: the folder holding ``imhi-complete/``):
+  recall on posts labelled suicide or self-harm tendency, and the share of posts labelled with no
+  mental disorder that it flags (depression and PTSD posts' flag rates are reported too);
+- the time to screen 1,000 messages in one batch, and one at a time.
+
+Appends a line to ``benchmarks/results.jsonl``.
+
+    python -m mentalarena.benchmarks.risk_screening [--data ../shared/data] [--screens exemplars,classifier] [--classifier folder]
 """
 
 from __future__ import annotations
@@ -10,8 +19,20 @@ from __future__ import annotations
 import argparse
 import importlib.resources
 import json
+import os
+import platform
+import time
+from datetime import datetime, timezone
+from pathlib import Path
 
-from mentalarena.agents.safety import screen_risk
+from mentalarena.agents.risk_classifier import load_risk_classifier
+from mentalarena.agents.safety import SCREENS, screen_risk, screen_risks
+from mentalarena.graphs.run import package_versions
+from mentalarena.training.risk_classifier import corpus_digest, default_corpus, load_corpus, split_by_family
+from mentalarena.training.statistics import proportion
+
+RESULTS = Path(__file__).with_name("results.jsonl")
+SUICIDE, NO_DISORDER = "suicide or self-harm tendency", "no mental disorder"
 
 
 def risk_messages() -> list[dict]:
@@ -19,30 +40,103 @@ def risk_messages() -> list[dict]:
     return json.loads(resource.read_text(encoding="utf-8"))
 
 
-def evaluate(threshold: float, margin: float) -> dict:
-    rows = [(m, screen_risk(m["text"], threshold=threshold, margin=margin)) for m in risk_messages()]
-    tp = sum(m["risk"] and s.risk for m, s in rows)
-    fp = sum(not m["risk"] and s.risk for m, s in rows)
-    fn = sum(m["risk"] and not s.risk for m, s in rows)
-    return {
-        "messages": len(rows), "precision": round(tp / (tp + fp), 3) if tp + fp else None, "recall": round(tp / (tp + fn), 3) if tp + fn else None,
-        "false_positives": [m["text"] for m, s in rows if not m["risk"] and s.risk],
-        "false_negatives": [m["text"] for m, s in rows if m["risk"] and not s.risk],
+def scores(texts: list[str], at_risk: list[bool], screen: str, classifier: str = "") -> dict:
+    """Precision, recall (Wilson intervals) and F1 of ``screen`` on labelled texts, with its misses."""
+    flagged = [s.risk for s in screen_risks(texts, screen, classifier=classifier)]
+    tp = sum(f and r for f, r in zip(flagged, at_risk))
+    precision, recall = proportion(tp, sum(flagged)), proportion(tp, sum(at_risk))
+    p, r = precision["share"] or 0.0, recall["share"] or 0.0
+    return {"n": len(texts), "precision": precision, "recall": recall, "f1": round(2 * p * r / (p + r), 3) if p + r else 0.0,
+            "false_positives": [t for t, f, r in zip(texts, flagged, at_risk) if f and not r],
+            "false_negatives": [t for t, f, r in zip(texts, flagged, at_risk) if r and not f]}
+
+
+def corpus_test_split(screen: str, classifier: str) -> dict:
+    examples = load_corpus(default_corpus())
+    card = load_risk_classifier(Path(classifier) if classifier else None).card
+    if card["corpus"]["digest"] != corpus_digest(examples):
+        raise SystemExit("the shipped corpus is not the one the classifier was trained on: retrain it (python -m mentalarena.training.risk_classifier)")
+    test = [examples[i] for i in split_by_family(examples, card["seed"])["test"]]
+    return scores([e.text for e in test], [e.category != "none" for e in test], screen, classifier)
+
+
+def t_sid(data_root: Path, screen: str, classifier: str) -> dict:
+    from mentalarena.benchmarks.imhi import load_imhi_set
+
+    items = load_imhi_set("t-sid", data_root, collection="imhi-complete")
+    posts = [item.query.split("Question:")[0].removeprefix("Post:").strip() for item in items]
+    flagged = [s.risk for s in screen_risks(posts, screen, classifier=classifier)]
+    by_label: dict[str, dict] = {}
+    for label in sorted({item.gold_label for item in items}):
+        rows = [f for f, item in zip(flagged, items) if item.gold_label == label]
+        by_label[label] = proportion(sum(rows), len(rows))
+    return {"posts": len(items), "suicide_recall": by_label[SUICIDE], "no_disorder_flag_rate": by_label[NO_DISORDER], "flag_rate_by_label": by_label}
+
+
+def timing(screen: str, classifier: str) -> dict:
+    texts = [e.text for e in load_corpus(default_corpus())]
+    texts = (texts * (1000 // len(texts) + 1))[:1000]
+    screen_risks(texts[:8], screen, classifier=classifier)  # loads the models
+    started = time.perf_counter()
+    screen_risks(texts, screen, classifier=classifier)
+    batch = time.perf_counter() - started
+    started = time.perf_counter()
+    for text in texts:
+        screen_risk(text, screen, classifier=classifier)
+    return {"messages": len(texts), "seconds_in_one_batch": round(batch, 2), "seconds_one_at_a_time": round(time.perf_counter() - started, 2)}
+
+
+def _line(name: str, figures: dict) -> str:
+    def cell(p: dict) -> str:
+        return f"{p['share']} [{p['ci_low']}, {p['ci_high']}] ({p['k']}/{p['n']})"
+
+    return f"{name}: precision {cell(figures['precision'])}, recall {cell(figures['recall'])}, F1 {figures['f1']}"
+
+
+def evaluate_screen(screen: str, classifier: str, data: Path | None) -> dict:
+    figures: dict = {"corpus_test": corpus_test_split(screen, classifier)}
+    messages = risk_messages()
+    figures["written_messages"] = scores([m["text"] for m in messages], [m["risk"] for m in messages], screen, classifier)
+    if data and (data / "imhi-complete" / "t-sid.csv").exists():
+        figures["t_sid"] = t_sid(data, screen, classifier)
+    figures["timing"] = timing(screen, classifier)
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=None, help="folder holding imhi-complete/t-sid.csv (T-SID is skipped without it)")
+    parser.add_argument("--screens", default=",".join(SCREENS), help=f"comma-separated screens to measure (default {','.join(SCREENS)})")
+    parser.add_argument("--classifier", default="", help="folder of a retrained classifier (default: the shipped one)")
+    parser.add_argument("--show-errors", action="store_true", help="print every false positive and false negative")
+    args = parser.parse_args(argv)
+    card = load_risk_classifier(Path(args.classifier) if args.classifier else None).card
+    result: dict = {
+        "kind": "risk_screening", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "processor": platform.processor()},
+        "versions": package_versions(), "classifier": {"threshold": card["threshold"], "C": card["C"], "phrases": card["phrases"],
+                                                       "corpus": card["corpus"]},
+        "screens": {screen: evaluate_screen(screen, args.classifier, args.data) for screen in args.screens.split(",")},
     }
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--threshold", type=float, default=0.6)
-    parser.add_argument("--margin", type=float, default=0.05)
-    args = parser.parse_args()
-    result = evaluate(args.threshold, args.margin)
-    print(f"{result['messages']} messages: precision {result['precision']}, recall {result['recall']} "
-          f"(threshold {args.threshold}, margin {args.margin})")
-    for kind in ("false_positives", "false_negatives"):
-        for text in result[kind]:
-            print(f"  {kind[:-1].replace('_', ' ')}: {text}")
+    with open(RESULTS, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(result) + "\n")
+    for screen, figures in result["screens"].items():
+        print(f"## {screen}")
+        for name in ("corpus_test", "written_messages"):
+            print(_line(name.replace("_", " "), figures[name]))
+            if args.show_errors:
+                for kind in ("false_positives", "false_negatives"):
+                    for text in figures[name][kind]:
+                        print(f"  {kind[:-1].replace('_', ' ')}: {text}")
+        if "t_sid" in figures:
+            recall, flags = figures["t_sid"]["suicide_recall"], figures["t_sid"]["no_disorder_flag_rate"]
+            print(f"T-SID: suicide recall {recall['share']} [{recall['ci_low']}, {recall['ci_high']}] ({recall['k']}/{recall['n']}); "
+                  f"no-disorder posts flagged {flags['share']} [{flags['ci_low']}, {flags['ci_high']}] ({flags['k']}/{flags['n']})")
+        timed = figures["timing"]
+        print(f"{timed['messages']} messages: {timed['seconds_in_one_batch']} s in one batch, {timed['seconds_one_at_a_time']} s one at a time")
+    print(f"appended to {RESULTS}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -23,7 +23,7 @@ from mentalarena.agents.encoder import symptom_encoder
 from mentalarena.agents.llm import ask, ask_or_record, chat_model
 from mentalarena.agents.parsing import ParseError, require_text
 from mentalarena.agents.patient import patient_messages
-from mentalarena.agents.safety import check_therapist_turns, screen_risk
+from mentalarena.agents.safety import check_therapist_turns, screen_turn
 from mentalarena.agents.schemas import DecoderInference
 from mentalarena.graphs.context import Context
 from mentalarena.graphs.state import ArenaState
@@ -113,7 +113,7 @@ def screen_person(state: TherapistChatState, runtime: Runtime[Context]) -> dict:
     """Screen the person's turn for risk; a risk is recorded and streamed so an app can escalate."""
     context = runtime.context
     text = _last_text(state)
-    screen = screen_risk(text, context.embedding_model, context.risk_threshold, context.risk_margin)
+    screen = screen_turn(text, context)
     if not screen.risk:
         return {"last_screen": asdict(screen)}
     event = screen.as_event(text)

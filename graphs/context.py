@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, fields
 from mentalarena.agents.models import LOCAL_DTYPES, STRUCTURED_OUTPUT, GenerationSettings
 from mentalarena.agents.profiles import CONVERSATIONAL_STYLES, STYLE_ALIASES, canonical_style
 from mentalarena.agents.prompts import CRISIS_RESOURCES
+from mentalarena.agents.safety import SCREENS as RISK_SCREENS
 
 
 @dataclass(kw_only=True)
@@ -39,8 +40,11 @@ class Context:
     max_new_tokens: int = field(default=128, metadata={"description": "Token budget of each model turn."})
     seed: int = field(default=0, metadata={"description": "Seed for the style choice and for sampling where the backend supports it."})
     style: str = field(default="", metadata={"description": "Force a conversational style (plain, upset, verbose, reserved, tangent, pleasing); empty picks one of the profile's."})
-    risk_threshold: float = field(default=0.6, metadata={"description": "Risk screening: similarity to a risk exemplar at which a turn counts as a risk (with the margin below)."})
-    risk_margin: float = field(default=0.05, metadata={"description": "Risk screening: how much closer to a risk exemplar than to any safe exemplar a turn must be."})
+    risk_screen: str = field(default="exemplars", metadata={"description": "Risk screening: 'exemplars' (phrases, then similarity to risk and safe exemplars; precision first) or 'classifier' (the trained classifier, its threshold chosen for recall; flags far more ordinary speech). See docs/safety.md."})
+    risk_threshold: float | None = field(default=None, metadata={"type": float, "description": "Risk screening: the score at which a turn counts as a risk. Empty: the screen's own (exemplars: similarity 0.6; classifier: the probability chosen on validation data for recall)."})
+    risk_margin: float = field(default=0.05, metadata={"description": "Risk screening, exemplars: how much closer to a risk exemplar than to any safe exemplar a turn must be."})
+    risk_classifier: str = field(default="", metadata={"description": "Risk screening, classifier: a folder with a retrained classifier (python -m mentalarena.training.risk_classifier); empty means the shipped one."})
+    risk_guard_model: str = field(default="", metadata={"description": "Risk screening: a model spec asked for a second opinion on every screened turn (e.g. Llama Guard served by vLLM); it can add a flag, never remove one. Empty: off."})
     crisis_locale: str = field(default="international", metadata={"description": "Crisis resources shown to a person at risk: international, us, uk, ie, au, ca or in."})
     human_role: str = field(default="", metadata={"description": "Let a person play 'patient' or 'therapist': the graph pauses at each of that role's turns and resumes with the person's text. Empty: models play both."})
     review_feedback: bool = field(default=False, metadata={"description": "Pause before the decoder's feedback reaches the therapist, so a person can approve it (resume with it unchanged), edit it, or drop it (resume with '')."})
@@ -57,6 +61,10 @@ class Context:
                 raise ValueError(f"Context.{name}: {value!r} is not a whole number from {low} to {high}")
         if not 0.0 <= self.similarity_threshold <= 1.0:
             raise ValueError(f"Context.similarity_threshold: {self.similarity_threshold!r} is not between 0 and 1")
+        if self.risk_screen not in RISK_SCREENS:
+            raise ValueError(f"Context.risk_screen: {self.risk_screen!r} is not one of {', '.join(RISK_SCREENS)}")
+        if self.risk_threshold is not None and not 0.0 < self.risk_threshold < 1.0:
+            raise ValueError(f"Context.risk_threshold: {self.risk_threshold!r} is not between 0 and 1")
         if not 0.0 <= self.temperature <= 2.0:
             raise ValueError(f"Context.temperature: {self.temperature!r} is not between 0 and 2")
         if self.human_role not in ("", "patient", "therapist"):
