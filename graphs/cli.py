@@ -51,7 +51,7 @@ def add_context_options(parser: argparse.ArgumentParser) -> None:
         if isinstance(f.default, bool):
             group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=f.metadata.get("description"))
         else:
-            group.add_argument(flag, dest=f.name, type=type(f.default), default=None, help=f.metadata.get("description"))
+            group.add_argument(flag, dest=f.name, type=f.metadata.get("type", type(f.default)), default=None, help=f.metadata.get("description"))
 
 
 def build_context(args: argparse.Namespace) -> Context:
@@ -134,7 +134,7 @@ def cmd_iterate(args: argparse.Namespace) -> int:
         print(f"error: --heldout-ratio: {exc}", file=sys.stderr)
         return 2
     report = iterate(IterateArgs(out=Path(args.out), iterations=args.iterations, profiles=training, context=context,
-                                 sessions=args.sessions, preset=args.preset, max_steps=args.max_steps,
+                                 sessions=args.sessions, preset=args.preset, max_steps=args.max_steps, qlora=args.qlora,
                                  progress=not args.quiet, concurrency=args.concurrency,
                                  eval_tasks=[t for t in args.eval_tasks.split(",") if t], eval_limit=args.eval_limit,
                                  heldout_profiles=heldout, heldout_sessions_per_patient=args.heldout_sessions_per_patient,
@@ -215,6 +215,7 @@ def make_parser() -> argparse.ArgumentParser:
     loop.add_argument("--model", default="embedded", help="model 0: 'embedded' or a local Hugging Face folder")
     loop.add_argument("--budget", choices=("small", "full"), default=None)
     loop.add_argument("--preset", choices=("cpu-small", "mentalgpt"), default="cpu-small")
+    loop.add_argument("--qlora", action="store_true", help="train each iteration on a 4-bit base model (needs a CUDA GPU and bitsandbytes)")
     loop.add_argument("--max-steps", type=int, default=-1, help="training steps per iteration (overrides epochs)")
     loop.add_argument("--concurrency", type=whole_number_at_least_one, default=1, help="self-play sessions run at once")
     loop.add_argument("--eval-tasks", default="", help="MCQ sets to score each trained model on, e.g. 'medqa,mmlu' (log-likelihood; needs the data)")

@@ -36,6 +36,7 @@ class IterateArgs:
     sessions: int = 4
     preset: str = "cpu-small"
     max_steps: int = -1
+    qlora: bool = False
     validation_ratio: float = 0.1
     progress: bool = True
     concurrency: int = 1
@@ -84,7 +85,7 @@ def run_iteration(args: IterateArgs, k: int, model: str) -> dict:
         training = json.loads((trained / "metrics.json").read_text())
     else:
         training = train(TrainArgs(model=model, dataset=dataset, out=trained, preset=args.preset, max_steps=args.max_steps,
-                                   resume=True, seed=args.context.seed, overrides=args.train_overrides))
+                                   qlora=args.qlora, resume=True, seed=args.context.seed, overrides=args.train_overrides))
     evaluation = evaluate_model(training["merged"], folder / "qa.json", args) if args.eval_tasks else {}
     metrics = {
         "iteration": k,
