@@ -38,7 +38,7 @@ RECORDS = "records.jsonl"
 MANIFEST = "manifest.json"
 CHECKPOINTS = "checkpoints.sqlite"
 VERSIONED_PACKAGES = ("mentalarena", "langgraph", "langchain-core", "transformers", "torch", "sentence-transformers", "peft", "trl")
-MODEL_OPTIONS = ("model", "patient_model", "therapist_model", "decoder_model")  # the Context's model specs
+MODEL_OPTIONS = ("model", "patient_model", "therapist_model", "decoder_model", "risk_guard_model")  # the Context's model specs
 
 
 class RunFolderError(ValueError):
@@ -332,6 +332,9 @@ def check_run_options(context: Context, sessions: int, concurrency: int = 1, che
             if context.structured_output in ("json_schema", "json_object") and not spec.strip().startswith("openai:"):
                 raise RunOptionError("structured_output", f"{context.structured_output!r} names an OpenAI-compatible endpoint's dialect, "
                                      f"but --{name.replace('_', '-')} is {spec!r}; use 'auto' or 'off'")
+    if context.risk_classifier and not (Path(context.risk_classifier) / "risk_classifier.json").is_file():
+        raise RunOptionError("risk_classifier", f"{context.risk_classifier!r} holds no risk_classifier.json "
+                                                "(write one with python -m mentalarena.training.risk_classifier --out)")
     if checkpoint_url and not checkpoint_url.startswith(("postgres://", "postgresql://")):
         raise RunOptionError("checkpoint_url", f"{redact_url(checkpoint_url)!r} is not a postgresql:// URL")
     if checkpoint_url and importlib.util.find_spec("langgraph.checkpoint.postgres") is None:

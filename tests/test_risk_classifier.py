@@ -101,3 +101,13 @@ def test_the_training_script_reproduces_the_shipped_classifier(tmp_path):
     assert card["corpus"] == shipped.card["corpus"] and card["phrases"] == shipped.card["phrases"]
     validation = card["ablation"]["validation"]["classifier"]["recall"]
     assert validation["share"] >= card["target_recall"]  # the threshold was chosen for this
+
+
+@pytest.mark.parametrize("setting, option", [({"risk_guard_model": "nosuchprovider:x"}, "risk_guard_model"),
+                                             ({"risk_classifier": "/no/such/folder"}, "risk_classifier")])
+def test_a_bad_screen_setting_is_refused_before_any_session(setting, option):
+    from mentalarena.graphs.run import RunOptionError, check_run_options
+
+    with pytest.raises(RunOptionError) as refused:
+        check_run_options(Context(model="scripted", **setting), sessions=1)
+    assert refused.value.option == option
