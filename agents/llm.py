@@ -11,7 +11,7 @@ enforce one, and read by the tolerant parser elsewhere:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, TypeVar
 
 from langchain_core.language_models import BaseChatModel
@@ -23,6 +23,7 @@ from mentalarena.agents.parsing import ParseError
 from mentalarena.agents.schemas import Answer
 
 T = TypeVar("T")
+ROLES = {"system": "system", "human": "user", "ai": "assistant"}  # langchain message types -> chat roles
 A = TypeVar("A", bound=Answer)
 
 
@@ -58,6 +59,7 @@ class Reply(Generic[T]):
     error: str = ""
     constrained: bool = False
     attempts: int = 1
+    prompt: list[dict] = field(default_factory=list)  # a model's: the messages that asked (role, content)
 
 
 class RoleModel:
@@ -131,7 +133,9 @@ def answer_or_record(model: RoleModel, messages: list[BaseMessage], schema: type
     """An answer in ``schema``: constrained where the backend can; a reply that is not JSON after all
     (a server that ignored the schema) is read leniently too. One that does not validate triggers
     a new sample, up to ``attempts``."""
-    return _until_parsed(lambda: model.answer(messages, schema), schema.parse_text, attempts, constrained=model.constrained)
+    reply = _until_parsed(lambda: model.answer(messages, schema), schema.parse_text, attempts, constrained=model.constrained)
+    reply.prompt = [{"role": ROLES.get(m.type, m.type), "content": m.text} for m in messages]
+    return reply
 
 
 def _until_parsed(reply: Callable[[], str], parse: Callable[[str], T], attempts: int, constrained: bool) -> Reply[T]:
@@ -169,9 +173,14 @@ def _person(role: str, request: dict, parse: Callable[[str], T]) -> Reply[T]:
 
 
 def answer_log(node: str, schema: type[Answer], reply: Reply) -> dict:
-    """What the record keeps of a machine-read answer: how it was asked for and whether it parsed."""
-    return {"node": node, "schema": schema.__name__, "constrained": reply.constrained, "json": reply.text.lstrip().startswith("{"),
-            "parsed": reply.value is not None, "attempts": reply.attempts}
+    """What the record keeps of a machine-read answer: how it was asked for and whether it parsed;
+    for a model's parsed answer also the prompt and the answer as JSON, so that the export can
+    train on answering in the schema (training/export.py, kind ``structured_answers``)."""
+    log = {"node": node, "schema": schema.__name__, "constrained": reply.constrained, "json": reply.text.lstrip().startswith("{"),
+           "parsed": reply.value is not None, "attempts": reply.attempts}
+    if reply.value is not None and reply.prompt:
+        log.update(prompt=reply.prompt, answer=reply.value.model_dump_json())
+    return log
 
 
 def role_messages(system: str, turns: list[dict], me: str, opening: str | None = None, task: str | None = None) -> list[BaseMessage]:

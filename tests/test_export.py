@@ -299,3 +299,28 @@ def test_a_file_of_neither_format_names_its_fields(tmp_path):
     with pytest.raises(ExportError, match=f"^{path}: line 1: field 'session_id': missing; neither a session record .* nor a MentalArena "
                                           "seed record .*; found 'question', 'answer'"):
         export(ExportArgs(records=[path], out=tmp_path / "ds", hf_dataset=False))
+
+
+def test_a_sessions_parsed_answers_export_with_their_prompts_and_parse_back(scripted, tmp_path):
+    """The structured_answers kind: each answer the arena read, after the prompt that asked for it,
+    as the JSON the arena would read from a model with no constraints."""
+    from mentalarena.agents.schemas import DecoderInference, Diagnosis, Rating
+    from mentalarena.agents.scripted import RoleScript
+    from mentalarena.graphs.arena import build_arena_graph
+    from mentalarena.graphs.context import Context
+
+    spec, _ = scripted(RoleScript())
+    context = Context(model=spec, inquiry_turns=1, max_redirections=0, treatment_tries=1, medication_tries=1)
+    record = build_arena_graph().compile().invoke({"profile_id": "builtin-01"}, context=context)["record"]
+    path = write(tmp_path, [{"status": "done", "session_id": "s1", **record}])
+    report = export(ExportArgs(records=[path], out=tmp_path / "ds", validation_ratio=0, hf_dataset=False, kinds=("structured_answers",)))
+    items = [json.loads(line)["messages"] for line in (tmp_path / "ds" / "train.jsonl").read_text().splitlines()]
+    assert report.items_written[("train", "structured_answers")] == len(items) == sum(a["parsed"] for a in record["answers"])
+    for messages in items:
+        assert messages[0]["role"] == "system" and messages[-2]["role"] == "user" and messages[-1]["role"] == "assistant"
+    by_task = {schema: [m for m in items if marker in m[-2]["content"]] for schema, marker in (
+        (Diagnosis, "two most likely diagnoses"), (DecoderInference, "inferred"), (Rating, "Score"))}
+    for schema, found in by_task.items():
+        assert found, schema
+        for messages in found:
+            schema.parse_text(messages[-1]["content"])  # the target parses as the arena would read it, unconstrained

@@ -40,7 +40,7 @@ from mentalarena.agents.parsing import is_refusal
 from mentalarena.agents.patient import patient_system_prompt
 from mentalarena.agents.profiles import patient_identity
 
-KINDS = ("diagnosis", "treatment", "medication", "therapist_dialogue", "patient_dialogue")
+KINDS = ("diagnosis", "treatment", "medication", "therapist_dialogue", "patient_dialogue", "structured_answers")
 SPLITS = ("train", "validation")
 # "records": this project's records.jsonl; "mentalarena": the seed's released self-play records;
 # "auto": each file's format told by its first record (see file_format).
@@ -183,6 +183,14 @@ def qa_items(record: dict) -> Iterator[tuple[str, list[dict]]]:
     if record.get("medicine") and not is_refusal(record["medicine"]):
         answer = " ".join(part for part in (record["medicine"], record.get("medicine_explanation", "")) if part)
         yield "medication", [_message("user", prompts.QA_MEDICATION.format(summary=summary)), _message("assistant", answer)]
+
+
+def structured_items(record: dict) -> Iterator[tuple[str, list[dict]]]:
+    """Each parsed machine-read answer with the prompt that asked for it, the answer as JSON (what
+    a model must write for the arena to read it without constraints)."""
+    for answer in record.get("answers", []):
+        if answer.get("parsed") and answer.get("prompt") and answer.get("answer"):
+            yield "structured_answers", [*answer["prompt"], _message("assistant", answer["answer"])]
 
 
 def dialogue(system: str, transcript: list[dict], assistant: str, opening: str | None = None) -> list[dict]:
@@ -336,7 +344,7 @@ def export(args: ExportArgs) -> ExportReport:
             split = split_of[patient]
             patients_of[split].add(patient)
             profiles_of[split].add(record.get("profile_id", record["session_id"]))
-            for kind, messages in (*qa_items(record), *dialogue_items(record)):
+            for kind, messages in (*qa_items(record), *dialogue_items(record), *structured_items(record)):
                 if kind not in args.kinds:
                     continue
                 if is_garbled(messages):
