@@ -37,6 +37,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 
 from mentalarena.agents import prompts
 from mentalarena.agents.embeddings import similarities_to_library
+from mentalarena.agents.llm import answer_or_record, chat_model
 from mentalarena.agents.risk_classifier import load_risk_classifier
 from mentalarena.agents.schemas import RiskVerdict
 
@@ -166,8 +167,6 @@ def screen_turn(text: str, context) -> RiskScreen:
                          context.risk_classifier)
     if not context.risk_guard_model:
         return screen
-    from mentalarena.agents.llm import answer_or_record, chat_model
-
     messages = [SystemMessage(prompts.RISK_GUARD_SYSTEM), HumanMessage(prompts.RISK_GUARD.format(text=text))]
     reply = answer_or_record(chat_model(context, "risk_guard"), messages, RiskVerdict, context.parse_retries + 1)
     if reply.value is None:

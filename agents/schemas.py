@@ -390,7 +390,7 @@ class RiskVerdict(Answer):
     """A guard model's second opinion on whether a message shows risk (agents/safety.py)."""
 
     category: Literal[("none", *RISK_CATEGORIES)] = Field(  # type: ignore[valid-type]
-        description="none, or the risk the message shows: suicidal_ideation, self_harm, harm_to_others, abuse or medical_emergency",
+        description=f"none, or the risk the message shows: {', '.join(RISK_CATEGORIES[:-1])} or {RISK_CATEGORIES[-1]}",
         title="Category")
     reason: str = text_field("one sentence on why", 240, title="Reason")
 

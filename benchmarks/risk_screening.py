@@ -25,10 +25,12 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+
 from mentalarena.agents.risk_classifier import load_risk_classifier
 from mentalarena.agents.safety import SCREENS, screen_risk, screen_risks
 from mentalarena.graphs.run import package_versions
-from mentalarena.training.risk_classifier import corpus_digest, default_corpus, load_corpus, split_by_family
+from mentalarena.training.risk_classifier import corpus_digest, default_corpus, load_corpus, precision_recall, split_by_family
 from mentalarena.training.statistics import proportion
 
 RESULTS = Path(__file__).with_name("results.jsonl")
@@ -43,10 +45,9 @@ def risk_messages() -> list[dict]:
 def scores(texts: list[str], at_risk: list[bool], screen: str, classifier: str = "") -> dict:
     """Precision, recall (Wilson intervals) and F1 of ``screen`` on labelled texts, with its misses."""
     flagged = [s.risk for s in screen_risks(texts, screen, classifier=classifier)]
-    tp = sum(f and r for f, r in zip(flagged, at_risk))
-    precision, recall = proportion(tp, sum(flagged)), proportion(tp, sum(at_risk))
-    p, r = precision["share"] or 0.0, recall["share"] or 0.0
-    return {"n": len(texts), "precision": precision, "recall": recall, "f1": round(2 * p * r / (p + r), 3) if p + r else 0.0,
+    figures = precision_recall(np.array(flagged, dtype=bool), np.array(at_risk, dtype=bool))
+    p, r = figures["precision"]["share"] or 0.0, figures["recall"]["share"] or 0.0
+    return {"n": len(texts), **figures, "f1": round(2 * p * r / (p + r), 3) if p + r else 0.0,
             "false_positives": [t for t, f, r in zip(texts, flagged, at_risk) if f and not r],
             "false_negatives": [t for t, f, r in zip(texts, flagged, at_risk) if r and not f]}
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, fields
 from mentalarena.agents.models import LOCAL_DTYPES, STRUCTURED_OUTPUT, GenerationSettings
 from mentalarena.agents.profiles import CONVERSATIONAL_STYLES, STYLE_ALIASES, canonical_style
 from mentalarena.agents.prompts import CRISIS_RESOURCES
+from mentalarena.agents.safety import EXEMPLAR_MARGIN
 from mentalarena.agents.safety import SCREENS as RISK_SCREENS
 
 
@@ -42,7 +43,7 @@ class Context:
     style: str = field(default="", metadata={"description": "Force a conversational style (plain, upset, verbose, reserved, tangent, pleasing); empty picks one of the profile's."})
     risk_screen: str = field(default="exemplars", metadata={"description": "Risk screening: 'exemplars' (phrases, then similarity to risk and safe exemplars; precision first) or 'classifier' (the trained classifier, its threshold chosen for recall; flags far more ordinary speech). See docs/safety.md."})
     risk_threshold: float | None = field(default=None, metadata={"type": float, "description": "Risk screening: the score at which a turn counts as a risk. Empty: the screen's own (exemplars: similarity 0.6; classifier: the probability chosen on validation data for recall)."})
-    risk_margin: float = field(default=0.05, metadata={"description": "Risk screening, exemplars: how much closer to a risk exemplar than to any safe exemplar a turn must be."})
+    risk_margin: float = field(default=EXEMPLAR_MARGIN, metadata={"description": "Risk screening, exemplars: how much closer to a risk exemplar than to any safe exemplar a turn must be."})
     risk_classifier: str = field(default="", metadata={"description": "Risk screening, classifier: a folder with a retrained classifier (python -m mentalarena.training.risk_classifier); empty means the shipped one."})
     risk_guard_model: str = field(default="", metadata={"description": "Risk screening: a model spec asked for a second opinion on every screened turn (e.g. Llama Guard served by vLLM); it can add a flag, never remove one. Empty: off."})
     crisis_locale: str = field(default="international", metadata={"description": "Crisis resources shown to a person at risk: international, us, uk, ie, au, ca or in."})

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
+from statistics import fmean
 
 from mentalarena.agents.profiles import PatientProfile, patient_identity
 from mentalarena.agents.schemas import vocabulary_name
@@ -78,8 +79,8 @@ def session_values(record: dict, unconstrained: dict | None) -> dict:
     values["diagnosis_either"] = None if expected is None else int(expected in candidates)
     rounds = [rd for rd in record.get("decoder_rounds", []) if rd.get("similarities")]
     if rounds:
-        values["similarity_first_round"] = _mean(rounds[0]["similarities"].values())
-        values["similarity_last_round"] = _mean(rounds[-1]["similarities"].values())
+        values["similarity_first_round"] = fmean(rounds[0]["similarities"].values())
+        values["similarity_last_round"] = fmean(rounds[-1]["similarities"].values())
     values["redirections"] = sum(bool(rd.get("redirected")) for rd in record.get("decoder_rounds", []))
     values["treatment_rating"] = record.get("treatment_score")
     values["medication_rating"] = record.get("medicine_score")
@@ -194,11 +195,6 @@ def plot(report: dict, path: Path) -> None:
 
 def _records(path: Path) -> dict[str, dict]:
     return {record["session_id"]: record for _, record in iter_records([path])} if path.exists() else {}
-
-
-def _mean(values) -> float:
-    values = list(values)
-    return sum(values) / len(values)
 
 
 def _scalar(value):

@@ -27,6 +27,7 @@ from mentalarena.agents.embeddings import BUNDLED, load_embeddings, unit_vectors
 from mentalarena.agents.risk_classifier import NONE, RiskClassifier
 from mentalarena.agents.safety import phrase_hits
 from mentalarena.agents.schemas import RISK_CATEGORIES
+from mentalarena.training.statistics import proportion
 
 CATEGORIES = (*RISK_CATEGORIES, NONE)
 REGULARISATION = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
@@ -103,8 +104,6 @@ def threshold_for_recall(probabilities: np.ndarray, at_risk: np.ndarray, target:
 
 
 def precision_recall(flagged: np.ndarray, at_risk: np.ndarray) -> dict:
-    from mentalarena.training.statistics import proportion
-
     return {"precision": proportion(int((flagged & at_risk).sum()), int(flagged.sum())),
             "recall": proportion(int((flagged & at_risk).sum()), int(at_risk.sum()))}
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
+
 CONFIDENCE = 0.95
 RESAMPLES = 2000
 
@@ -35,7 +37,7 @@ def bootstrap_mean(values: Sequence[float], seed: int = 0) -> dict:
         return {"n": len(values), "mean": round(mean, 3), "ci_low": round(mean, 3), "ci_high": round(mean, 3)}
     from scipy.stats import bootstrap
 
-    interval = bootstrap((values,), _mean, confidence_level=CONFIDENCE, n_resamples=RESAMPLES, method="percentile",
+    interval = bootstrap((values,), np.mean, confidence_level=CONFIDENCE, n_resamples=RESAMPLES, method="percentile",
                          random_state=seed).confidence_interval
     return {"n": len(values), "mean": round(mean, 3), "ci_low": round(float(interval.low), 3), "ci_high": round(float(interval.high), 3)}
 
@@ -51,6 +53,3 @@ def paired_difference(pairs: Sequence[tuple[float | None, float | None]], seed: 
         summary["outside_interval"] = summary["ci_low"] > 0 or summary["ci_high"] < 0
     return summary
 
-
-def _mean(sample, axis=-1):
-    return sample.mean(axis=axis)
