@@ -111,3 +111,10 @@ def test_a_bad_screen_setting_is_refused_before_any_session(setting, option):
     with pytest.raises(RunOptionError) as refused:
         check_run_options(Context(model="scripted", **setting), sessions=1)
     assert refused.value.option == option
+
+
+@pytest.mark.real_model
+def test_the_embedded_model_answers_as_a_guard_in_its_schema():
+    screen = screen_turn(AT_RISK, Context(model="embedded", risk_guard_model="embedded", max_new_tokens=48))
+    assert "error" not in screen.guard and screen.guard["category"] in {"none", *RISK_CATEGORIES}  # constrained to RiskVerdict
+    assert screen.risk  # the screen flagged it; whatever the guard said cannot take that back
