@@ -1,8 +1,9 @@
 """Batch self-play: run sessions through the arena graph into a resumable run folder.
 
-A run folder holds ``manifest.json`` (settings, models, package versions, seed),
+A run folder holds ``manifest.json`` (run id, settings, models, package versions, seed),
 ``records.jsonl`` (one line per ended session, appended atomically) and ``checkpoints.sqlite``
 (the SQLite checkpointer, so an interrupted session continues from its last finished node).
+Sessions run in this process, or as runs on a LangGraph server (:mod:`mentalarena.graphs.remote`).
 Resuming a run re-runs its failed sessions (unless told not to); a retried session's new line
 replaces its failed one when the run settles its records file.
 """
@@ -19,7 +20,9 @@ import platform
 import re
 import sys
 import time
+import uuid
 from collections import Counter
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -33,6 +36,7 @@ from mentalarena.agents.models import ModelSpecError, check_model_spec, describe
 from mentalarena.agents.profiles import PatientProfile
 from mentalarena.graphs.arena import build_arena_graph
 from mentalarena.graphs.context import Context
+from mentalarena.graphs.remote import Play, server_player
 
 RECORDS = "records.jsonl"
 MANIFEST = "manifest.json"
@@ -156,16 +160,19 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def write_manifest(folder: Path, context: Context, profiles_source: str, sessions: int, checkpoint_url: str = "") -> None:
+def write_manifest(folder: Path, context: Context, profiles_source: str, sessions: int, identity: str, checkpoint_url: str = "",
+                   server_url: str = "", assistant: str = "arena") -> None:
     settings = context.as_dict()
     settings["base_url"] = redact_url(settings["base_url"])
     manifest = {
+        "run_id": identity,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "settings": settings,
         "models": {role: describe_model(context.model_for(role)) for role in ("patient", "therapist", "decoder")},
         "profiles": profiles_source,
         "sessions": sessions,
-        "checkpoints": redact_url(checkpoint_url) if checkpoint_url else f"sqlite:{CHECKPOINTS}",
+        "checkpoints": redact_url(checkpoint_url or server_url) if checkpoint_url or server_url else f"sqlite:{CHECKPOINTS}",
+        **({"server": {"url": redact_url(server_url), "assistant": assistant}} if server_url else {}),
         "seed": context.seed,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
@@ -174,6 +181,12 @@ def write_manifest(folder: Path, context: Context, profiles_source: str, session
     staging = folder / f"{MANIFEST}.tmp"
     staging.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     os.replace(staging, folder / MANIFEST)
+
+
+def run_id(folder: Path) -> str:
+    """The run folder's id, from its manifest: a folder made before ids existed gets one from its creation time."""
+    manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    return manifest.get("run_id") or str(uuid.uuid5(uuid.NAMESPACE_URL, f"mentalarena-run:{manifest['created']}"))
 
 
 def settle_records(records_path: Path) -> dict[str, str]:
@@ -242,10 +255,20 @@ async def run_session(compiled, session_id: str, profile: PatientProfile, contex
     """Run or continue one session from its last checkpoint; returns its record."""
     config = {"configurable": {"thread_id": session_id}}
     snapshot = await compiled.aget_state(config)
-    if snapshot.values and not snapshot.next:
+    if snapshot.values.get("record"):
         return snapshot.values["record"]  # finished before a crash kept it from the records file
-    start = None if snapshot.next else {"profile": profile.to_patient_psi(), "session_id": session_id}
+    # Pending tasks, not `next`, tell an unfinished session: a task whose writes were saved just
+    # before a crash is no longer in `next`, though its step's checkpoint never came.
+    start = None if snapshot.tasks else {"profile": profile.to_patient_psi(), "session_id": session_id}
     return (await compiled.ainvoke(start, config, context=context))["record"]
+
+
+@contextlib.asynccontextmanager
+async def local_player(folder: Path, context: Context, checkpoint_url: str = "") -> AsyncIterator[Play]:
+    """A coroutine that plays one session in this process (checkpointed) and returns its record."""
+    async with open_checkpointer(folder, checkpoint_url) as saver:
+        compiled = build_arena_graph().compile(checkpointer=saver, name="arena")
+        yield lambda session_id, profile: run_session(compiled, session_id, profile, context)
 
 
 async def arun_sessions(
@@ -258,20 +281,24 @@ async def arun_sessions(
     concurrency: int = 1,
     checkpoint_url: str = "",
     retry_failed: bool = True,
+    server_url: str = "",
+    assistant: str = "arena",
 ) -> RunSummary:
     """Run the planned sessions that have no record yet, and those that failed unless
     ``retry_failed`` is false, ``concurrency`` at a time.
 
-    Checkpoints go to SQLite in the run folder, or to the Postgres database ``checkpoint_url``
-    names (``postgresql://...``; needs the ``postgres`` extra), which many workers can share. A
-    retried session continues from its last checkpoint.
+    Sessions run in this process, checkpointed to SQLite in the run folder or to the Postgres
+    database ``checkpoint_url`` names (``postgresql://...``; needs the ``postgres`` extra). With
+    ``server_url`` they run instead as runs of ``assistant`` on that LangGraph server
+    (:mod:`mentalarena.graphs.remote`), which keeps their checkpoints. Either way a retried
+    session continues from its last checkpoint, and records land in this folder.
     """
-    check_run_options(context, sessions, concurrency, checkpoint_url)
+    check_run_options(context, sessions, concurrency, checkpoint_url, server_url)
     folder.mkdir(parents=True, exist_ok=True)
     records_path = folder / RECORDS
     statuses = settle_records(records_path)
-    if not (folder / MANIFEST).exists():
-        write_manifest(folder, context, profiles_source, sessions, checkpoint_url)
+    new_run = not (folder / MANIFEST).exists()
+    identity = str(uuid.uuid4()) if new_run else run_id(folder)
     summary = RunSummary(folder=folder)
     plan = []
     for session_id, profile in session_plan(profiles, sessions):
@@ -290,32 +317,37 @@ async def arun_sessions(
     # thread per concurrent session, so that many model calls can wait on one batch at once.
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=concurrency + 4, thread_name_prefix="arena"))
     slots = asyncio.Semaphore(concurrency)
-    bar = tqdm(total=len(plan), desc="self-play sessions", unit="session", disable=not progress)
     started = time.monotonic()
+    if server_url:
+        player = server_player(server_url, assistant, context, identity)
+    else:
+        player = local_player(folder, context, checkpoint_url)
+    async with player as play:  # a server that cannot take the run fails here, before anything is written
+        if new_run:
+            write_manifest(folder, context, profiles_source, sessions, identity, checkpoint_url, server_url, assistant)
+        bar = tqdm(total=len(plan), desc="self-play sessions", unit="session", disable=not progress)
 
-    async def one(compiled, session_id: str, profile: PatientProfile) -> None:
-        async with slots:
-            try:
-                record = await run_session(compiled, session_id, profile, context)
-            except Exception as exc:  # one broken session must not end the run
-                error = redact_urls_in(f"{type(exc).__name__}: {exc}")  # a client's message may quote the URL it called
-                append_record(records_path, {"session_id": session_id, "profile_id": profile.id, "status": "failed", "error": error})
-                summary.failed += 1
-            else:
-                append_record(records_path, {"status": "done", **record})
-                summary.add(record)
-            bar.update()
+        async def one(session_id: str, profile: PatientProfile) -> None:
+            async with slots:
+                try:
+                    record = await play(session_id, profile)
+                except Exception as exc:  # one broken session must not end the run
+                    error = redact_urls_in(f"{type(exc).__name__}: {exc}")  # a client's message may quote the URL it called
+                    append_record(records_path, {"session_id": session_id, "profile_id": profile.id, "status": "failed", "error": error})
+                    summary.failed += 1
+                else:
+                    append_record(records_path, {"status": "done", **record})
+                    summary.add(record)
+                bar.update()
 
-    async with open_checkpointer(folder, checkpoint_url) as saver:
-        compiled = build_arena_graph().compile(checkpointer=saver, name="arena")
-        await asyncio.gather(*(one(compiled, sid, profile) for sid, profile in plan))
-    bar.close()
+        await asyncio.gather(*(one(sid, profile) for sid, profile in plan))
+        bar.close()
     settle_records(records_path)  # retried sessions: their new lines replace the failed ones
     summary.seconds = time.monotonic() - started
     return summary
 
 
-def check_run_options(context: Context, sessions: int, concurrency: int = 1, checkpoint_url: str = "") -> None:
+def check_run_options(context: Context, sessions: int, concurrency: int = 1, checkpoint_url: str = "", server_url: str = "") -> None:
     """Everything about a run that can be checked without a model call, so a bad setting fails
     before the first session and before anything is written. Raises :class:`RunOptionError`."""
     for name, value in (("sessions", sessions), ("concurrency", concurrency)):
@@ -339,6 +371,14 @@ def check_run_options(context: Context, sessions: int, concurrency: int = 1, che
         raise RunOptionError("checkpoint_url", f"{redact_url(checkpoint_url)!r} is not a postgresql:// URL")
     if checkpoint_url and importlib.util.find_spec("langgraph.checkpoint.postgres") is None:
         raise RunOptionError("checkpoint_url", "Postgres needs pip install 'mentalarena[postgres]'")
+    if server_url and not server_url.startswith(("http://", "https://")):
+        raise RunOptionError("server", f"{redact_url(server_url)!r} is not an http:// or https:// URL")
+    if server_url and checkpoint_url:
+        raise RunOptionError("checkpoint_url", "a LangGraph server keeps its own checkpoints; drop --checkpoint-url with --server")
+    if server_url and context.human_role:
+        raise RunOptionError("human_role", "a batch on a server has nobody to take the human turns; use Studio or the chat graphs")
+    if server_url and context.review_feedback:
+        raise RunOptionError("review_feedback", "a batch on a server has nobody to review the decoder's feedback; use Studio")
 
 
 def run_sessions(*args, **kwargs) -> RunSummary:

@@ -3,6 +3,7 @@
 import json
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -109,3 +110,22 @@ def test_injected_faults_end_every_session_with_reasons(scripted, tmp_path):
             assert all(f["reason"] for f in record["failures"])
     # Timeouts are retried with backoff: some sessions hit one and still finished.
     assert summary.done > 0
+
+
+def test_a_crash_after_a_nodes_writes_but_before_its_checkpoint_resumes_where_it_stopped(tmp_path):
+    """SIGKILL can land between the two saves of a step: the node's writes are on disk, the next
+    checkpoint is not. That thread's last checkpoint has no `next` left but is not finished."""
+    context = Context(model="scripted", inquiry_turns=2, treatment_tries=1, medication_tries=1)
+    run_sessions(builtin_profiles()[:1], context, tmp_path, sessions=1, progress=False)
+    [whole] = [json.loads(line) for line in record_lines(tmp_path)]
+    with sqlite3.connect(tmp_path / "checkpoints.sqlite") as db:
+        # Keep the checkpoints up to the one before the third node (steps -1, 0, 1) and every saved write.
+        steps = db.execute("SELECT checkpoint_id FROM checkpoints ORDER BY checkpoint_id").fetchall()
+        db.execute("DELETE FROM checkpoints WHERE checkpoint_id > ?", (steps[2][0],))
+    (tmp_path / "records.jsonl").unlink()
+
+    summary = run_sessions(builtin_profiles()[:1], context, tmp_path, sessions=1, progress=False)
+
+    assert summary.done == 1 and summary.failed == 0
+    [resumed] = [json.loads(line) for line in record_lines(tmp_path)]
+    assert resumed["transcript"] == whole["transcript"] and resumed["illness"] == whole["illness"]
