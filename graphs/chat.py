@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import operator
 from dataclasses import asdict
-from typing import Annotated, TypedDict
+from typing import Annotated
 
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.runtime import Runtime
+
+# Pydantic (Studio's input forms) needs this one before Python 3.12.
+from typing_extensions import TypedDict
 
 from mentalarena.agents import prompts
 from mentalarena.agents.decoder import score_inference

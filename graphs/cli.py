@@ -63,12 +63,12 @@ def build_context(args: argparse.Namespace) -> Context:
     return Context(**values)
 
 
-def check_options(context: Context, sessions: int, concurrency: int, checkpoint_url: str = "") -> bool:
+def check_options(context: Context, sessions: int, concurrency: int, checkpoint_url: str = "", server_url: str = "") -> bool:
     """The run's settings, checked before any work; a bad one is printed under its option's name."""
     from mentalarena.graphs.run import RunOptionError, check_run_options
 
     try:
-        check_run_options(context, sessions, concurrency, checkpoint_url)
+        check_run_options(context, sessions, concurrency, checkpoint_url, server_url)
     except RunOptionError as exc:
         print(f"error: --{exc.option.replace('_', '-')}: {exc.reason}", file=sys.stderr)
         return False
@@ -76,11 +76,12 @@ def check_options(context: Context, sessions: int, concurrency: int, checkpoint_
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from mentalarena.graphs.remote import ServerError
     from mentalarena.graphs.run import RECORDS, RunFolderError, run_sessions
 
     context = build_context(args)
     profiles = load_profile_source(args.profiles)
-    if not check_options(context, args.sessions, args.concurrency, args.checkpoint_url):
+    if not check_options(context, args.sessions, args.concurrency, args.checkpoint_url, args.server):
         return 2
     folder = Path(args.out) if args.out else Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
     if (folder / RECORDS).exists() and not args.resume:
@@ -88,8 +89,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     try:
         summary = run_sessions(profiles, context, folder, args.sessions, profiles_source=args.profiles, progress=not args.quiet,
-                               concurrency=args.concurrency, checkpoint_url=args.checkpoint_url, retry_failed=args.retry_failed)
-    except RunFolderError as exc:
+                               concurrency=args.concurrency, checkpoint_url=args.checkpoint_url, retry_failed=args.retry_failed,
+                               server_url=args.server, assistant=args.assistant)
+    except (RunFolderError, ServerError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for line in summary.lines():
@@ -170,6 +172,9 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--concurrency", type=whole_number_at_least_one, default=1, help="sessions run at once; local models generate their requests as one batch")
     run.add_argument("--checkpoint-url", default=os.environ.get("MENTALARENA_CHECKPOINT_URL", ""),
                      help="postgresql://... to keep checkpoints in Postgres (shared by many workers); default SQLite in the run folder")
+    run.add_argument("--server", default="", metavar="URL",
+                     help="run each session as a run on this LangGraph server (langgraph dev / up, a deployment); records still come here")
+    run.add_argument("--assistant", default="arena", help="with --server: the assistant or graph id that plays a session (default arena)")
     run.add_argument("--model", default="embedded", help="model spec for every role (see --patient-model etc.)")
     run.add_argument("--budget", choices=("small", "full"), default=None, help="small budgets (default for the embedded model) or the Context defaults")
     run.add_argument("--quiet", action="store_true", help="no progress bar")

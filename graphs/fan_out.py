@@ -7,11 +7,12 @@ state. Pass your own checkpointer to ``compile``; the subgraph shares it.
 from __future__ import annotations
 
 import operator
-from typing import Annotated, TypedDict
+from typing import Annotated
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Send
+from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
 from mentalarena.graphs.arena import build_arena_graph
 from mentalarena.graphs.context import Context

@@ -6,7 +6,10 @@ Values are plain dicts and lists so that checkpoints, Studio and JSONL exports c
 from __future__ import annotations
 
 import operator
-from typing import Annotated, Literal, NotRequired, TypedDict
+from typing import Annotated, Literal, NotRequired
+
+# Pydantic (Studio's input and output schemas) needs this one before Python 3.12.
+from typing_extensions import TypedDict
 
 
 class Turn(TypedDict):

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -15,7 +17,9 @@ from mentalarena.agents.profiles import find_profile
 from mentalarena.agents.schemas import DecoderInference
 from mentalarena.agents.scripted import UNRELATED_INFERENCE, ScriptedChatModel
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+LANGGRAPH = Path(sys.executable).with_name("langgraph")
 
 WRONG_INFERENCE = UNRELATED_INFERENCE
 
@@ -40,6 +44,30 @@ def wait_until_up(url: str, process: subprocess.Popen, log_path, seconds: float 
         time.sleep(0.5)
     process.kill()
     pytest.fail(f"server at {url} did not come up: {open(log_path).read()[-2000:]}")
+
+
+@pytest.fixture(scope="session")
+def langgraph_dev(tmp_path_factory):
+    """The project's langgraph.json served by the real `langgraph dev` (in-memory), offline; yields its URL."""
+    if not LANGGRAPH.exists():
+        pytest.skip("langgraph-cli is not installed (pip install -e '.[test]')")
+    port = free_port()
+    env = {**os.environ, "LANGGRAPH_CLI_NO_ANALYTICS": "1", "LANGSMITH_TRACING": "false", "LANGCHAIN_TRACING_V2": "false"}
+    log = open(tmp_path_factory.mktemp("server") / "server.log", "w")
+    process = subprocess.Popen(
+        [str(LANGGRAPH), "dev", "--no-browser", "--no-reload", "--host", "127.0.0.1", "--port", str(port),
+         "--n-jobs-per-worker", "4", "--config", str(ROOT / "langgraph.json")],
+        cwd=tmp_path_factory.mktemp("cwd"), env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_until_up(f"{url}/ok", process, log.name)
+    yield url
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()
 
 
 def shared_file(relative: str) -> Path:

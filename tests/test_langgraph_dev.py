@@ -1,40 +1,14 @@
 """The served graphs under the real `langgraph dev` server, driven with langgraph_sdk."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 from langgraph_sdk import get_sync_client
 
-from conftest import free_port, wait_until_up
-
-ROOT = Path(__file__).resolve().parents[1]
-LANGGRAPH = Path(sys.executable).with_name("langgraph")
 SESSION = {"model": "scripted", "inquiry_turns": 1, "max_redirections": 1, "treatment_tries": 1, "medication_tries": 1}
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    if not LANGGRAPH.exists():
-        pytest.skip("langgraph-cli is not installed (pip install -e '.[test]')")
-    port = free_port()
-    env = {**os.environ, "LANGGRAPH_CLI_NO_ANALYTICS": "1", "LANGSMITH_TRACING": "false", "LANGCHAIN_TRACING_V2": "false"}
-    log = open(tmp_path_factory.mktemp("server") / "server.log", "w")
-    process = subprocess.Popen(
-        [str(LANGGRAPH), "dev", "--no-browser", "--no-reload", "--host", "127.0.0.1", "--port", str(port), "--config", str(ROOT / "langgraph.json")],
-        cwd=tmp_path_factory.mktemp("cwd"), env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_until_up(f"{url}/ok", process, log.name)
-    yield get_sync_client(url=url)
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+def server(langgraph_dev):
+    return get_sync_client(url=langgraph_dev)
 
 
 def test_lists_the_served_graphs(server):
