@@ -12,10 +12,12 @@ from langgraph.config import get_stream_writer
 from langgraph.runtime import Runtime
 
 from mentalarena.agents import prompts
+from mentalarena.agents.context import Context
 from mentalarena.agents.embeddings import load_embeddings, pairwise_similarities
 from mentalarena.agents.llm import answer, answer_log
 from mentalarena.agents.parsing import ParseError
 from mentalarena.agents.schemas import DecoderInference
+from mentalarena.agents.state import ArenaState
 from mentalarena.agents.therapist import therapist_messages
 
 
@@ -27,7 +29,7 @@ def write_feedback(similarities: dict[str, float], deviations: list[str], thresh
     )
 
 
-def score_inference(inferred: dict[str, str], encoded: dict[str, str], context, round_number: int, may_redirect: bool) -> dict:
+def score_inference(inferred: dict[str, str], encoded: dict[str, str], context: Context, round_number: int, may_redirect: bool) -> dict:
     """One decoder round: each encoded field against the inferred one, deviations and feedback."""
     keys = list(encoded)  # a field the profile leaves empty is not compared
     scores = pairwise_similarities(load_embeddings(context.embedding_model), [inferred.get(k, "") for k in keys], [encoded[k] for k in keys])
@@ -45,7 +47,7 @@ def score_inference(inferred: dict[str, str], encoded: dict[str, str], context, 
     return round_record
 
 
-def symptom_decoder(state: dict, runtime: Runtime) -> dict:
+def symptom_decoder(state: ArenaState, runtime: Runtime[Context]) -> dict:
     context = runtime.context
     reply = answer(context, "therapist", therapist_messages(state, prompts.DECODER_INFERENCE), DecoderInference,
                    {"kind": "inference", "instruction": prompts.DECODER_INFERENCE})

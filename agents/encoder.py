@@ -17,10 +17,12 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 
 from mentalarena.agents import prompts
+from mentalarena.agents.context import Context
 from mentalarena.agents.embeddings import similarities_to_library
 from mentalarena.agents.llm import answer_log, answer_or_record, chat_model
 from mentalarena.agents.profiles import CONVERSATIONAL_STYLES, PatientProfile, ProfileError, find_profile
 from mentalarena.agents.schemas import PrincipleChoice
+from mentalarena.agents.state import ArenaState
 
 
 @functools.lru_cache(maxsize=1)
@@ -29,7 +31,7 @@ def principle_groups() -> tuple[dict, ...]:
     return tuple(json.loads(resource.read_text(encoding="utf-8")))
 
 
-def resolve_profile(state: dict) -> PatientProfile:
+def resolve_profile(state: ArenaState) -> PatientProfile:
     if state.get("profile"):
         from mentalarena.agents.profiles import parse_profiles
 
@@ -39,7 +41,7 @@ def resolve_profile(state: dict) -> PatientProfile:
     raise ProfileError("input: give 'profile' (a CCD in Patient-Psi format) or 'profile_id' (a built-in id)")
 
 
-def choose_style(profile: PatientProfile, context, session_key: str) -> str:
+def choose_style(profile: PatientProfile, context: Context, session_key: str) -> str:
     if context.style:
         if context.style not in CONVERSATIONAL_STYLES:
             raise ValueError(f"Context.style: {context.style!r} is not one of {', '.join(CONVERSATIONAL_STYLES)}")
@@ -69,7 +71,7 @@ def encoded_fields(profile: PatientProfile, principles: list[str]) -> dict[str, 
     return {key: value for key, value in encoded.items() if value.strip()}
 
 
-def symptom_encoder(state: dict, runtime: Runtime) -> dict:
+def symptom_encoder(state: ArenaState, runtime: Runtime[Context]) -> dict:
     context = runtime.context
     profile = resolve_profile(state)
     session_id = state.get("session_id") or profile.id

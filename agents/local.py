@@ -46,8 +46,13 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
-from mentalarena.agents.models import (GenerationSettings, cpu_computes_bfloat16, load_local_model, model_loading_lock,
-                                       resolve_local_dtype)
+from mentalarena.agents.models import (
+    GenerationSettings,
+    cpu_computes_bfloat16,
+    load_local_model,
+    model_loading_lock,
+    resolve_local_dtype,
+)
 
 ROLES = {"system": "system", "human": "user", "ai": "assistant"}
 REPETITION_PENALTY = 1.15  # small local models loop on their own phrases without it

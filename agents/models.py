@@ -174,7 +174,6 @@ def load_local_model(path: str, dtype: str = "float32") -> tuple[Any, Any]:
 @functools.lru_cache(maxsize=4)
 def _load_local_model(path: str, dtype: str) -> tuple[Any, Any]:
     import torch
-
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = Path(path)

@@ -6,14 +6,16 @@ from langgraph.config import get_stream_writer
 from langgraph.runtime import Runtime
 
 from mentalarena.agents import prompts
+from mentalarena.agents.context import Context
 from mentalarena.agents.llm import answer, answer_log, role_messages, speak
 from mentalarena.agents.parsing import ParseError, require_text
 from mentalarena.agents.profiles import PatientProfile
-from mentalarena.agents.schemas import DiagnosisReview, Rating
 from mentalarena.agents.safety import screen_turn
+from mentalarena.agents.schemas import DiagnosisReview, Rating
+from mentalarena.agents.state import ArenaState
 
 
-def patient_system_prompt(state: dict) -> str:
+def patient_system_prompt(state: ArenaState) -> str:
     profile = PatientProfile.model_validate(state["patient"])
     return prompts.PATIENT_SYSTEM.format(
         name=profile.name,
@@ -31,16 +33,16 @@ def patient_system_prompt(state: dict) -> str:
     )
 
 
-def dialogue(state: dict) -> list[dict]:
+def dialogue(state: ArenaState) -> list[dict]:
     """The question-and-answer part of the transcript, which both roles keep in view."""
     return [turn for turn in state.get("transcript", []) if turn["phase"] in ("inquiry", "followup")]
 
 
-def patient_messages(state: dict, task: str | None = None):
+def patient_messages(state: ArenaState, task: str | None = None):
     return role_messages(patient_system_prompt(state), dialogue(state), me="patient", opening=prompts.PATIENT_OPENING, task=task)
 
 
-def patient(state: dict, runtime: Runtime) -> dict:
+def patient(state: ArenaState, runtime: Runtime[Context]) -> dict:
     """Open the session, or answer the therapist's last question."""
     turns = dialogue(state)
     request = {"kind": "turn", "therapist_said": turns[-1]["text"] if turns else "", "instruction": "" if turns else prompts.PATIENT_OPENING}
@@ -59,7 +61,7 @@ def patient(state: dict, runtime: Runtime) -> dict:
     return update
 
 
-def patient_diagnosis_review(state: dict, runtime: Runtime) -> dict:
+def patient_diagnosis_review(state: ArenaState, runtime: Runtime[Context]) -> dict:
     """The patient weighs the two candidate diagnoses against its own experience and picks one."""
     candidates = state.get("diagnosis_candidates", [])
     if len(candidates) < 2:
@@ -77,7 +79,7 @@ def patient_diagnosis_review(state: dict, runtime: Runtime) -> dict:
     }
 
 
-def rate_proposal(state: dict, runtime: Runtime, kind: str) -> dict:
+def rate_proposal(state: ArenaState, runtime: Runtime[Context], kind: str) -> dict:
     """The patient imagines the last proposed treatment or medication and rates its state 1-10."""
     proposal = state["proposal"]
     task = prompts.PATIENT_RATING.format(kind=kind, proposal=proposal["proposal"], explanation=proposal["explanation"])

@@ -6,8 +6,17 @@ field. Backends with structured output are held to the schema itself; the others
 lines, which the tolerant parser reads.
 """
 
-from mentalarena.agents.schemas import (DecoderInference, Diagnosis, DiagnosisReview, MedicationProposal, PrincipleChoice, Rating,
-                                        RiskVerdict, TreatmentProposal, diagnosis_vocabulary)
+from mentalarena.agents.schemas import (
+                                        DecoderInference,
+                                        Diagnosis,
+                                        DiagnosisReview,
+                                        MedicationProposal,
+                                        PrincipleChoice,
+                                        Rating,
+                                        RiskVerdict,
+                                        TreatmentProposal,
+                                        diagnosis_vocabulary,
+)
 
 ANSWER_FIELDS = "Answer with these fields, one line each:\n"
 

@@ -32,7 +32,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-
 from langchain_core.messages import HumanMessage, SystemMessage
 
 from mentalarena.agents import prompts

@@ -22,7 +22,13 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
-from mentalarena.agents.parsing import ParseError, parse_choice, parse_labelled_fields, parse_numbered_items, parse_score
+from mentalarena.agents.parsing import (
+    ParseError,
+    parse_choice,
+    parse_labelled_fields,
+    parse_numbered_items,
+    parse_score,
+)
 
 
 class Answer(BaseModel):

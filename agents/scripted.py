@@ -23,8 +23,16 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import Field
 
 from mentalarena.agents import prompts
-from mentalarena.agents.schemas import (Answer, DecoderInference, Diagnosis, DiagnosisReview, MedicationProposal, PrincipleChoice, Rating,
-                                        TreatmentProposal)
+from mentalarena.agents.schemas import (
+    Answer,
+    DecoderInference,
+    Diagnosis,
+    DiagnosisReview,
+    MedicationProposal,
+    PrincipleChoice,
+    Rating,
+    TreatmentProposal,
+)
 
 UNRELATED_INFERENCE = DecoderInference(**{key: "The patient enjoys gardening on sunny days." for key in DecoderInference.model_fields})
 

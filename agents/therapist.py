@@ -6,13 +6,15 @@ from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
 from mentalarena.agents import prompts
+from mentalarena.agents.context import Context
 from mentalarena.agents.llm import answer, answer_log, role_messages, speak
 from mentalarena.agents.parsing import ParseError, require_text
 from mentalarena.agents.patient import dialogue
 from mentalarena.agents.schemas import PROPOSALS, Diagnosis
+from mentalarena.agents.state import ArenaState
 
 
-def next_question_task(state: dict) -> str:
+def next_question_task(state: ArenaState) -> str:
     """What the next question should be about, and the decoder's feedback when it redirected."""
     focus = prompts.INQUIRY_FOCI[state.get("questions_asked", 0) % len(prompts.INQUIRY_FOCI)]
     task = prompts.THERAPIST_NEXT_QUESTION.format(focus=focus)
@@ -21,11 +23,11 @@ def next_question_task(state: dict) -> str:
     return task
 
 
-def therapist_messages(state: dict, task: str | None = None):
+def therapist_messages(state: ArenaState, task: str | None = None):
     return role_messages(prompts.THERAPIST_SYSTEM, dialogue(state), me="therapist", task=task)
 
 
-def therapist(state: dict, runtime: Runtime) -> dict:
+def therapist(state: ArenaState, runtime: Runtime[Context]) -> dict:
     """Ask the next question; after a decoder redirection, the question acts on its feedback."""
     context = runtime.context
     redirected = bool(state.get("feedback"))
@@ -50,7 +52,7 @@ def therapist(state: dict, runtime: Runtime) -> dict:
     }
 
 
-def diagnosis(state: dict, runtime: Runtime) -> dict:
+def diagnosis(state: ArenaState, runtime: Runtime[Context]) -> dict:
     """A symptom summary and two candidate diagnoses from the vocabulary, most likely first.
 
     An answer that never parses leaves no summary and no candidates (the failure is recorded):
@@ -68,7 +70,7 @@ def diagnosis(state: dict, runtime: Runtime) -> dict:
     }
 
 
-def propose(state: dict, runtime: Runtime, kind: str) -> dict:
+def propose(state: ArenaState, runtime: Runtime[Context], kind: str) -> dict:
     """Propose a treatment or medication, different from those already tried."""
     context = runtime.context
     schema = PROPOSALS[kind]

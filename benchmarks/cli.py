@@ -64,7 +64,15 @@ def cmd_judge(args: argparse.Namespace) -> int:
 def cmd_arena(args: argparse.Namespace) -> int:
     from mentalarena.agents.profiles import load_profile_source
     from mentalarena.graphs.cli import build_context, check_options
-    from mentalarena.training.heldout import METRICS, HeldoutError, compare, play_heldout, split_patients, verdict, write_reports
+    from mentalarena.training.heldout import (
+        METRICS,
+        HeldoutError,
+        compare,
+        play_heldout,
+        split_patients,
+        verdict,
+        write_reports,
+    )
 
     args.model = args.models[0]
     context = build_context(args)
@@ -109,7 +117,7 @@ def common_options(parser: argparse.ArgumentParser, max_new_tokens: int) -> None
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def add_eval_command(commands) -> None:
+def make_parser(commands: argparse._SubParsersAction) -> None:
     """Register the `eval` subcommand on the top-level parser's subcommands."""
     evaluate = commands.add_parser("eval", help="evaluate models: multiple-choice QA, IMHI, counselling judges",
                                    description="Evaluate one or more models; each run writes <kind>.json, <kind>.md, <kind>_items.jsonl and PNG charts to --out.")

@@ -17,14 +17,20 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from langchain_core.messages import HumanMessage, SystemMessage
 
 from mentalarena.agents.models import (
-    EMBEDDED_SPECS, GenerationSettings, ModelSpecError, describe_model, embedded_model_dir,
-    load_chat_model, load_local_model,
+    EMBEDDED_SPECS,
+    GenerationSettings,
+    ModelSpecError,
+    describe_model,
+    embedded_model_dir,
+    load_chat_model,
+    load_local_model,
 )
 from mentalarena.benchmarks import prompts
 from mentalarena.training.statistics import wilson_interval
@@ -396,3 +402,13 @@ def evaluate_qa(args: QAArgs) -> tuple[dict, list[dict]]:
             rows += prediction_rows(spec, predictions)
         results["models"][spec] = {"name": describe_model(spec), "tasks": per_task}
     return results, rows
+
+
+def mcq_evaluator(tasks: list[str], limit: int | None) -> Callable[[str], dict[str, float]]:
+    """What scores one model on ``tasks`` by log-likelihood: ``{"qa_<task>": accuracy}`` (the loop's forgetting guard)."""
+
+    def evaluate(model: str) -> dict[str, float]:
+        results, _ = evaluate_qa(QAArgs(models=[model], tasks=tasks, scorer="loglik", limit=limit, progress=False))
+        return {f"qa_{task}": round(scores["accuracy"], 4) for task, scores in results["models"][model]["tasks"].items()}
+
+    return evaluate

@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from mentalarena.agents.profiles import builtin_profiles
-from mentalarena.graphs.context import Context
+from mentalarena.agents.context import Context
 from mentalarena.graphs.run import package_versions, redact_url, run_sessions
 
 RESULTS = Path(__file__).with_name("results.jsonl")

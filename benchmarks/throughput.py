@@ -34,7 +34,7 @@ from mentalarena.agents.local import local_generator
 from mentalarena.agents.models import embedded_model_dir
 from mentalarena.agents.profiles import builtin_profiles
 from mentalarena.graphs.arena import build_arena_graph
-from mentalarena.graphs.context import Context
+from mentalarena.agents.context import Context
 from mentalarena.graphs.run import RECORDS, package_versions, run_sessions
 
 RESULTS = Path(__file__).with_name("results.jsonl")

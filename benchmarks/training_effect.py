@@ -23,11 +23,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from mentalarena.agents.models import describe_model
-from mentalarena.graphs.cli import main as cli
+from mentalarena.benchmarks.qa import mcq_evaluator
 from mentalarena.graphs.run import package_versions
+from mentalarena.training import cli as training_cli
 from mentalarena.training.heldout import markdown
 
 RESULTS = Path(__file__).with_name("results.jsonl")
+
+
+def iterate_command(command: list[str]) -> int:
+    """`mentalarena iterate <command>`, composed here as the command line composes it."""
+    parser = argparse.ArgumentParser(prog="mentalarena")
+    training_cli.make_parser(parser.add_subparsers(dest="command", required=True), mcq_evaluator=mcq_evaluator)
+    args = parser.parse_args(["iterate", *command])
+    return args.func(args)
 
 
 def results_line(report: dict, command: list[str], seconds: float) -> dict:
@@ -57,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --out: give the loop a folder, so that a run this long can resume", file=sys.stderr)
         return 2
     started = time.perf_counter()
-    status = cli(["iterate", *command])
+    status = iterate_command(command)
     if status:
         return status
     report = json.loads((Path(command[command.index("--out") + 1]) / "report.json").read_text(encoding="utf-8"))

@@ -30,7 +30,7 @@ from mentalarena.agents.models import describe_model
 from mentalarena.agents.profiles import builtin_profiles
 from mentalarena.agents.schemas import diagnosis_vocabulary, vocabulary_name
 from mentalarena.graphs.cli import SMALL_BUDGET
-from mentalarena.graphs.context import Context
+from mentalarena.agents.context import Context
 from mentalarena.graphs.run import RECORDS, package_versions, run_sessions
 from mentalarena.training.statistics import proportion
 

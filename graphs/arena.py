@@ -17,13 +17,13 @@ import functools
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
+from mentalarena.agents.context import Context
 from mentalarena.agents.decoder import symptom_decoder
 from mentalarena.agents.encoder import symptom_encoder
 from mentalarena.agents.patient import patient, patient_diagnosis_review, rate_proposal
+from mentalarena.agents.state import ArenaInput, ArenaOutput, ArenaState
 from mentalarena.agents.therapist import diagnosis, propose, therapist
-from mentalarena.graphs.context import Context
 from mentalarena.graphs.record import best_trial, build_record
-from mentalarena.graphs.state import ArenaInput, ArenaOutput, ArenaState
 
 
 def after_patient(state: ArenaState, runtime: Runtime[Context]) -> str:

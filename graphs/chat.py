@@ -21,6 +21,7 @@ from langgraph.runtime import Runtime
 from typing_extensions import TypedDict
 
 from mentalarena.agents import prompts
+from mentalarena.agents.context import Context
 from mentalarena.agents.decoder import score_inference
 from mentalarena.agents.encoder import symptom_encoder
 from mentalarena.agents.llm import ask, ask_or_record, chat_model
@@ -28,8 +29,7 @@ from mentalarena.agents.parsing import ParseError, require_text
 from mentalarena.agents.patient import patient_messages
 from mentalarena.agents.safety import check_therapist_turns, screen_turn
 from mentalarena.agents.schemas import DecoderInference
-from mentalarena.graphs.context import Context
-from mentalarena.graphs.state import ArenaState
+from mentalarena.agents.state import ArenaState
 
 
 class ChatInput(TypedDict, total=False):
@@ -52,7 +52,7 @@ class PatientChatOutput(TypedDict, total=False):
     decoder_rounds: list[dict]
 
 
-def _last_text(state: dict) -> str:
+def _last_text(state: PatientChatState | TherapistChatState) -> str:
     return state["messages"][-1].content if state.get("messages") else ""
 
 

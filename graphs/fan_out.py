@@ -14,8 +14,8 @@ from langgraph.runtime import Runtime
 from langgraph.types import Send
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
+from mentalarena.agents.context import Context
 from mentalarena.graphs.arena import build_arena_graph
-from mentalarena.graphs.context import Context
 
 
 class CohortState(TypedDict, total=False):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from langgraph.runtime import Runtime
 
+from mentalarena.agents.context import Context
 from mentalarena.agents.models import describe_model
 from mentalarena.agents.safety import check_therapist_turns
+from mentalarena.agents.state import ArenaState
 
 
 def best_trial(trials: list[dict]) -> dict | None:
@@ -16,7 +18,7 @@ def best_trial(trials: list[dict]) -> dict | None:
     return max(proposed, key=lambda t: -1 if t["score"] is None else t["score"], default=None)
 
 
-def build_record(state: dict, runtime: Runtime) -> dict:
+def build_record(state: ArenaState, runtime: Runtime[Context]) -> dict:
     context = runtime.context
     treatment = best_trial(state.get("treatment_trials", [])) or {}
     medication = best_trial(state.get("medication_trials", [])) or {}

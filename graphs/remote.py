@@ -18,8 +18,8 @@ import httpx
 from langgraph_sdk import get_client
 from langgraph_sdk.errors import NotFoundError
 
+from mentalarena.agents.context import Context
 from mentalarena.agents.profiles import PatientProfile
-from mentalarena.graphs.context import Context
 
 IN_FLIGHT = ("pending", "running")
 # What has to match between the client's arena graph and the server's for their records to be

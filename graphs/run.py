@@ -32,10 +32,10 @@ from urllib.parse import unquote_plus, urlsplit
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from tqdm import tqdm
 
+from mentalarena.agents.context import Context
 from mentalarena.agents.models import ModelSpecError, check_model_spec, describe_model
 from mentalarena.agents.profiles import PatientProfile
 from mentalarena.graphs.arena import build_arena_graph
-from mentalarena.graphs.context import Context
 from mentalarena.graphs.remote import Play, server_player
 
 RECORDS = "records.jsonl"

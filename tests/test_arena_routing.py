@@ -6,7 +6,7 @@ import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 
 from mentalarena.graphs.arena import build_arena_graph
-from mentalarena.graphs.context import Context
+from mentalarena.agents.context import Context
 
 from conftest import WRONG_INFERENCE, exact_inference
 from mentalarena.agents import prompts

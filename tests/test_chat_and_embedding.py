@@ -4,7 +4,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from mentalarena.agents.scripted import RoleScript
 from mentalarena.graphs.chat import build_patient_chat_graph, build_therapist_chat_graph
-from mentalarena.graphs.context import Context
+from mentalarena.agents.context import Context
 from mentalarena.graphs.fan_out import build_cohort_graph
 
 from conftest import exact_inference

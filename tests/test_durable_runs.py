@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mentalarena.agents.profiles import builtin_profiles
 from mentalarena.agents.scripted import RoleScript
-from mentalarena.graphs.context import Context
+from mentalarena.agents.context import Context
 from mentalarena.graphs.run import run_sessions
 
 SESSIONS = 6
@@ -20,7 +20,7 @@ RUNNER = '''
 import sys, time
 from mentalarena.agents.models import register_chat_model
 from mentalarena.agents.scripted import RoleScript, ScriptedChatModel
-from mentalarena.graphs.cli import main
+from mentalarena.cli import main
 
 script = RoleScript()
 def slow(messages):

@@ -6,7 +6,7 @@ import pytest
 
 from mentalarena.agents.models import embedded_model_dir, load_chat_model, GenerationSettings
 from mentalarena.agents.profiles import builtin_profiles
-from mentalarena.graphs.context import Context
+from mentalarena.agents.context import Context
 from mentalarena.graphs.run import run_sessions
 
 pytestmark = pytest.mark.real_model

@@ -10,7 +10,7 @@ from mentalarena.benchmarks.imhi import (
     IMHI_SETS, UNPARSED, IMHIArgs, evaluate_imhi, extract_label, load_imhi_set, weighted_f1,
 )
 from mentalarena.benchmarks.qa import DataError
-from mentalarena.graphs.cli import main
+from mentalarena.cli import main
 
 
 @pytest.mark.parametrize("answer, expected", [

@@ -10,7 +10,7 @@ from mentalarena.benchmarks.judges import (
 )
 from mentalarena.agents.schemas import parse_verdict
 from mentalarena.benchmarks.qa import DataError
-from mentalarena.graphs.cli import main
+from mentalarena.cli import main
 
 WARM = "That sounds really hard, and it makes sense you feel this way. What has helped a little so far?"
 COLD = "Just try to think positively."

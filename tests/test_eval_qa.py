@@ -10,7 +10,7 @@ from mentalarena.benchmarks.qa import (
     DataError, QAArgs, evaluate_qa, extract_option, hub_record, load_local_task, medmcqa_item,
     mmlu_item, option_logprobs, pubmedqa_item, scoring_rows,
 )
-from mentalarena.graphs.cli import main
+from mentalarena.cli import main
 
 OPTIONS = {"A": "Agranulocytosis", "B": "Shortened QT interval", "C": "Gynecomastia", "D": "Weight loss"}
 

@@ -8,7 +8,7 @@ import pytest
 
 from mentalarena.agents import prompts
 from mentalarena.agents.profiles import builtin_profiles
-from mentalarena.graphs.cli import main
+from mentalarena.cli import main
 from mentalarena.graphs.record import best_trial
 from mentalarena.training.export import KINDS, ExportArgs, ExportError, export
 
@@ -307,7 +307,7 @@ def test_a_sessions_parsed_answers_export_with_their_prompts_and_parse_back(scri
     from mentalarena.agents.schemas import DecoderInference, Diagnosis, Rating
     from mentalarena.agents.scripted import RoleScript
     from mentalarena.graphs.arena import build_arena_graph
-    from mentalarena.graphs.context import Context
+    from mentalarena.agents.context import Context
 
     spec, _ = scripted(RoleScript())
     context = Context(model=spec, inquiry_turns=1, max_redirections=0, treatment_tries=1, medication_tries=1)

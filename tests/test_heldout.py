@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from mentalarena.agents.context import Context
 from mentalarena.agents.models import register_chat_model, unregister_chat_model
 from mentalarena.agents.profiles import builtin_profiles, patient_identity
 from mentalarena.agents.schemas import Answer, Diagnosis
 from mentalarena.agents.scripted import RoleScript, ScriptedChatModel
-from mentalarena.graphs.cli import SMALL_BUDGET, main
-from mentalarena.graphs.context import Context
+from mentalarena.cli import main
+from mentalarena.graphs.cli import SMALL_BUDGET
 from mentalarena.training import loop
 from mentalarena.training.export import iter_records, record_patient
 from mentalarena.training.heldout import METRICS, split_patients

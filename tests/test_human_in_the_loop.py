@@ -5,7 +5,7 @@ from langgraph.types import Command
 
 from mentalarena.agents.scripted import RoleScript
 from mentalarena.graphs.arena import build_arena_graph
-from mentalarena.graphs.context import Context
+from mentalarena.agents.context import Context
 
 from conftest import WRONG_INFERENCE, exact_inference
 

@@ -15,7 +15,7 @@ import pytest
 from mentalarena.agents.models import GenerationSettings, embedded_gguf_path, load_chat_model
 from mentalarena.agents.profiles import builtin_profiles
 from mentalarena.agents.schemas import Rating
-from mentalarena.graphs.context import Context
+from mentalarena.agents.context import Context
 from mentalarena.graphs.run import run_sessions
 
 from conftest import free_port, wait_until_up

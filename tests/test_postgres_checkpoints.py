@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mentalarena.agents.profiles import builtin_profiles
-from mentalarena.graphs.context import Context
+from mentalarena.agents.context import Context
 from mentalarena.graphs.run import run_sessions
 
 from conftest import free_port

@@ -4,12 +4,11 @@ import json
 
 import pytest
 
+from mentalarena.agents.context import Context
 from mentalarena.agents.profiles import builtin_profiles
-from mentalarena.graphs.cli import main
-from mentalarena.graphs.context import Context
-from mentalarena.graphs.run import redact_url, run_sessions, settle_records
-
 from mentalarena.agents.scripted import RoleScript
+from mentalarena.cli import main
+from mentalarena.graphs.run import redact_url, run_sessions, settle_records
 
 
 def records(folder):
@@ -85,7 +84,8 @@ def test_secrets_never_reach_the_run_folder(scripted, tmp_path, monkeypatch):
 
 
 def test_cli_flags_become_context_settings():
-    from mentalarena.graphs.cli import build_context, make_parser
+    from mentalarena.cli import make_parser
+    from mentalarena.graphs.cli import build_context
 
     embedded = build_context(make_parser().parse_args(["run", "--review-feedback", "--similarity-threshold", "0.3"]))
     assert (embedded.review_feedback, embedded.similarity_threshold, embedded.max_new_tokens) == (True, 0.3, 64)  # small budget

@@ -10,7 +10,7 @@ from mentalarena.agents.scripted import RoleScript
 from mentalarena.benchmarks.risk_screening import risk_messages, scores
 from mentalarena.graphs.arena import build_arena_graph
 from mentalarena.graphs.chat import build_therapist_chat_graph
-from mentalarena.graphs.context import Context
+from mentalarena.agents.context import Context
 from mentalarena.training.export import ExportArgs, export
 
 from conftest import exact_inference

@@ -11,7 +11,7 @@ from langgraph_sdk import get_sync_client
 
 from conftest import free_port
 from mentalarena.agents.profiles import builtin_profiles
-from mentalarena.graphs.cli import main
+from mentalarena.cli import main
 from mentalarena.graphs.remote import describe_difference, local_graph_signature, session_thread_id
 from mentalarena.graphs.run import session_plan
 
@@ -20,7 +20,7 @@ SESSION_FLAGS = ["--model", "scripted", "--inquiry-turns", "1", "--max-redirecti
 
 
 def mentalarena(*args: str) -> list[str]:
-    return [sys.executable, "-m", "mentalarena.graphs.cli", *args]
+    return [sys.executable, "-m", "mentalarena.cli", *args]
 
 
 def read_records(folder) -> list[dict]:

@@ -56,7 +56,7 @@ def test_two_iterations_of_the_loop_from_the_command_line(tmp_path):
     """Self-play with model k, export, train, play again with model k+1; then a resumed re-run."""
     import json
 
-    from mentalarena.graphs.cli import main
+    from mentalarena.cli import main
 
     from conftest import SHARED_DATA
 

@@ -5,7 +5,7 @@ import json
 from mentalarena.agents.profiles import builtin_profiles
 from mentalarena.agents.schemas import Diagnosis, vocabulary_name
 from mentalarena.benchmarks.validity import markdown, validity
-from mentalarena.graphs.context import Context
+from mentalarena.agents.context import Context
 from mentalarena.graphs.run import RECORDS, run_sessions
 from mentalarena.agents.scripted import RoleScript
 

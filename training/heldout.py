@@ -17,7 +17,7 @@ from statistics import fmean
 
 from mentalarena.agents.profiles import PatientProfile, patient_identity
 from mentalarena.agents.schemas import vocabulary_name
-from mentalarena.graphs.context import Context
+from mentalarena.agents.context import Context
 from mentalarena.graphs.run import RECORDS, run_sessions
 from mentalarena.training.export import assign_splits, iter_records
 from mentalarena.training.statistics import bootstrap_mean, paired_difference, proportion

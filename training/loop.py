@@ -13,11 +13,12 @@ resumes where it stopped.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from mentalarena.agents.context import Context
 from mentalarena.agents.profiles import PatientProfile
-from mentalarena.graphs.context import Context
 from mentalarena.graphs.run import RECORDS, run_sessions
 from mentalarena.training import heldout
 from mentalarena.training.export import ExportArgs, export, last_mean_similarity
@@ -41,8 +42,9 @@ class IterateArgs:
     progress: bool = True
     concurrency: int = 1
     train_overrides: dict = field(default_factory=dict)
-    eval_tasks: list[str] = field(default_factory=list)  # MCQ sets to score each trained model on (log-likelihood): a forgetting guard
-    eval_limit: int | None = None
+    # Scores each trained model ({metric: value}, e.g. MCQ accuracy as a forgetting guard); the
+    # metrics join the iteration's. The CLI passes the evaluation layer's MCQ scorer.
+    evaluate: Callable[[str], dict[str, float]] | None = None
     heldout_profiles: list[PatientProfile] = field(default_factory=list)  # played by the base model and after each iteration
     heldout_sessions_per_patient: int = 1
     format_check: bool = True  # also play the held-out patients with constraints off (format adherence)
@@ -86,7 +88,7 @@ def run_iteration(args: IterateArgs, k: int, model: str) -> dict:
     else:
         training = train(TrainArgs(model=model, dataset=dataset, out=trained, preset=args.preset, max_steps=args.max_steps,
                                    qlora=args.qlora, resume=True, seed=args.context.seed, overrides=args.train_overrides))
-    evaluation = evaluate_model(training["merged"], folder / "qa.json", args) if args.eval_tasks else {}
+    evaluation = evaluate_model(training["merged"], folder / "evaluation.json", args.evaluate) if args.evaluate else {}
     metrics = {
         "iteration": k,
         "model": model,
@@ -102,15 +104,11 @@ def run_iteration(args: IterateArgs, k: int, model: str) -> dict:
     return metrics
 
 
-def evaluate_model(model: str, results_path: Path, args: IterateArgs) -> dict:
-    """Accuracy of ``model`` on each MCQ set, as ``qa_<task>`` metrics; kept on disk for resumes."""
-    from mentalarena.benchmarks.qa import QAArgs, evaluate_qa
-
+def evaluate_model(model: str, results_path: Path, evaluate: Callable[[str], dict[str, float]]) -> dict[str, float]:
+    """``evaluate(model)``, kept on disk so that a resumed loop does not score a model twice."""
     if not results_path.exists():
-        results, _ = evaluate_qa(QAArgs(models=[model], tasks=args.eval_tasks, scorer="loglik", limit=args.eval_limit, progress=False))
-        results_path.write_text(json.dumps(results, indent=2), encoding="utf-8")
-    tasks = json.loads(results_path.read_text())["models"][model]["tasks"]
-    return {f"qa_{task}": round(scores["accuracy"], 4) for task, scores in tasks.items()}
+        results_path.write_text(json.dumps(evaluate(model), indent=2), encoding="utf-8")
+    return json.loads(results_path.read_text(encoding="utf-8"))
 
 
 def play_heldout(args: IterateArgs, model: str, folder: Path) -> dict[str, dict]:
