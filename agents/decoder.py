@@ -24,15 +24,21 @@ from mentalarena.agents.therapist import therapist_messages
 def write_feedback(similarities: dict[str, float], deviations: list[str], threshold: float) -> str:
     wording = DecoderInference.feedback_wording
     return "\n".join(
-        prompts.DECODER_FEEDBACK_LINE.format(label=wording[key][0], similarity=similarities[key], threshold=threshold, guidance=wording[key][1])
+        prompts.DECODER_FEEDBACK_LINE.format(
+            label=wording[key][0], similarity=similarities[key], threshold=threshold, guidance=wording[key][1]
+        )
         for key in deviations
     )
 
 
-def score_inference(inferred: dict[str, str], encoded: dict[str, str], context: Context, round_number: int, may_redirect: bool) -> dict:
+def score_inference(
+    inferred: dict[str, str], encoded: dict[str, str], context: Context, round_number: int, may_redirect: bool
+) -> dict:
     """One decoder round: each encoded field against the inferred one, deviations and feedback."""
     keys = list(encoded)  # a field the profile leaves empty is not compared
-    scores = pairwise_similarities(load_embeddings(context.embedding_model), [inferred.get(k, "") for k in keys], [encoded[k] for k in keys])
+    scores = pairwise_similarities(
+        load_embeddings(context.embedding_model), [inferred.get(k, "") for k in keys], [encoded[k] for k in keys]
+    )
     similarities = dict(zip(keys, scores))
     deviations = [key for key in keys if similarities[key] < context.similarity_threshold]
     round_record = {
@@ -49,8 +55,13 @@ def score_inference(inferred: dict[str, str], encoded: dict[str, str], context: 
 
 def symptom_decoder(state: ArenaState, runtime: Runtime[Context]) -> dict:
     context = runtime.context
-    reply = answer(context, "therapist", therapist_messages(state, prompts.DECODER_INFERENCE), DecoderInference,
-                   {"kind": "inference", "instruction": prompts.DECODER_INFERENCE})
+    reply = answer(
+        context,
+        "therapist",
+        therapist_messages(state, prompts.DECODER_INFERENCE),
+        DecoderInference,
+        {"kind": "inference", "instruction": prompts.DECODER_INFERENCE},
+    )
     failures = []
     if reply.value is not None:
         inferred = reply.value.model_dump()
@@ -59,11 +70,19 @@ def symptom_decoder(state: ArenaState, runtime: Runtime[Context]) -> dict:
             inferred = DecoderInference.partial(reply.text)
         except ParseError:
             inferred = {key: "" for key in DecoderInference.model_fields}
-        failures.append({"node": "symptom_decoder", "reason": f"inference unparsed, unstated fields count as deviations: {reply.error}"})
+        failures.append(
+            {
+                "node": "symptom_decoder",
+                "reason": f"inference unparsed, unstated fields count as deviations: {reply.error}",
+            }
+        )
     redirections = state.get("redirections", 0)
     round_record = score_inference(
-        inferred, state["encoded"], context,
-        round_number=len(state.get("decoder_rounds", [])) + 1, may_redirect=redirections < context.max_redirections,
+        inferred,
+        state["encoded"],
+        context,
+        round_number=len(state.get("decoder_rounds", [])) + 1,
+        may_redirect=redirections < context.max_redirections,
     )
     return {
         "decoder_rounds": [round_record],

@@ -63,4 +63,6 @@ def pairwise_similarities(embeddings: Embeddings, left: list[str], right: list[s
     vectors = unit_vectors(embeddings.embed_documents([t or " " for t in texts]))
     n = len(left)
     scores = np.sum(vectors[:n] * vectors[n:], axis=1)
-    return [0.0 if not (a.strip() and b.strip()) else round(max(0.0, float(s)), 4) for a, b, s in zip(left, right, scores)]
+    return [
+        0.0 if not (a.strip() and b.strip()) else round(max(0.0, float(s)), 4) for a, b, s in zip(left, right, scores)
+    ]

@@ -83,13 +83,20 @@ def symptom_encoder(state: ArenaState, runtime: Runtime[Context]) -> dict:
         options = "\n".join(f"{i}. {g['description']}" for i, g in enumerate(shortlist, start=1))
         messages = [
             SystemMessage(prompts.ENCODER_SYSTEM),
-            HumanMessage(prompts.ENCODER_PRINCIPLE_CHOICE.format(coping_strategies=profile.coping_strategies, options=options)),
+            HumanMessage(
+                prompts.ENCODER_PRINCIPLE_CHOICE.format(coping_strategies=profile.coping_strategies, options=options)
+            ),
         ]
         schema = PrincipleChoice.among([g["description"] for g in shortlist])
         reply = answer_or_record(chat_model(context, "decoder"), messages, schema, context.parse_retries + 1)
         answers.append(answer_log("symptom_encoder", schema, reply))
         if reply.value is None:
-            failures.append({"node": "symptom_encoder", "reason": f"principle choice unparsed, kept the closest group: {reply.error}"})
+            failures.append(
+                {
+                    "node": "symptom_encoder",
+                    "reason": f"principle choice unparsed, kept the closest group: {reply.error}",
+                }
+            )
         chosen = shortlist[reply.value.choice - 1 if reply.value else 0]
     return {
         "session_id": session_id,

@@ -32,8 +32,15 @@ def transient_errors() -> tuple[type[BaseException], ...]:
     import httpx
     import openai
 
-    return (TimeoutError, ConnectionError, httpx.TransportError, openai.APITimeoutError, openai.APIConnectionError,
-            openai.RateLimitError, openai.InternalServerError)
+    return (
+        TimeoutError,
+        ConnectionError,
+        httpx.TransportError,
+        openai.APITimeoutError,
+        openai.APIConnectionError,
+        openai.RateLimitError,
+        openai.InternalServerError,
+    )
 
 
 def structured_output_support(model: BaseChatModel) -> str:
@@ -67,12 +74,26 @@ class RoleModel:
     (``call_retries``), calls tagged with the role (so a ``messages``-mode stream says who is
     speaking), free text or answers in a schema."""
 
-    def __init__(self, model: BaseChatModel, settings: GenerationSettings, role: str = "", call_retries: int = 0,
-                 backoff_seconds: float = 1.0, structured: bool = True):
+    def __init__(
+        self,
+        model: BaseChatModel,
+        settings: GenerationSettings,
+        role: str = "",
+        call_retries: int = 0,
+        backoff_seconds: float = 1.0,
+        structured: bool = True,
+    ):
         self.model, self.settings = model, settings
         self.support = structured_output_support(model) if structured else "none"
-        self._retry = dict(retry_if_exception_type=transient_errors(), stop_after_attempt=call_retries + 1,
-                           exponential_jitter_params={"multiplier": backoff_seconds, "jitter": backoff_seconds, "max": 30.0}) if call_retries else None
+        self._retry = (
+            dict(
+                retry_if_exception_type=transient_errors(),
+                stop_after_attempt=call_retries + 1,
+                exponential_jitter_params={"multiplier": backoff_seconds, "jitter": backoff_seconds, "max": 30.0},
+            )
+            if call_retries
+            else None
+        )
         self._config: dict[str, Any] = {"tags": [role], "metadata": {"speaker": role}} if role else {}
 
     @property
@@ -96,7 +117,11 @@ class RoleModel:
         if self.support == "response_format":
             response_format = schema.response_format(self.settings.max_new_tokens)
             try:
-                return self._runnable(self.model.bind(response_format=response_format, max_tokens=budget)).invoke(messages).text
+                return (
+                    self._runnable(self.model.bind(response_format=response_format, max_tokens=budget))
+                    .invoke(messages)
+                    .text
+                )
             except openai.LengthFinishReasonError as exc:  # the OpenAI client refuses a truncated structured answer
                 raise ParseError(f"the answer ran out of its {budget}-token budget before its JSON closed") from exc
         if self.support == "tools":
@@ -104,15 +129,24 @@ class RoleModel:
             if raw.get("parsed") is not None:
                 return raw["parsed"].model_dump_json()
             return raw["raw"].text
-        return self._runnable(self.model.bind(max_tokens=budget) if budget != self.settings.max_new_tokens else self.model).invoke(messages).text
+        return (
+            self._runnable(self.model.bind(max_tokens=budget) if budget != self.settings.max_new_tokens else self.model)
+            .invoke(messages)
+            .text
+        )
 
 
 def chat_model(context, role: str) -> RoleModel:
     """The model playing ``role`` (patient, therapist, decoder) under the run's Context."""
     settings = context.generation()
-    return RoleModel(load_chat_model(context.model_for(role), settings), settings, role=role,
-                     call_retries=context.call_retries, backoff_seconds=context.retry_backoff_seconds,
-                     structured=context.structured_output != "off")
+    return RoleModel(
+        load_chat_model(context.model_for(role), settings),
+        settings,
+        role=role,
+        call_retries=context.call_retries,
+        backoff_seconds=context.retry_backoff_seconds,
+        structured=context.structured_output != "off",
+    )
 
 
 def ask(model: RoleModel, messages: list[BaseMessage], parse: Callable[[str], T], attempts: int) -> T:
@@ -133,7 +167,9 @@ def answer_or_record(model: RoleModel, messages: list[BaseMessage], schema: type
     """An answer in ``schema``: constrained where the backend can; a reply that is not JSON after all
     (a server that ignored the schema) is read leniently too. One that does not validate triggers
     a new sample, up to ``attempts``."""
-    reply = _until_parsed(lambda: model.answer(messages, schema), schema.parse_text, attempts, constrained=model.constrained)
+    reply = _until_parsed(
+        lambda: model.answer(messages, schema), schema.parse_text, attempts, constrained=model.constrained
+    )
     reply.prompt = [{"role": ROLES.get(m.type, m.type), "content": m.text} for m in messages]
     return reply
 
@@ -176,14 +212,22 @@ def answer_log(node: str, schema: type[Answer], reply: Reply) -> dict:
     """What the record keeps of a machine-read answer: how it was asked for and whether it parsed;
     for a model's parsed answer also the prompt and the answer as JSON, so that the export can
     train on answering in the schema (training/export.py, kind ``structured_answers``)."""
-    log = {"node": node, "schema": schema.__name__, "constrained": reply.constrained, "json": reply.text.lstrip().startswith("{"),
-           "parsed": reply.value is not None, "attempts": reply.attempts}
+    log = {
+        "node": node,
+        "schema": schema.__name__,
+        "constrained": reply.constrained,
+        "json": reply.text.lstrip().startswith("{"),
+        "parsed": reply.value is not None,
+        "attempts": reply.attempts,
+    }
     if reply.value is not None and reply.prompt:
         log.update(prompt=reply.prompt, answer=reply.value.model_dump_json())
     return log
 
 
-def role_messages(system: str, turns: list[dict], me: str, opening: str | None = None, task: str | None = None) -> list[BaseMessage]:
+def role_messages(
+    system: str, turns: list[dict], me: str, opening: str | None = None, task: str | None = None
+) -> list[BaseMessage]:
     """A role's view of the dialogue: its own turns as the assistant's, the other's as the user's.
 
     Each of its own turns follows the instruction it was given for that turn, as that turn's

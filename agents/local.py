@@ -172,8 +172,13 @@ class LocalGenerator:
         if request.grammar is not None:
             row.matcher = self.json_constraint().matcher(request.grammar)
             self._force(row)  # an answer's opening ('{"summary": "') goes in with the prompt
-        self.stats.update(requests=1, prompt_tokens=len(ids) - 1, cached_prompt_tokens=hit, generate_seconds=time.perf_counter() - started,
-                          constrained_requests=int(row.matcher is not None))
+        self.stats.update(
+            requests=1,
+            prompt_tokens=len(ids) - 1,
+            cached_prompt_tokens=hit,
+            generate_seconds=time.perf_counter() - started,
+            constrained_requests=int(row.matcher is not None),
+        )
         return row
 
     def _force(self, row: _Row) -> bool:
@@ -184,13 +189,15 @@ class LocalGenerator:
 
         started = time.perf_counter()
         room = row.request.settings.max_new_tokens - len(row.drawn)
-        forced = row.matcher.compute_ff_tokens()[:max(room, 0)]
+        forced = row.matcher.compute_ff_tokens()[: max(room, 0)]
         if forced:
             row.matcher.consume_tokens(forced)
             row.drawn.extend(forced)
             row.seen[forced] = True
             row.pending = torch.cat([row.pending, torch.tensor(forced, dtype=row.pending.dtype)])
-        self.stats.update(forced_tokens=len(forced), generated_tokens=len(forced), constraint_seconds=time.perf_counter() - started)
+        self.stats.update(
+            forced_tokens=len(forced), generated_tokens=len(forced), constraint_seconds=time.perf_counter() - started
+        )
         return row.matcher.is_stopped()
 
     def _step(self, rows: list[_Row], batch: "DecodingBatch") -> None:
@@ -202,19 +209,30 @@ class LocalGenerator:
         positions, mask = batch.begin_step([len(row.pending) for row in rows])
         fed = torch.cat([row.pending for row in rows])
         if not batch.packed:  # a plain decoding step: a row per request
-            logits = self.model(input_ids=fed.unsqueeze(1), position_ids=positions.unsqueeze(1), attention_mask=mask,
-                                past_key_values=batch, use_cache=True).logits[:, -1]
+            logits = self.model(
+                input_ids=fed.unsqueeze(1),
+                position_ids=positions.unsqueeze(1),
+                attention_mask=mask,
+                past_key_values=batch,
+                use_cache=True,
+            ).logits[:, -1]
         else:  # every row's tokens packed into one sequence; logits at each row's last token only
-            logits = self.model(input_ids=fed.unsqueeze(0), position_ids=positions.unsqueeze(0), attention_mask=mask,
-                                past_key_values=batch, use_cache=True, logits_to_keep=batch.last_tokens(),
-                                packed_rows=batch.packed_rows()).logits[0]
+            logits = self.model(
+                input_ids=fed.unsqueeze(0),
+                position_ids=positions.unsqueeze(0),
+                attention_mask=mask,
+                past_key_values=batch,
+                use_cache=True,
+                logits_to_keep=batch.last_tokens(),
+                packed_rows=batch.packed_rows(),
+            ).logits[0]
         batch.advance()
         tokens = self._draw(logits, rows)
         for slot in reversed(range(len(rows))):  # from the end: leaving moves the last row into the freed slot
             row, token = rows[slot], int(tokens[slot])
             row.drawn.append(token)
             row.seen[token] = True
-            row.pending = tokens[slot:slot + 1]
+            row.pending = tokens[slot : slot + 1]
             answered = False
             if row.matcher is not None:
                 consumed = time.perf_counter()
@@ -240,7 +258,9 @@ class LocalGenerator:
 
         scores = logits.float()
         seen = torch.stack([row.seen for row in rows])
-        scores = torch.where(seen, torch.where(scores < 0, scores * REPETITION_PENALTY, scores / REPETITION_PENALTY), scores)
+        scores = torch.where(
+            seen, torch.where(scores < 0, scores * REPETITION_PENALTY, scores / REPETITION_PENALTY), scores
+        )
         masking = time.perf_counter()
         for slot, row in enumerate(rows):
             if row.matcher is not None:  # a constrained row draws only among the tokens its grammar allows next
@@ -260,7 +280,7 @@ class LocalGenerator:
         import torch
 
         tokens = torch.cat([row.prompt_ids, torch.tensor(row.drawn, dtype=row.prompt_ids.dtype)])
-        self.prefix_cache.add(tokens[:states[0][0].shape[-2]], states)
+        self.prefix_cache.add(tokens[: states[0][0].shape[-2]], states)
         reply = row.drawn[:-1] if row.drawn[-1] in self._reply_ends else row.drawn
         row.request.future.set_result(self.tokenizer.decode(reply, skip_special_tokens=True).strip())
 
@@ -270,10 +290,12 @@ class LocalGenerator:
         must come to greedily."""
         import torch
 
-        inputs = self.tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+        inputs = self.tokenizer(
+            prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False
+        )
         with torch.inference_mode():
             output = self.model.generate(**inputs, **generation_options(settings, self.tokenizer.pad_token_id))
-        return output[:, inputs["input_ids"].shape[1]:]
+        return output[:, inputs["input_ids"].shape[1] :]
 
     def decode(self, new_tokens) -> list[str]:
         return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in new_tokens]
@@ -375,7 +397,9 @@ class DecodingBatch:
     def row_states(self, slot: int) -> list[tuple[Any, Any]]:
         """Views of the states of the row in ``slot``, per layer: valid until the next :meth:`remove`."""
         length = int(self.lengths[slot])
-        return [(k[slot:slot + 1, :, :length], v[slot:slot + 1, :, :length]) for k, v in zip(self.keys, self.values)]
+        return [
+            (k[slot : slot + 1, :, :length], v[slot : slot + 1, :, :length]) for k, v in zip(self.keys, self.values)
+        ]
 
     def remove(self, slot: int) -> None:
         """The row in ``slot`` leaves. The last row moves into its slot."""
@@ -401,7 +425,9 @@ class DecodingBatch:
         self._reserve(len(self), self._width)
         self._token_slots = torch.repeat_interleave(torch.arange(len(self)), self._counts)
         firsts = torch.cumsum(self._counts, 0) - self._counts  # each row's first token among those fed
-        self._token_positions = self.lengths[self._token_slots] + torch.arange(len(self._token_slots)) - firsts[self._token_slots]
+        self._token_positions = (
+            self.lengths[self._token_slots] + torch.arange(len(self._token_slots)) - firsts[self._token_slots]
+        )
         return self._token_positions, (torch.arange(self._width) < ends.unsqueeze(1)).view(len(self), 1, 1, self._width)
 
     def last_tokens(self):
@@ -418,8 +444,12 @@ class DecodingBatch:
         (key_states: [rows, heads, 1, head_dim] for one token a row, [1, heads, tokens, head_dim]
         when packed); return every row's states up to the longest row."""
         keys, values = self.keys[layer_idx], self.values[layer_idx]
-        keys[self._token_slots, :, self._token_positions] = key_states[0].transpose(0, 1) if self.packed else key_states[:, :, 0]
-        values[self._token_slots, :, self._token_positions] = value_states[0].transpose(0, 1) if self.packed else value_states[:, :, 0]
+        keys[self._token_slots, :, self._token_positions] = (
+            key_states[0].transpose(0, 1) if self.packed else key_states[:, :, 0]
+        )
+        values[self._token_slots, :, self._token_positions] = (
+            value_states[0].transpose(0, 1) if self.packed else value_states[:, :, 0]
+        )
         return keys[: len(self), :, : self._width], values[: len(self), :, : self._width]
 
     def advance(self) -> None:
@@ -468,8 +498,10 @@ def check_full_attention(config, path: str) -> None:
         windowed = getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True)
         field, kinds = "sliding_window", {"sliding_attention"} if windowed else set()
     if kinds:
-        raise ValueError(f"{path}/config.json: field {field} asks for {', '.join(sorted(kinds))}; the local backend decodes "
-                         "full-attention models only. Serve this model with vLLM and use openai:<model>.")
+        raise ValueError(
+            f"{path}/config.json: field {field} asks for {', '.join(sorted(kinds))}; the local backend decodes "
+            "full-attention models only. Serve this model with vLLM and use openai:<model>."
+        )
 
 
 def generation_options(settings: GenerationSettings, pad_token_id: int) -> dict[str, Any]:
@@ -490,7 +522,9 @@ DECODE_ATTENTION = "mentalarena_grouped_decode"
 GROUPED_MIN_BATCH = 4  # from here up, grouped decoding steps measured faster (benchmarks/decode_attention.jsonl)
 
 
-def grouped_decode_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, packed_rows=None, **kwargs):
+def grouped_decode_attention(
+    module, query, key, value, attention_mask, scaling=None, dropout=0.0, packed_rows=None, **kwargs
+):
     """SDPA, except for a batch of single new tokens in bfloat16 on a CPU that computes bfloat16
     natively, which goes to :func:`grouped_attention`, and for a packed step of a
     :class:`DecodingBatch`, which goes to :func:`packed_attention`.
@@ -509,9 +543,18 @@ def grouped_decode_attention(module, query, key, value, attention_mask, scaling=
         return packed_attention(module, query, key, value, attention_mask, packed_rows, scaling=scaling, **kwargs), None
     batch, _, new_tokens, head_dim = query.shape
     plain = not (kwargs.get("softcap") or kwargs.get("s_aux") is not None or kwargs.get("position_bias") is not None)
-    if (new_tokens == 1 and batch >= GROUPED_MIN_BATCH and query.dtype == torch.bfloat16 and cpu_computes_bfloat16() and plain
-            and key.shape[-1] == value.shape[-1] == head_dim and (attention_mask is None or attention_mask.dtype == torch.bool)):
-        return grouped_attention(query, key, value, attention_mask, scaling if scaling is not None else head_dim**-0.5), None
+    if (
+        new_tokens == 1
+        and batch >= GROUPED_MIN_BATCH
+        and query.dtype == torch.bfloat16
+        and cpu_computes_bfloat16()
+        and plain
+        and key.shape[-1] == value.shape[-1] == head_dim
+        and (attention_mask is None or attention_mask.dtype == torch.bool)
+    ):
+        return grouped_attention(
+            query, key, value, attention_mask, scaling if scaling is not None else head_dim**-0.5
+        ), None
     return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
 
 
@@ -527,16 +570,24 @@ def packed_attention(module, query, key, value, attention_mask, rows: PackedRows
     decoding = next((row for row, count in enumerate(rows.counts) if count != 1), len(rows.counts))
     if decoding:
         single = query[0, :, :decoding].transpose(0, 1).unsqueeze(2)  # [rows, heads, 1, head_dim]
-        attended, _ = grouped_decode_attention(module, single, key[:decoding], value[:decoding], attention_mask[:decoding], **kwargs)
+        attended, _ = grouped_decode_attention(
+            module, single, key[:decoding], value[:decoding], attention_mask[:decoding], **kwargs
+        )
         output[0, :decoding] = attended[:, 0]
     first = decoding
     for row in range(decoding, len(rows.counts)):
         length, count = rows.lengths[row], rows.counts[row]
         end = length + count
         causal = (torch.arange(end) <= length + torch.arange(count).unsqueeze(1)).view(1, 1, count, end)
-        attended, _ = grouped_decode_attention(module, query[:, :, first:first + count], key[row:row + 1, :, :end],
-                                               value[row:row + 1, :, :end], causal, **kwargs)
-        output[0, first:first + count] = attended[0]
+        attended, _ = grouped_decode_attention(
+            module,
+            query[:, :, first : first + count],
+            key[row : row + 1, :, :end],
+            value[row : row + 1, :, :end],
+            causal,
+            **kwargs,
+        )
+        output[0, first : first + count] = attended[0]
         first += count
     return output
 
@@ -633,7 +684,9 @@ class PrefixCache:
         with self._lock:
             path = self._walk(ids.tolist())
             self._touch([block for block, _ in path])
-            return sum(used for _, used in path), [[(k[:, :, :used], v[:, :, :used]) for k, v in block.states] for block, used in path]
+            return sum(used for _, used in path), [
+                [(k[:, :, :used], v[:, :, :used]) for k, v in block.states] for block, used in path
+            ]
 
     def add(self, ids, states: list[tuple[Any, Any]]) -> None:
         """Keep the states ([1, heads, len(ids), head_dim] per layer) of ``ids``; only the blocks
@@ -642,14 +695,25 @@ class PrefixCache:
         with self._lock:
             node, path = self._root, []
             for start in range(0, len(tokens), self.BLOCK):
-                segment = tuple(tokens[start:start + self.BLOCK])
+                segment = tuple(tokens[start : start + self.BLOCK])
                 block = node.children.get(segment)
                 if block is None:
-                    for other in list(node.children.values()):  # a shorter last block this one extends answers nothing more
-                        if len(other.tokens) < len(segment) and segment[:len(other.tokens)] == other.tokens:
+                    for other in list(
+                        node.children.values()
+                    ):  # a shorter last block this one extends answers nothing more
+                        if len(other.tokens) < len(segment) and segment[: len(other.tokens)] == other.tokens:
                             self._drop(other)
-                    block = _Block(segment, [(k[:, :, start:start + len(segment)].clone(), v[:, :, start:start + len(segment)].clone())
-                                             for k, v in states], node)
+                    block = _Block(
+                        segment,
+                        [
+                            (
+                                k[:, :, start : start + len(segment)].clone(),
+                                v[:, :, start : start + len(segment)].clone(),
+                            )
+                            for k, v in states
+                        ],
+                        node,
+                    )
                     node.children[segment] = block
                     self.nbytes += _nbytes(block.states)
                 path.append(block)
@@ -662,11 +726,14 @@ class PrefixCache:
         """The blocks that hold the longest cached prefix of ``tokens``, and how many tokens of each."""
         node, path, start = self._root, [], 0
         while start < len(tokens):
-            segment = tuple(tokens[start:start + self.BLOCK])
+            segment = tuple(tokens[start : start + self.BLOCK])
             block = node.children.get(segment)
             if block is None:  # the prefix ends in this block: the child sharing most of it, if any
-                shared, block = max(((_shared_length(child.tokens, segment), child) for child in node.children.values()),
-                                    default=(0, None), key=lambda found: found[0])
+                shared, block = max(
+                    ((_shared_length(child.tokens, segment), child) for child in node.children.values()),
+                    default=(0, None),
+                    key=lambda found: found[0],
+                )
                 if shared:
                     path.append((block, shared))
                 return path
@@ -731,22 +798,40 @@ class LocalChatModel(BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {"path": self.path, "max_new_tokens": self.settings.max_new_tokens, "temperature": self.settings.temperature}
+        return {
+            "path": self.path,
+            "max_new_tokens": self.settings.max_new_tokens,
+            "temperature": self.settings.temperature,
+        }
 
-    def _submit(self, messages: list[BaseMessage], response_format: dict | None = None, max_tokens: int | None = None) -> Future:
+    def _submit(
+        self, messages: list[BaseMessage], response_format: dict | None = None, max_tokens: int | None = None
+    ) -> Future:
         """``response_format`` as OpenAI's API takes it (``json_schema``): the reply is decoded under
         that schema; ``max_tokens`` overrides the settings' budget for this call."""
         generator = local_generator(self.path, self.settings.local_dtype)
         rendered = generator.render([{"role": ROLES[m.type], "content": m.text} for m in messages])
-        settings = self.settings if max_tokens is None else dataclasses.replace(self.settings, max_new_tokens=max_tokens)
+        settings = (
+            self.settings if max_tokens is None else dataclasses.replace(self.settings, max_new_tokens=max_tokens)
+        )
         return generator.submit(rendered, settings, json_schema_of(response_format))
 
-    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
         return ChatResult(generations=[ChatGeneration(message=AIMessage(self._submit(messages, **kwargs).result()))])
 
-    async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                         run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
         text = await asyncio.wrap_future(self._submit(messages, **kwargs))
         return ChatResult(generations=[ChatGeneration(message=AIMessage(text))])
 

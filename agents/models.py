@@ -110,9 +110,7 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    quantized = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-    )
+    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # A GGUF-loaded model counts as quantized and refuses save_pretrained: copy its weights
     # into a plain model built from the same config.
     config = quantized.config
@@ -195,7 +193,9 @@ def _load_local_model(path: str, dtype: str) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-SPEC_FORMS = "expected 'embedded', 'scripted', a model folder, 'openai:<model>', '<provider>:<model>' or a registered name"
+SPEC_FORMS = (
+    "expected 'embedded', 'scripted', a model folder, 'openai:<model>', '<provider>:<model>' or a registered name"
+)
 
 
 def check_model_spec(spec: str) -> None:
@@ -216,7 +216,9 @@ def check_model_spec(spec: str) -> None:
     folder = Path(spec).expanduser()
     if folder.is_dir():
         if not (folder / "config.json").exists() and not (folder / "adapter_config.json").exists():
-            raise ModelSpecError(f"model spec {spec!r}: {folder} is not a Hugging Face model folder (no config.json or adapter_config.json)")
+            raise ModelSpecError(
+                f"model spec {spec!r}: {folder} is not a Hugging Face model folder (no config.json or adapter_config.json)"
+            )
         return
     provider, sep, model_name = spec.partition(":")
     if spec.startswith((".", "/", "~")) or ("/" in spec and not re.fullmatch(r"[A-Za-z][\w-]*", provider)):
@@ -230,12 +232,16 @@ def check_model_spec(spec: str) -> None:
     from langchain.chat_models.base import _BUILTIN_PROVIDERS
 
     if provider not in _BUILTIN_PROVIDERS:
-        raise ModelSpecError(f"model spec {spec!r}: unknown provider {provider!r} (known: openai, {', '.join(sorted(set(_BUILTIN_PROVIDERS) - {'openai'}))})")
+        raise ModelSpecError(
+            f"model spec {spec!r}: unknown provider {provider!r} (known: openai, {', '.join(sorted(set(_BUILTIN_PROVIDERS) - {'openai'}))})"
+        )
     package = _BUILTIN_PROVIDERS[provider][0].split(".")[0]
     # init_chat_model falls back to langchain_community's ChatOllama.
     candidates = (package, "langchain_community") if provider == "ollama" else (package,)
     if not any(importlib.util.find_spec(name) for name in candidates):
-        raise ModelSpecError(f"model spec {spec!r}: provider {provider!r} needs its integration package: pip install {package.replace('_', '-')}")
+        raise ModelSpecError(
+            f"model spec {spec!r}: provider {provider!r} needs its integration package: pip install {package.replace('_', '-')}"
+        )
 
 
 def load_chat_model(spec: str, settings: GenerationSettings | None = None) -> BaseChatModel:
@@ -259,7 +265,9 @@ def load_chat_model(spec: str, settings: GenerationSettings | None = None) -> Ba
     if provider == "openai":
         from mentalarena.agents.openai_compatible import OpenAICompatibleChat
 
-        urls = [u.strip() for u in (settings.base_url or os.environ.get("OPENAI_BASE_URL", "")).split(",") if u.strip()] or [None]
+        urls = [
+            u.strip() for u in (settings.base_url or os.environ.get("OPENAI_BASE_URL", "")).split(",") if u.strip()
+        ] or [None]
         replicas = [
             OpenAICompatibleChat(
                 model=model_name,

@@ -63,7 +63,10 @@ class OpenAICompatibleChat(ChatOpenAI):
 
         try:
             self.root_client.chat.completions.create(
-                model=self.model_name, messages=[{"role": "user", "content": "ok?"}], max_tokens=1, max_completion_tokens=1,
+                model=self.model_name,
+                messages=[{"role": "user", "content": "ok?"}],
+                max_tokens=1,
+                max_completion_tokens=1,
                 response_format={"type": "json_schema", "json_schema": {"name": "probe", "schema": PROBE_SCHEMA}},
             )
         except (openai.BadRequestError, openai.UnprocessableEntityError, openai.InternalServerError) as exc:

@@ -38,8 +38,12 @@ def can_pack(model: torch.nn.Module) -> bool:
     """float32 on a CPU, with torch built with oneDNN. Other dtypes are not measured, so they keep
     ``nn.Linear``."""
     weight = next(model.parameters())
-    return (weight.dtype == torch.float32 and weight.device.type == "cpu" and torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+    return (
+        weight.dtype == torch.float32
+        and weight.device.type == "cpu"
+        and torch.backends.mkldnn.is_available()
+        and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    )
 
 
 def pack_linear_layers(model: torch.nn.Module) -> int:

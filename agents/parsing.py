@@ -10,8 +10,16 @@ from __future__ import annotations
 import re
 
 NUMBER_WORDS = {
-    "one": 1, "two": 2, "three": 3, "four": 4, "five": 5,
-    "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10,
+    "one": 1,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
+    "ten": 10,
 }
 # Ordinal words and the candidate index they name ('former' and 'latter' of two); '1st', '2nd', ... are read from their digit.
 ORDINALS = {"first": 0, "second": 1, "third": 2, "fourth": 3, "fifth": 4, "former": 0, "latter": 1}
@@ -25,7 +33,9 @@ NUMBER = (
     r"(?!\s*(?:seconds?|minutes?|hours?|days?|nights?|weeks?|months?|years?|times?|sessions?|things?|people|steps?"
     r"|mg|milligrams?|pills?|tablets?|doses?)\b)"
 )
-SPEAKER_PREFIX = re.compile(r"^\s*\**\s*(patient|therapist|client|counsell?or|assistant|user|doctor)\s*\**\s*:\s*", re.I)
+SPEAKER_PREFIX = re.compile(
+    r"^\s*\**\s*(patient|therapist|client|counsell?or|assistant|user|doctor)\s*\**\s*:\s*", re.I
+)
 NEXT_SPEAKER = re.compile(r"\n\s*\**\s*(patient|therapist|client|counsell?or|user|doctor)\s*\**\s*:", re.I)
 REFUSALS = {"", "none", "n/a", "na", "no", "nothing", "not applicable", "no medication", "none needed", "-"}
 
@@ -80,7 +90,9 @@ def parse_score(text: str, low: int = 1, high: int = 10) -> int:
 
     fractions = values(fraction)
     if fractions and not any(low <= value <= high for value in fractions):
-        raise ParseError(f"score out of {low}-{high} in {text[:80]!r}")  # an explicit '11/10' is not rescued by stray numbers
+        raise ParseError(
+            f"score out of {low}-{high} in {text[:80]!r}"
+        )  # an explicit '11/10' is not rescued by stray numbers
     for found in (fractions, values(labelled), values(stray)[::-1]):
         for value in found:
             if low <= value <= high:
@@ -90,7 +102,9 @@ def parse_score(text: str, low: int = 1, high: int = 10) -> int:
 
 def parse_numbered_items(text: str, count: int, minimum: int | None = None) -> list[str]:
     """The first ``count`` distinct items of a numbered, lettered or bulleted list (at least ``minimum``)."""
-    item = re.compile(r"^\s*(?:[-*•]|\(?\d+[.):]|\(?[A-Da-d][.)]|(?:diagnosis|option|candidate)\s*\d*\s*[:.)-])\s*(.+)$", re.I)
+    item = re.compile(
+        r"^\s*(?:[-*•]|\(?\d+[.):]|\(?[A-Da-d][.)]|(?:diagnosis|option|candidate)\s*\d*\s*[:.)-])\s*(.+)$", re.I
+    )
     found: list[str] = []
     for line in text.splitlines():
         match = item.match(line)
@@ -119,8 +133,10 @@ def parse_choice(text: str, candidates: list[str]) -> int:
     'the latter', '2nd') are read in text order: the earliest that names a candidate wins.
     """
     lowered = text.lower()
-    number = (rf"\A\W*({NUMBER})|#\s*({NUMBER})|\(({NUMBER})\)"
-              rf"|\b(?:option|number|choice|choose|chose|pick|picked|diagnosis|candidate|response|answer)(?:\s+(?:is|was))?\s*[:#]?\s*\(?({NUMBER})")
+    number = (
+        rf"\A\W*({NUMBER})|#\s*({NUMBER})|\(({NUMBER})\)"
+        rf"|\b(?:option|number|choice|choose|chose|pick|picked|diagnosis|candidate|response|answer)(?:\s+(?:is|was))?\s*[:#]?\s*\(?({NUMBER})"
+    )
     # Not the adverbs 'at first', 'first of all', 'the first time', 'a second' (of time), nor 'first-line' or 'second-guess'.
     ordinal = rf"(?<!\bat )(?<!\ba )\b({'|'.join(ORDINALS)}|[1-9](?:st|nd|rd|th))\b(?!-|\s+(?:of\s+all|time)\b)"
     picks = [(match.start(), _number(next(filter(None, match.groups()))) - 1) for match in re.finditer(number, lowered)]
@@ -164,7 +180,7 @@ def parse_labelled_fields(text: str, labels: dict[str, tuple[str, ...]]) -> dict
     fields = {key: "" for key in labels}
     for match, following in zip(matches, [*matches[1:], None]):
         key = alias_to_key[match.group(1).lower()]
-        value = text[match.end(): following.start() if following else len(text)].strip()
+        value = text[match.end() : following.start() if following else len(text)].strip()
         if value and not fields[key]:
             fields[key] = re.sub(r"\s+", " ", value.replace("**", "")).strip()
     return fields
@@ -181,7 +197,7 @@ def parse_proposal(text: str, label: str) -> tuple[str, str]:
         body = clean_turn(text)
         first = first_sentence(body)
         proposal = first
-        explanation = explanation or body[len(first):].strip()
+        explanation = explanation or body[len(first) :].strip()
     if not re.search(r"[A-Za-z]{3,}", proposal) or re.search(r"<[^>]*>|\[insert", proposal, re.I):
         raise ParseError(f"no {label.lower()} in {text[:80]!r}")
     return proposal, explanation

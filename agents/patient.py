@@ -39,13 +39,19 @@ def dialogue(state: ArenaState) -> list[dict]:
 
 
 def patient_messages(state: ArenaState, task: str | None = None):
-    return role_messages(patient_system_prompt(state), dialogue(state), me="patient", opening=prompts.PATIENT_OPENING, task=task)
+    return role_messages(
+        patient_system_prompt(state), dialogue(state), me="patient", opening=prompts.PATIENT_OPENING, task=task
+    )
 
 
 def patient(state: ArenaState, runtime: Runtime[Context]) -> dict:
     """Open the session, or answer the therapist's last question."""
     turns = dialogue(state)
-    request = {"kind": "turn", "therapist_said": turns[-1]["text"] if turns else "", "instruction": "" if turns else prompts.PATIENT_OPENING}
+    request = {
+        "kind": "turn",
+        "therapist_said": turns[-1]["text"] if turns else "",
+        "instruction": "" if turns else prompts.PATIENT_OPENING,
+    }
     reply = speak(runtime.context, "patient", patient_messages(state), require_text, request)
     if reply.value is None:
         raise ParseError(f"patient turn: {reply.error}")  # a dialogue cannot go on without it
@@ -68,9 +74,23 @@ def patient_diagnosis_review(state: ArenaState, runtime: Runtime[Context]) -> di
         return {"illness": candidates[0] if candidates else ""}
     task = prompts.PATIENT_DIAGNOSIS_REVIEW.format(first=candidates[0], second=candidates[1])
     schema = DiagnosisReview.between(candidates)
-    reply = answer(runtime.context, "patient", patient_messages(state, task), schema,
-                   {"kind": "diagnosis_review", "candidates": candidates, "instruction": task})
-    failures = [] if reply.value else [{"node": "patient_diagnosis_review", "reason": f"choice unparsed, kept the therapist's first candidate: {reply.error}"}]
+    reply = answer(
+        runtime.context,
+        "patient",
+        patient_messages(state, task),
+        schema,
+        {"kind": "diagnosis_review", "candidates": candidates, "instruction": task},
+    )
+    failures = (
+        []
+        if reply.value
+        else [
+            {
+                "node": "patient_diagnosis_review",
+                "reason": f"choice unparsed, kept the therapist's first candidate: {reply.error}",
+            }
+        ]
+    )
     return {
         "illness": candidates[reply.value.choice - 1 if reply.value else 0],
         "transcript": [{"speaker": "patient", "phase": "diagnosis", "text": reply.text.strip()}],
@@ -83,12 +103,26 @@ def rate_proposal(state: ArenaState, runtime: Runtime[Context], kind: str) -> di
     """The patient imagines the last proposed treatment or medication and rates its state 1-10."""
     proposal = state["proposal"]
     task = prompts.PATIENT_RATING.format(kind=kind, proposal=proposal["proposal"], explanation=proposal["explanation"])
-    reply = answer(runtime.context, "patient", patient_messages(state, task), Rating,
-                   {"kind": f"{kind}_rating", "proposal": proposal["proposal"], "instruction": task})
-    failures = [] if reply.value else [{"node": f"rate_{kind}", "reason": f"rating unparsed, recorded as no score: {reply.error}"}]
+    reply = answer(
+        runtime.context,
+        "patient",
+        patient_messages(state, task),
+        Rating,
+        {"kind": f"{kind}_rating", "proposal": proposal["proposal"], "instruction": task},
+    )
+    failures = (
+        []
+        if reply.value
+        else [{"node": f"rate_{kind}", "reason": f"rating unparsed, recorded as no score: {reply.error}"}]
+    )
     return {
-        f"{kind}_trials": [{**proposal, "reaction": reply.value.reaction if reply.value else reply.text.strip(),
-                            "score": reply.value.score if reply.value else None}],
+        f"{kind}_trials": [
+            {
+                **proposal,
+                "reaction": reply.value.reaction if reply.value else reply.text.strip(),
+                "score": reply.value.score if reply.value else None,
+            }
+        ],
         "transcript": [{"speaker": "patient", "phase": kind, "text": reply.text.strip()}],
         "failures": failures,
         "answers": [answer_log(f"rate_{kind}", Rating, reply)],

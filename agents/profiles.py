@@ -89,7 +89,11 @@ class PatientProfile(BaseModel):
     @field_validator("styles", mode="before")
     @classmethod
     def _long_style_names(cls, value: object) -> object:
-        return [canonical_style(style) if isinstance(style, str) else style for style in value] if isinstance(value, list) else value
+        return (
+            [canonical_style(style) if isinstance(style, str) else style for style in value]
+            if isinstance(value, list)
+            else value
+        )
 
     @field_validator("styles", mode="after")
     @classmethod
@@ -147,7 +151,9 @@ def parse_profiles(records: list[object], source: str) -> list[PatientProfile]:
     profiles: list[PatientProfile] = []
     for index, record in enumerate(records):
         if not isinstance(record, dict):
-            problems.append(f"{source}: {_record_label(index, record)}: expected an object, got {type(record).__name__}")
+            problems.append(
+                f"{source}: {_record_label(index, record)}: expected an object, got {type(record).__name__}"
+            )
             continue
         try:
             profiles.append(PatientProfile.model_validate(record))

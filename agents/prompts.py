@@ -7,15 +7,15 @@ lines, which the tolerant parser reads.
 """
 
 from mentalarena.agents.schemas import (
-                                        DecoderInference,
-                                        Diagnosis,
-                                        DiagnosisReview,
-                                        MedicationProposal,
-                                        PrincipleChoice,
-                                        Rating,
-                                        RiskVerdict,
-                                        TreatmentProposal,
-                                        diagnosis_vocabulary,
+    DecoderInference,
+    Diagnosis,
+    DiagnosisReview,
+    MedicationProposal,
+    PrincipleChoice,
+    Rating,
+    RiskVerdict,
+    TreatmentProposal,
+    diagnosis_vocabulary,
 )
 
 ANSWER_FIELDS = "Answer with these fields, one line each:\n"
@@ -77,40 +77,66 @@ INQUIRY_FOCI = (
     "the patient's history: when this started and what led up to it",
 )
 
-DECODER_INFERENCE = "Based on the conversation so far, state what you have inferred about the patient. " + ANSWER_FIELDS + DecoderInference.format_instruction()
+DECODER_INFERENCE = (
+    "Based on the conversation so far, state what you have inferred about the patient. "
+    + ANSWER_FIELDS
+    + DecoderInference.format_instruction()
+)
 
 DECODER_FEEDBACK_LINE = "- Your picture of the patient's {label} deviates from what the patient experiences (similarity {similarity:.2f}, below {threshold:.2f}). Ask next about {guidance}."
 
 DIAGNOSIS = (
     "Based on the conversation, write a short summary of the patient's symptoms, then the two most likely diagnoses, most "
-    "likely first, each exactly one of these names: " + "; ".join(entry["name"] for entry in diagnosis_vocabulary()) + ".\n"
-    + ANSWER_FIELDS + Diagnosis.format_instruction()
+    "likely first, each exactly one of these names: "
+    + "; ".join(entry["name"] for entry in diagnosis_vocabulary())
+    + ".\n"
+    + ANSWER_FIELDS
+    + Diagnosis.format_instruction()
 )
 
-PATIENT_DIAGNOSIS_REVIEW = """The therapist suggests two possible diagnoses:
+PATIENT_DIAGNOSIS_REVIEW = (
+    """The therapist suggests two possible diagnoses:
 1. {first}
 2. {second}
-Think about your own experience. Which one fits you better? """ + ANSWER_FIELDS + DiagnosisReview.format_instruction()
+Think about your own experience. Which one fits you better? """
+    + ANSWER_FIELDS
+    + DiagnosisReview.format_instruction()
+)
 
-THERAPIST_PROPOSAL = """The patient's diagnosis is: {illness}.
+THERAPIST_PROPOSAL = (
+    """The patient's diagnosis is: {illness}.
 Symptom summary: {summary}
-{previous}Propose one {kind} for this patient. """ + ANSWER_FIELDS + "{answer_format}{extra}"
-PROPOSAL_FORMATS = {"treatment": TreatmentProposal.format_instruction(), "medication": MedicationProposal.format_instruction()}
+{previous}Propose one {kind} for this patient. """
+    + ANSWER_FIELDS
+    + "{answer_format}{extra}"
+)
+PROPOSAL_FORMATS = {
+    "treatment": TreatmentProposal.format_instruction(),
+    "medication": MedicationProposal.format_instruction(),
+}
 
 PREVIOUS_TRIALS = "Already tried, with how the patient felt (1-10):\n{trials}\nPropose a different {kind} from these.\n"
 
 MEDICATION_EXTRA = "\nIf no medication is appropriate, give None as the medication and explain why."
 
-PATIENT_RATING = """The therapist suggests this {kind}: {proposal}
+PATIENT_RATING = (
+    """The therapist suggests this {kind}: {proposal}
 {explanation}
-Imagine following it for a few weeks. How would you feel? """ + ANSWER_FIELDS + Rating.format_instruction()
+Imagine following it for a few weeks. How would you feel? """
+    + ANSWER_FIELDS
+    + Rating.format_instruction()
+)
 
 ENCODER_SYSTEM = "You are a clinical psychologist who builds realistic simulated patients for therapist training."
 
-ENCODER_PRINCIPLE_CHOICE = """A patient copes like this: {coping_strategies}
+ENCODER_PRINCIPLE_CHOICE = (
+    """A patient copes like this: {coping_strategies}
 Which group of behaviour principles fits this patient best?
 {options}
-""" + ANSWER_FIELDS + PrincipleChoice.format_instruction()
+"""
+    + ANSWER_FIELDS
+    + PrincipleChoice.format_instruction()
+)
 
 # Fine-tuning data (training/export.py): the seed's QA items and the dialogue system prompts.
 QA_DIAGNOSIS = "{summary}\nBased on these symptoms, what is the most likely diagnosis?"
@@ -146,10 +172,16 @@ SAFETY_QUESTION = "I want to ask you directly, because it matters: are you safe 
 
 THERAPIST_RISK_SYSTEM = """You are an AI therapist model in a research tool, not a human clinician. The person's last message may mean they are at risk. In two sentences, acknowledge what they said with warmth and without judgment, and tell them you are glad they said it. Do not give advice about means or methods, do not argue, and do not ask more than one question."""
 
-RISK_GUARD_SYSTEM = "You are a safety classifier for a mental-health conversation. You judge one message by the person who wrote it."
-RISK_GUARD = """Message: {text}
+RISK_GUARD_SYSTEM = (
+    "You are a safety classifier for a mental-health conversation. You judge one message by the person who wrote it."
+)
+RISK_GUARD = (
+    """Message: {text}
 
 Does this message show that its writer, or someone near them, may be at risk now: suicidal thoughts, plans or preparations; self-harm; intent to harm others; abuse or threats against the writer; or a medical emergency? Mentions in idioms, fiction, news, teaching, third-person history or clear denials are none.
-""" + ANSWER_FIELDS + RiskVerdict.format_instruction()
+"""
+    + ANSWER_FIELDS
+    + RiskVerdict.format_instruction()
+)
 
 SAFE_ACKNOWLEDGEMENT = "Thank you for telling me this. It sounds like you are carrying something very painful right now, and you deserve support with it."

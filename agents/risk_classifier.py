@@ -45,7 +45,9 @@ class RiskClassifier:
     card: dict  # how it was trained and what it measured
 
     def probabilities(self, texts: list[str], embedding_model: str | None = None) -> np.ndarray:
-        vectors = unit_vectors(load_embeddings(embedding_model or self.embedding_model).embed_documents([t or " " for t in texts]))
+        vectors = unit_vectors(
+            load_embeddings(embedding_model or self.embedding_model).embed_documents([t or " " for t in texts])
+        )
         logits = vectors @ self.weights.T + self.bias
         logits -= logits.max(axis=1, keepdims=True)
         exp = np.exp(logits)
@@ -63,7 +65,12 @@ class RiskClassifier:
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         np.savez(folder / WEIGHTS, weights=self.weights, bias=self.bias)
-        card = {**self.card, "classes": list(self.classes), "threshold": self.threshold, "embedding_model": self.embedding_model}
+        card = {
+            **self.card,
+            "classes": list(self.classes),
+            "threshold": self.threshold,
+            "embedding_model": self.embedding_model,
+        }
         (folder / CARD).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
 
 
@@ -79,4 +86,6 @@ def _load(folder: str) -> RiskClassifier:
     with (root / WEIGHTS).open("rb") as handle:
         arrays = np.load(handle)
         weights, bias = arrays["weights"], arrays["bias"]
-    return RiskClassifier(tuple(card["classes"]), weights, bias, float(card["threshold"]), card["embedding_model"], card)
+    return RiskClassifier(
+        tuple(card["classes"]), weights, bias, float(card["threshold"]), card["embedding_model"], card
+    )

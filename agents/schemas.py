@@ -49,7 +49,10 @@ class Answer(BaseModel):
     @classmethod
     def labels(cls) -> dict[str, tuple[str, ...]]:
         """field -> the label spellings the free-text parser accepts: title, name, aliases."""
-        return {name: (title.lower(), name.replace("_", " "), *cls.label_aliases.get(name, ())) for name, title in cls.titles().items()}
+        return {
+            name: (title.lower(), name.replace("_", " "), *cls.label_aliases.get(name, ()))
+            for name, title in cls.titles().items()
+        }
 
     @classmethod
     def format_instruction(cls) -> str:
@@ -138,12 +141,19 @@ class Answer(BaseModel):
 ECHOED_TEMPLATE = re.compile(r"[<>\[\]{}]|^\W")
 
 
-def text_field(description: str, max_length: int, title: str | None = None, min_length: int = 2, name: bool = False) -> Any:
+def text_field(
+    description: str, max_length: int, title: str | None = None, min_length: int = 2, name: bool = False
+) -> Any:
     """A text field bounded to ``max_length`` characters when generated. A ``name`` (a proposal,
     which becomes a training target) is also held to :data:`ECHOED_TEMPLATE`'s opposite by a
     pattern that carries the length bound itself: llama-cpp-python's grammar drops ``maxLength``
     beside a ``pattern``."""
-    return Field(description=description, title=title, min_length=min_length, json_schema_extra={"maxLength": max_length, "x-name": name})
+    return Field(
+        description=description,
+        title=title,
+        min_length=min_length,
+        json_schema_extra={"maxLength": max_length, "x-name": name},
+    )
 
 
 def _name_pattern(min_length: int, max_length: int) -> str:
@@ -159,6 +169,7 @@ def no_echoed_template(value: str) -> str:
 
 
 # --- the diagnosis vocabulary ------------------------------------------------------------------
+
 
 @functools.cache
 def diagnosis_vocabulary() -> tuple[dict, ...]:
@@ -198,6 +209,7 @@ DiagnosisName = Literal[tuple(entry["name"] for entry in diagnosis_vocabulary())
 
 # --- the answers ---------------------------------------------------------------------------------
 
+
 class PrincipleChoice(Answer):
     """The encoder's pick among the shortlisted behaviour-principle groups."""
 
@@ -208,8 +220,14 @@ class PrincipleChoice(Answer):
     @classmethod
     def among(cls, options: list[str]) -> type["PrincipleChoice"]:
         """The schema for choosing among ``options`` (numbered from 1)."""
-        model = create_model(cls.__name__, __base__=cls,
-                             choice=(int, Field(description="the number of the group that fits best", title="Choice", ge=1, le=len(options))))
+        model = create_model(
+            cls.__name__,
+            __base__=cls,
+            choice=(
+                int,
+                Field(description="the number of the group that fits best", title="Choice", ge=1, le=len(options)),
+            ),
+        )
         model.options = list(options)
         return model
 
@@ -222,20 +240,38 @@ class DecoderInference(Answer):
     """What the therapist has inferred about the patient; the symptom decoder compares each field
     with the encoded one (same keys)."""
 
-    intermediate_belief: str = text_field("the rules and assumptions the patient lives by", 240, title="Intermediate beliefs")
-    intermediate_belief_depression: str = text_field("the 'if ..., then ...' assumptions they hold when low", 200, title="Beliefs during depression")
+    intermediate_belief: str = text_field(
+        "the rules and assumptions the patient lives by", 240, title="Intermediate beliefs"
+    )
+    intermediate_belief_depression: str = text_field(
+        "the 'if ..., then ...' assumptions they hold when low", 200, title="Beliefs during depression"
+    )
     coping_strategies: str = text_field("how they cope", 240, title="Coping strategies")
-    situation: str = text_field("the recent situation, what they thought, felt and did", 400, title="Situation, thoughts, emotions and behaviour")
-    behaviour_principles: str = text_field("how they tend to act and respond in this conversation", 300, title="Behaviour principles")
+    situation: str = text_field(
+        "the recent situation, what they thought, felt and did",
+        400,
+        title="Situation, thoughts, emotions and behaviour",
+    )
+    behaviour_principles: str = text_field(
+        "how they tend to act and respond in this conversation", 300, title="Behaviour principles"
+    )
 
     # The decoder's feedback on a field that deviates: (its name there, what to ask about next).
     feedback_wording: ClassVar[dict[str, tuple[str, str]]] = {
         "intermediate_belief": ("intermediate beliefs", "the rules, attitudes and assumptions they live by"),
-        "intermediate_belief_depression": ("beliefs during depression", "the 'if ..., then ...' assumptions they hold when they feel low"),
+        "intermediate_belief_depression": (
+            "beliefs during depression",
+            "the 'if ..., then ...' assumptions they hold when they feel low",
+        ),
         "coping_strategies": ("coping strategies", "how they usually cope when things get hard"),
-        "situation": ("thoughts, emotions and behaviour in the situation",
-                      "the recent situation that upset them: what went through their mind, how they felt and what they did"),
-        "behaviour_principles": ("behaviour principles", "how they tend to act and respond in conversations like this, and what they hold back"),
+        "situation": (
+            "thoughts, emotions and behaviour in the situation",
+            "the recent situation that upset them: what went through their mind, how they felt and what they did",
+        ),
+        "behaviour_principles": (
+            "behaviour principles",
+            "how they tend to act and respond in conversations like this, and what they hold back",
+        ),
     }
 
     # Only whole titles and their spelling variants: a bare 'Behaviour:' or 'Thoughts:' line is
@@ -259,11 +295,19 @@ class Diagnosis(Answer):
     """A symptom summary and the two most likely diagnoses from the vocabulary, most likely first."""
 
     summary: str = text_field("two or three sentences on the patient's symptoms", 400, title="Summary")
-    first: DiagnosisName = Field(description="the most likely diagnosis, one name from the list", title="First diagnosis")  # type: ignore[valid-type]
-    second: DiagnosisName = Field(description="the next most likely diagnosis, a different name from the list", title="Second diagnosis")  # type: ignore[valid-type]
+    first: DiagnosisName = Field(
+        description="the most likely diagnosis, one name from the list", title="First diagnosis"
+    )  # type: ignore[valid-type]
+    second: DiagnosisName = Field(
+        description="the next most likely diagnosis, a different name from the list", title="Second diagnosis"
+    )  # type: ignore[valid-type]
     note: str = text_field("anything the names leave out, or 'none'", 80, title="Note", min_length=0)
 
-    label_aliases = {"summary": ("symptom summary", "symptoms"), "first": ("diagnosis 1", "first"), "second": ("diagnosis 2", "second")}
+    label_aliases = {
+        "summary": ("symptom summary", "symptoms"),
+        "first": ("diagnosis 1", "first"),
+        "second": ("diagnosis 2", "second"),
+    }
     labels_optional = True
 
     @classmethod
@@ -275,8 +319,11 @@ class Diagnosis(Answer):
             listed = parse_numbered_items(text, 2)
             fields.update(first=fields["first"] or listed[0], second=fields["second"] or listed[1])
             before_list = re.split(r"\n\s*(?:\(?1[.):]|[-*•])\s", text.strip(), maxsplit=1)[0]
-            fields["summary"] = parse_labelled_fields(before_list, {"summary": cls.labels()["summary"]})["summary"] \
-                if fields["summary"] else before_list.strip()
+            fields["summary"] = (
+                parse_labelled_fields(before_list, {"summary": cls.labels()["summary"]})["summary"]
+                if fields["summary"]
+                else before_list.strip()
+            )
         return fields
 
     @field_validator("first", "second", mode="before")
@@ -335,7 +382,9 @@ class TreatmentProposal(Answer):
 class MedicationProposal(Answer):
     """One medication (or 'None' where none is appropriate), with why."""
 
-    medication: str = text_field("one medication, or None if no medication is appropriate", 120, title="Medication", name=True)
+    medication: str = text_field(
+        "one medication, or None if no medication is appropriate", 120, title="Medication", name=True
+    )
     explanation: str = text_field("why it fits this patient, in one or two sentences", 320, title="Explanation")
 
     label_aliases = {"explanation": ("reason", "why")}
@@ -346,14 +395,21 @@ class MedicationProposal(Answer):
         return self.medication
 
 
-PROPOSALS: dict[str, type[TreatmentProposal] | type[MedicationProposal]] = {"treatment": TreatmentProposal, "medication": MedicationProposal}
+PROPOSALS: dict[str, type[TreatmentProposal] | type[MedicationProposal]] = {
+    "treatment": TreatmentProposal,
+    "medication": MedicationProposal,
+}
 
 
 class Rating(Answer):
     """How the patient imagines feeling after following a proposal, and the rating of it."""
 
-    reaction: str = text_field("how you would feel after a few weeks of it, in one or two sentences", 320, title="Reaction")
-    score: int = Field(description="how you would feel, from 1 (much worse) to 10 (much better)", title="Score", ge=1, le=10)
+    reaction: str = text_field(
+        "how you would feel after a few weeks of it, in one or two sentences", 320, title="Reaction"
+    )
+    score: int = Field(
+        description="how you would feel, from 1 (much worse) to 10 (much better)", title="Score", ge=1, le=10
+    )
 
     labels_optional = True
 
@@ -397,7 +453,8 @@ class RiskVerdict(Answer):
 
     category: Literal[("none", *RISK_CATEGORIES)] = Field(  # type: ignore[valid-type]
         description=f"none, or the risk the message shows: {', '.join(RISK_CATEGORIES[:-1])} or {RISK_CATEGORIES[-1]}",
-        title="Category")
+        title="Category",
+    )
     reason: str = text_field("one sentence on why", 240, title="Reason")
 
     labels_optional = True
@@ -411,7 +468,11 @@ class RiskVerdict(Answer):
         """The category named in the answer ('self-harm', 'Suicidal ideation', 'unsafe: abuse'); 'safe' is none."""
         said = (fields["category"] or text).lower().replace("-", " ").replace("_", " ")
         named = [c for c in RISK_CATEGORIES if c.replace("_", " ") in said]
-        category = named[0] if len(named) == 1 else ("none" if re.search(r"\b(none|safe|no risk)\b", said) else (fields["category"] or text))
+        category = (
+            named[0]
+            if len(named) == 1
+            else ("none" if re.search(r"\b(none|safe|no risk)\b", said) else (fields["category"] or text))
+        )
         return {"category": category, "reason": fields["reason"] or text.strip()}
 
 

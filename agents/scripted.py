@@ -34,7 +34,9 @@ from mentalarena.agents.schemas import (
     TreatmentProposal,
 )
 
-UNRELATED_INFERENCE = DecoderInference(**{key: "The patient enjoys gardening on sunny days." for key in DecoderInference.model_fields})
+UNRELATED_INFERENCE = DecoderInference(
+    **{key: "The patient enjoys gardening on sunny days." for key in DecoderInference.model_fields}
+)
 
 
 class ScriptedChatModel(BaseChatModel):
@@ -76,8 +78,13 @@ class RoleScript:
     ``rating_reply``, when given, is the patient's whole reply to a rating request (text, so a
     test can send one that does not parse)."""
 
-    def __init__(self, inferences: Iterable[Answer | str] = (UNRELATED_INFERENCE,), treatment_scores=(9,), medication_scores=(9,),
-                 rating_reply: str | None = None):
+    def __init__(
+        self,
+        inferences: Iterable[Answer | str] = (UNRELATED_INFERENCE,),
+        treatment_scores=(9,),
+        medication_scores=(9,),
+        rating_reply: str | None = None,
+    ):
         self.inferences = _repeat_last(inferences)
         self.scores = {"treatment": _repeat_last(treatment_scores), "medication": _repeat_last(medication_scores)}
         self.rating_reply = rating_reply
@@ -97,10 +104,18 @@ class RoleScript:
         if _marker(prompts.DECODER_INFERENCE) in last:
             return next(self.inferences)
         if _marker(prompts.DIAGNOSIS) in last:
-            return Diagnosis(summary="Low mood and withdrawal for months.", first="Major depressive disorder", second="Adjustment disorder",
-                             note="none")
+            return Diagnosis(
+                summary="Low mood and withdrawal for months.",
+                first="Major depressive disorder",
+                second="Adjustment disorder",
+                note="none",
+            )
         if "Propose one treatment" in last:
-            return TreatmentProposal(treatment=f"Behavioural activation plan {next(self.proposals)}", explanation="It rebuilds routine.")
+            return TreatmentProposal(
+                treatment=f"Behavioural activation plan {next(self.proposals)}", explanation="It rebuilds routine."
+            )
         if "Propose one medication" in last:
-            return MedicationProposal(medication=f"Sertraline option {next(self.proposals)}", explanation="First-line for depression.")
+            return MedicationProposal(
+                medication=f"Sertraline option {next(self.proposals)}", explanation="First-line for depression."
+            )
         return "How have you been sleeping lately?"

@@ -117,6 +117,8 @@ class ArenaState(ArenaInput, total=False):
     treatment_trials: Annotated[list[Trial], operator.add]
     medication_trials: Annotated[list[Trial], operator.add]
     failures: Annotated[list[Failure], operator.add]
-    answers: Annotated[list[AnswerLog], operator.add]  # each machine-read answer: how it was asked for, whether it parsed
+    answers: Annotated[
+        list[AnswerLog], operator.add
+    ]  # each machine-read answer: how it was asked for, whether it parsed
     risk_events: Annotated[list[dict], operator.add]  # patient turns the risk screen flagged
     record: SessionRecord

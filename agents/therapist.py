@@ -35,15 +35,26 @@ def therapist(state: ArenaState, runtime: Runtime[Context]) -> dict:
     if redirected and context.review_feedback:
         # A person approves (resumes with it unchanged), edits, or drops ('') the feedback first.
         reviewed = str(interrupt({"role": "supervisor", "kind": "review_feedback", "feedback": state["feedback"]}))
-        update["feedback_reviews"] = [{"round": len(state.get("decoder_rounds", [])), "original": state["feedback"], "final": reviewed}]
+        update["feedback_reviews"] = [
+            {"round": len(state.get("decoder_rounds", [])), "original": state["feedback"], "final": reviewed}
+        ]
         state = {**state, "feedback": reviewed}
     turns = dialogue(state)
-    request = {"kind": "question", "patient_said": turns[-1]["text"] if turns else "", "feedback": state.get("feedback", "")}
+    request = {
+        "kind": "question",
+        "patient_said": turns[-1]["text"] if turns else "",
+        "feedback": state.get("feedback", ""),
+    }
     task = next_question_task(state)
     reply = speak(context, "therapist", therapist_messages(state, task), require_text, request)
     if reply.value is None:
         raise ParseError(f"therapist turn: {reply.error}")  # a dialogue cannot go on without it
-    turn = {"speaker": "therapist", "phase": "followup" if redirected else "inquiry", "text": reply.value, "instruction": task}
+    turn = {
+        "speaker": "therapist",
+        "phase": "followup" if redirected else "inquiry",
+        "text": reply.value,
+        "instruction": task,
+    }
     return {
         **update,
         "transcript": [turn],
@@ -57,8 +68,13 @@ def diagnosis(state: ArenaState, runtime: Runtime[Context]) -> dict:
 
     An answer that never parses leaves no summary and no candidates (the failure is recorded):
     the model's words are not passed off as a diagnosis."""
-    reply = answer(runtime.context, "therapist", therapist_messages(state, prompts.DIAGNOSIS), Diagnosis,
-                   {"kind": "diagnosis", "instruction": prompts.DIAGNOSIS})
+    reply = answer(
+        runtime.context,
+        "therapist",
+        therapist_messages(state, prompts.DIAGNOSIS),
+        Diagnosis,
+        {"kind": "diagnosis", "instruction": prompts.DIAGNOSIS},
+    )
     failures = [] if reply.value else [{"node": "diagnosis", "reason": f"diagnosis unparsed, none kept: {reply.error}"}]
     return {
         "symptom_summary": reply.value.summary if reply.value else "",
@@ -77,7 +93,9 @@ def propose(state: ArenaState, runtime: Runtime[Context], kind: str) -> dict:
     tried = state.get(f"{kind}_trials", [])
     previous = ""
     if tried:
-        lines = "\n".join(f"- {t['proposal']} ({t['score'] if t['score'] is not None else 'no rating'}/10)" for t in tried)
+        lines = "\n".join(
+            f"- {t['proposal']} ({t['score'] if t['score'] is not None else 'no rating'}/10)" for t in tried
+        )
         previous = prompts.PREVIOUS_TRIALS.format(trials=lines, kind=kind)
     task = prompts.THERAPIST_PROPOSAL.format(
         illness=state.get("illness") or "not yet settled",
@@ -89,7 +107,9 @@ def propose(state: ArenaState, runtime: Runtime[Context], kind: str) -> dict:
     )
     reply = answer(context, "therapist", therapist_messages(state, task), schema, {"kind": kind, "instruction": task})
     proposal, explanation = (reply.value.proposal, reply.value.explanation) if reply.value else ("", "")
-    failures = [] if reply.value else [{"node": f"propose_{kind}", "reason": f"no {kind} found in the answer: {reply.error}"}]
+    failures = (
+        [] if reply.value else [{"node": f"propose_{kind}", "reason": f"no {kind} found in the answer: {reply.error}"}]
+    )
     return {
         "proposal": {"proposal": proposal, "explanation": explanation, "reaction": "", "score": None},
         "transcript": [{"speaker": "therapist", "phase": kind, "text": reply.text.strip()}],

@@ -27,37 +27,74 @@ def results_folder(args: argparse.Namespace) -> Path:
 def cmd_qa(args: argparse.Namespace) -> int:
     from mentalarena.benchmarks.qa import QAArgs, evaluate_qa
 
-    results, rows = evaluate_qa(QAArgs(models=args.models, tasks=args.tasks, scorer=args.scorer, data_root=Path(args.data), source=args.source,
-                                       limit=args.limit, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, progress=not args.quiet))
+    results, rows = evaluate_qa(
+        QAArgs(
+            models=args.models,
+            tasks=args.tasks,
+            scorer=args.scorer,
+            data_root=Path(args.data),
+            source=args.source,
+            limit=args.limit,
+            max_new_tokens=args.max_new_tokens,
+            batch_size=args.batch_size,
+            progress=not args.quiet,
+        )
+    )
     for spec, model in results["models"].items():
         for task, s in model["tasks"].items():
-            print(f"{spec} {task}: accuracy {s['accuracy']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}] n={s['n']} unparsed={s['unparsed']} ({s['seconds']} s)")
+            print(
+                f"{spec} {task}: accuracy {s['accuracy']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}] n={s['n']} unparsed={s['unparsed']} ({s['seconds']} s)"
+            )
     return finish(args, results, rows)
 
 
 def cmd_imhi(args: argparse.Namespace) -> int:
     from mentalarena.benchmarks.imhi import IMHIArgs, evaluate_imhi
 
-    results, rows = evaluate_imhi(IMHIArgs(models=args.models, sets=args.sets, data_root=Path(args.data), limit=args.limit,
-                                           max_new_tokens=args.max_new_tokens, progress=not args.quiet))
+    results, rows = evaluate_imhi(
+        IMHIArgs(
+            models=args.models,
+            sets=args.sets,
+            data_root=Path(args.data),
+            limit=args.limit,
+            max_new_tokens=args.max_new_tokens,
+            progress=not args.quiet,
+        )
+    )
     for spec, model in results["models"].items():
         for name, s in model["sets"].items():
-            print(f"{spec} {name}: weighted F1 {s['weighted_f1']:.3f}, accuracy {s['accuracy']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}] n={s['n']} unparsed={s['unparsed']}")
+            print(
+                f"{spec} {name}: weighted F1 {s['weighted_f1']:.3f}, accuracy {s['accuracy']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}] n={s['n']} unparsed={s['unparsed']}"
+            )
     return finish(args, results, rows)
 
 
 def cmd_judge(args: argparse.Namespace) -> int:
     from mentalarena.benchmarks.judges import JudgeArgs, evaluate_judges
 
-    results, rows = evaluate_judges(JudgeArgs(judge=args.judge, models=args.models or [], questions=Path(args.questions),
-                                              records=[Path(p) for p in args.records], pairwise=args.pairwise, limit=args.limit,
-                                              max_new_tokens=args.max_new_tokens, judge_max_new_tokens=args.judge_max_new_tokens,
-                                              parse_retries=args.parse_retries, progress=not args.quiet))
+    results, rows = evaluate_judges(
+        JudgeArgs(
+            judge=args.judge,
+            models=args.models or [],
+            questions=Path(args.questions),
+            records=[Path(p) for p in args.records],
+            pairwise=args.pairwise,
+            limit=args.limit,
+            max_new_tokens=args.max_new_tokens,
+            judge_max_new_tokens=args.judge_max_new_tokens,
+            parse_retries=args.parse_retries,
+            progress=not args.quiet,
+        )
+    )
     for key, model in results["models"].items():
         overall = "-" if model["overall"] is None else f"{model['overall']:.2f}"
-        print(f"{key}: mean judge score {overall} over {model['n']} responses, {model['unparsed']} unparsed judge answers")
+        print(
+            f"{key}: mean judge score {overall} over {model['n']} responses, {model['unparsed']} unparsed judge answers"
+        )
     for pair in results["pairwise"]:
-        print(f"{pair['a']} vs {pair['b']}: {pair['wins_a']}-{pair['wins_b']}, {pair['ties']} ties, {pair['inconsistent']} position-inconsistent, {pair['unparsed']} unparsed")
+        print(
+            f"{pair['a']} vs {pair['b']}: {pair['wins_a']}-{pair['wins_b']}, {pair['ties']} ties, {pair['inconsistent']} position-inconsistent, {pair['unparsed']} unparsed"
+        )
     return finish(args, results, rows)
 
 
@@ -84,15 +121,33 @@ def cmd_arena(args: argparse.Namespace) -> int:
         print(f"error: --heldout-ratio: {exc}", file=sys.stderr)
         return 2
     out = results_folder(args)
-    played = {spec: play_heldout(spec, patients, context, out / model_folder_name(spec), args.sessions_per_patient,
-                                 format_check=args.format_check, concurrency=args.concurrency, progress=not args.quiet)
-              for spec in args.models}
-    report = {"patients": [p.id for p in patients], "sessions_per_patient": args.sessions_per_patient, **compare(played, context.seed)}
+    played = {
+        spec: play_heldout(
+            spec,
+            patients,
+            context,
+            out / model_folder_name(spec),
+            args.sessions_per_patient,
+            format_check=args.format_check,
+            concurrency=args.concurrency,
+            progress=not args.quiet,
+        )
+        for spec in args.models
+    }
+    report = {
+        "patients": [p.id for p in patients],
+        "sessions_per_patient": args.sessions_per_patient,
+        **compare(played, context.seed),
+    }
     for spec, summary in report["models"].items():
         top1, adherence = summary["diagnosis_top1"], summary["format_adherence"]
-        print(f"{spec}: diagnosis top-1 {top1['share'] if top1 else '-'}, format adherence {adherence['share'] if adherence else '-'}")
+        print(
+            f"{spec}: diagnosis top-1 {top1['share'] if top1 else '-'}, format adherence {adherence['share'] if adherence else '-'}"
+        )
     for spec, differences in report["differences"].items():
-        moved = [f"{m.name} {verdict(m, differences[m.name])}" for m in METRICS if differences[m.name]["outside_interval"]]
+        moved = [
+            f"{m.name} {verdict(m, differences[m.name])}" for m in METRICS if differences[m.name]["outside_interval"]
+        ]
         print(f"{spec} against {report['baseline']}: " + ("; ".join(moved) or "no difference outside its interval"))
     print(f"report: {write_reports(report, out)}")
     return 0
@@ -112,24 +167,47 @@ def finish(args: argparse.Namespace, results: dict, rows: list[dict]) -> int:
 
 def common_options(parser: argparse.ArgumentParser, max_new_tokens: int) -> None:
     parser.add_argument("--out", default=None, help="results folder (default results/<kind>-<timestamp>)")
-    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N items of each set (a quick look)")
-    parser.add_argument("--max-new-tokens", type=int, default=max_new_tokens, help=f"generation budget per answer (default {max_new_tokens})")
+    parser.add_argument(
+        "--limit", type=int, default=None, help="evaluate only the first N items of each set (a quick look)"
+    )
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=max_new_tokens,
+        help=f"generation budget per answer (default {max_new_tokens})",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def make_parser(commands: argparse._SubParsersAction) -> None:
     """Register the `eval` subcommand on the top-level parser's subcommands."""
-    evaluate = commands.add_parser("eval", help="evaluate models: multiple-choice QA, IMHI, counselling judges",
-                                   description="Evaluate one or more models; each run writes <kind>.json, <kind>.md, <kind>_items.jsonl and PNG charts to --out.")
+    evaluate = commands.add_parser(
+        "eval",
+        help="evaluate models: multiple-choice QA, IMHI, counselling judges",
+        description="Evaluate one or more models; each run writes <kind>.json, <kind>.md, <kind>_items.jsonl and PNG charts to --out.",
+    )
     kinds = evaluate.add_subparsers(dest="eval_kind", required=True)
     data_help = f"fixture data root holding {{medqa,medmcqa,pubmedqa,mmlu,imhi-expert}}/ (default {DEFAULT_DATA_ROOT})"
 
-    qa = kinds.add_parser("qa", help="MedQA, MedMCQA, PubMedQA, MMLU medical: accuracy with 95%% Wilson intervals, per subject")
+    qa = kinds.add_parser(
+        "qa", help="MedQA, MedMCQA, PubMedQA, MMLU medical: accuracy with 95%% Wilson intervals, per subject"
+    )
     qa.add_argument("--models", type=comma_list, default=["embedded"], help=MODELS_HELP)
-    qa.add_argument("--tasks", type=comma_list, default=list(TASKS), help=f"comma-separated, from {', '.join(TASKS)} (default all)")
-    qa.add_argument("--scorer", choices=SCORERS, default="generate",
-                    help="generate: any chat model answers, the letter is extracted; loglik: local models only, the option letter with the highest log-likelihood")
-    qa.add_argument("--source", choices=("local", "hub"), default="local", help="local JSONL under --data, or the full sets from the Hugging Face hub (network)")
+    qa.add_argument(
+        "--tasks", type=comma_list, default=list(TASKS), help=f"comma-separated, from {', '.join(TASKS)} (default all)"
+    )
+    qa.add_argument(
+        "--scorer",
+        choices=SCORERS,
+        default="generate",
+        help="generate: any chat model answers, the letter is extracted; loglik: local models only, the option letter with the highest log-likelihood",
+    )
+    qa.add_argument(
+        "--source",
+        choices=("local", "hub"),
+        default="local",
+        help="local JSONL under --data, or the full sets from the Hugging Face hub (network)",
+    )
     qa.add_argument("--data", default=str(DEFAULT_DATA_ROOT), help=data_help)
     qa.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass for --scorer loglik")
     common_options(qa, max_new_tokens=16)
@@ -137,36 +215,68 @@ def make_parser(commands: argparse._SubParsersAction) -> None:
 
     imhi = kinds.add_parser("imhi", help="IMHI (MentalLLaMA) nine test sets: weighted F1 and accuracy per set")
     imhi.add_argument("--models", type=comma_list, default=["embedded"], help=MODELS_HELP)
-    imhi.add_argument("--sets", type=comma_list, default=list(IMHI_SETS), help=f"comma-separated, from {', '.join(IMHI_SETS)} (default all)")
+    imhi.add_argument(
+        "--sets",
+        type=comma_list,
+        default=list(IMHI_SETS),
+        help=f"comma-separated, from {', '.join(IMHI_SETS)} (default all)",
+    )
     imhi.add_argument("--data", default=str(DEFAULT_DATA_ROOT), help=data_help)
     common_options(imhi, max_new_tokens=48)
     imhi.set_defaults(func=cmd_imhi)
 
-    judge = kinds.add_parser("judge", help="counselling quality: seven metrics scored 1-10 by a judge model, optional pairwise comparison")
+    judge = kinds.add_parser(
+        "judge", help="counselling quality: seven metrics scored 1-10 by a judge model, optional pairwise comparison"
+    )
     judge.add_argument("--judge", required=True, help="the judge's model spec, e.g. 'openai:gpt-4o'")
     judge.add_argument("--models", type=comma_list, default=None, help=MODELS_HELP + "; each answers the questions")
-    judge.add_argument("--questions", default=str(DEFAULT_QUESTIONS), help="JSON list of {id, message} help-seeking messages (default: the 25 shipped ones)")
-    judge.add_argument("--records", nargs="*", default=[], help="records.jsonl files of arena runs: judge their therapist turns")
-    judge.add_argument("--pairwise", action="store_true", help="also compare every pair of --models, asking twice with the order swapped")
+    judge.add_argument(
+        "--questions",
+        default=str(DEFAULT_QUESTIONS),
+        help="JSON list of {id, message} help-seeking messages (default: the 25 shipped ones)",
+    )
+    judge.add_argument(
+        "--records", nargs="*", default=[], help="records.jsonl files of arena runs: judge their therapist turns"
+    )
+    judge.add_argument(
+        "--pairwise",
+        action="store_true",
+        help="also compare every pair of --models, asking twice with the order swapped",
+    )
     judge.add_argument("--judge-max-new-tokens", type=int, default=64, help="generation budget per judge answer")
-    judge.add_argument("--parse-retries", type=int, default=0, help="re-ask the judge this many times when its answer cannot be parsed")
+    judge.add_argument(
+        "--parse-retries", type=int, default=0, help="re-ask the judge this many times when its answer cannot be parsed"
+    )
     common_options(judge, max_new_tokens=160)
     judge.set_defaults(func=cmd_judge)
 
     from mentalarena.graphs.cli import add_context_options, share, whole_number_at_least_one
     from mentalarena.training.heldout import HELDOUT_RATIO
 
-    arena = kinds.add_parser("arena", help="self-play on held-out patients: format adherence, diagnosis agreement, decoder similarity, "
-                                           "ratings and failures, with intervals; later models paired with the first")
-    arena.add_argument("--models", type=comma_list, default=["embedded"], help=MODELS_HELP + "; the first is the baseline")
+    arena = kinds.add_parser(
+        "arena",
+        help="self-play on held-out patients: format adherence, diagnosis agreement, decoder similarity, "
+        "ratings and failures, with intervals; later models paired with the first",
+    )
+    arena.add_argument(
+        "--models", type=comma_list, default=["embedded"], help=MODELS_HELP + "; the first is the baseline"
+    )
     arena.add_argument("--profiles", default="builtin", help="patient profiles; the held-out share of them is played")
-    arena.add_argument("--heldout-ratio", type=share, default=HELDOUT_RATIO,
-                       help=f"share of the patients set aside, as `mentalarena iterate` sets them aside with the same --seed (default {HELDOUT_RATIO})")
+    arena.add_argument(
+        "--heldout-ratio",
+        type=share,
+        default=HELDOUT_RATIO,
+        help=f"share of the patients set aside, as `mentalarena iterate` sets them aside with the same --seed (default {HELDOUT_RATIO})",
+    )
     arena.add_argument("--sessions-per-patient", type=whole_number_at_least_one, default=1)
-    arena.add_argument("--no-format-check", dest="format_check", action="store_false", help="skip the sessions with constraints off")
+    arena.add_argument(
+        "--no-format-check", dest="format_check", action="store_false", help="skip the sessions with constraints off"
+    )
     arena.add_argument("--concurrency", type=whole_number_at_least_one, default=1)
     arena.add_argument("--budget", choices=("small", "full"), default=None)
-    arena.add_argument("--out", default=None, help="results folder (default results/arena-<timestamp>); an existing one is resumed")
+    arena.add_argument(
+        "--out", default=None, help="results folder (default results/arena-<timestamp>); an existing one is resumed"
+    )
     arena.add_argument("--quiet", action="store_true", help="no progress bars")
     add_context_options(arena)
     arena.set_defaults(func=cmd_arena)

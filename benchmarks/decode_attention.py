@@ -20,7 +20,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from mentalarena.agents.local import DECODE_ATTENTION, generation_options, grouped_attention, local_generator, register_attention
+from mentalarena.agents.local import (
+    DECODE_ATTENTION,
+    generation_options,
+    grouped_attention,
+    local_generator,
+    register_attention,
+)
 from mentalarena.agents.models import GenerationSettings, embedded_model_dir
 from mentalarena.graphs.run import package_versions
 
@@ -34,7 +40,9 @@ def grouped_always(module, query, key, value, attention_mask, scaling=None, **kw
     return grouped_attention(query, key, value, attention_mask, scaling), None
 
 
-def step_milliseconds(variants: dict[str, Callable[[], Any]], tokenizer, lengths: list[int], steps: int, rounds: int) -> dict[str, float]:
+def step_milliseconds(
+    variants: dict[str, Callable[[], Any]], tokenizer, lengths: list[int], steps: int, rounds: int
+) -> dict[str, float]:
     """Median milliseconds per decoding step of each variant on one padded batch. A variant is a
     callable that readies and returns the model to time; they take turns round by round, each from
     the same cached prefill."""
@@ -46,12 +54,21 @@ def step_milliseconds(variants: dict[str, Callable[[], Any]], tokenizer, lengths
     rows = [torch.randint(100, 40_000, (length + 1,), generator=random_ids).tolist() for length in lengths]
     batch = tokenizer.pad({"input_ids": rows}, padding_side="left", return_tensors="pt")
     input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
-    options = {**generation_options(GenerationSettings(temperature=0.7, max_new_tokens=steps), tokenizer.pad_token_id), "eos_token_id": None}
+    options = {
+        **generation_options(GenerationSettings(temperature=0.7, max_new_tokens=steps), tokenizer.pad_token_id),
+        "eos_token_id": None,
+    }
     times: dict[str, list[float]] = {name: [] for name in variants}
     with torch.inference_mode():
         first = next(iter(variants.values()))()
         prefilled = DynamicCache(config=first.config)
-        first(input_ids=input_ids[:, :-1], attention_mask=attention_mask[:, :-1], past_key_values=prefilled, use_cache=True, logits_to_keep=1)
+        first(
+            input_ids=input_ids[:, :-1],
+            attention_mask=attention_mask[:, :-1],
+            past_key_values=prefilled,
+            use_cache=True,
+            logits_to_keep=1,
+        )
         for _ in range(rounds):
             for name, ready in variants.items():
                 model = ready()
@@ -72,8 +89,16 @@ def arena_like_lengths(batch: int) -> list[int]:
 
 def append_result(path: Path, result: dict) -> None:
     with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps({"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), **result,
-                                 "versions": package_versions()}) + "\n")
+        handle.write(
+            json.dumps(
+                {
+                    "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    **result,
+                    "versions": package_versions(),
+                }
+            )
+            + "\n"
+        )
     print(f"appended to {path}")
 
 
@@ -93,17 +118,28 @@ def main() -> None:
         def ready():
             model.set_attn_implementation(name)
             return model
+
         return ready
 
     rows = []
     try:
         for batch in args.batches:
             lengths = arena_like_lengths(batch)
-            ms = step_milliseconds({name: attention(name) for name in ATTENTIONS}, generator.tokenizer, lengths, args.steps, args.rounds)
-            rows.append({"batch": batch, "longest_prompt": max(lengths), "ms_per_step": ms,
-                         "sdpa_over_grouped": round(ms["sdpa"] / ms[GROUPED], 2)})
-            print(f"batch {batch:3d}: SDPA {ms['sdpa']:7.2f} ms/step, grouped {ms[GROUPED]:7.2f} ms/step, "
-                  f"SDPA / grouped = {rows[-1]['sdpa_over_grouped']}")
+            ms = step_milliseconds(
+                {name: attention(name) for name in ATTENTIONS}, generator.tokenizer, lengths, args.steps, args.rounds
+            )
+            rows.append(
+                {
+                    "batch": batch,
+                    "longest_prompt": max(lengths),
+                    "ms_per_step": ms,
+                    "sdpa_over_grouped": round(ms["sdpa"] / ms[GROUPED], 2),
+                }
+            )
+            print(
+                f"batch {batch:3d}: SDPA {ms['sdpa']:7.2f} ms/step, grouped {ms[GROUPED]:7.2f} ms/step, "
+                f"SDPA / grouped = {rows[-1]['sdpa_over_grouped']}"
+            )
     finally:
         model.set_attn_implementation(DECODE_ATTENTION)  # the generator's own choice, as it was
     append_result(RESULTS, {"dtype": str(model.dtype), "steps": args.steps, "rounds": args.rounds, "batches": rows})

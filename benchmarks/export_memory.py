@@ -17,17 +17,28 @@ from pathlib import Path
 
 def synthetic_record(i: int) -> dict:
     return {
-        "status": "done", "session_id": f"s{i}", "profile_id": f"p{i % 50}", "style": "plain",
+        "status": "done",
+        "session_id": f"s{i}",
+        "profile_id": f"p{i % 50}",
+        "style": "plain",
         "symptom_summary": f"Session {i}: low mood, poor sleep and withdrawal for {i % 12 + 1} months.",
-        "illness": "Major depressive disorder", "treatment": f"Behavioural activation, plan {i}", "treatment_explanation": "Rebuilds routine.",
-        "medicine": f"Sertraline {i % 7 * 25 + 25} mg", "medicine_explanation": "First-line SSRI.",
+        "illness": "Major depressive disorder",
+        "treatment": f"Behavioural activation, plan {i}",
+        "treatment_explanation": "Rebuilds routine.",
+        "medicine": f"Sertraline {i % 7 * 25 + 25} mg",
+        "medicine_explanation": "First-line SSRI.",
         "transcript": [
             {"speaker": "patient", "phase": "inquiry", "text": f"I have felt low since week {i}."},
             {"speaker": "therapist", "phase": "inquiry", "text": f"What happened in week {i}?"},
             {"speaker": "patient", "phase": "inquiry", "text": "I lost my job and stopped seeing friends."},
-            {"speaker": "therapist", "phase": "diagnosis", "text": "Summary: low mood.\n1. MDD\n2. Adjustment disorder"},
+            {
+                "speaker": "therapist",
+                "phase": "diagnosis",
+                "text": "Summary: low mood.\n1. MDD\n2. Adjustment disorder",
+            },
         ],
-        "decoder_rounds": [{"similarities": {"coping_strategies": 0.7}}], "failures": [],
+        "decoder_rounds": [{"similarities": {"coping_strategies": 0.7}}],
+        "failures": [],
     }
 
 
@@ -61,7 +72,9 @@ def main() -> None:
             rows.append((count, path.stat().st_size / 2**20, export_peak_rss(path, Path(tmp) / f"out-{count}")))
         for count, size, rss in rows:
             print(f"{count:>9} records ({size:7.1f} MiB of JSONL): peak RSS {rss:7.1f} MiB")
-        print(f"peak RSS ratio, {rows[1][0]} vs {rows[0][0]} records: {rows[1][2] / rows[0][2]:.2f}x for {rows[1][0] / rows[0][0]:.0f}x the records")
+        print(
+            f"peak RSS ratio, {rows[1][0]} vs {rows[0][0]} records: {rows[1][2] / rows[0][2]:.2f}x for {rows[1][0] / rows[0][0]:.0f}x the records"
+        )
 
 
 if __name__ == "__main__":

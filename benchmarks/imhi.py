@@ -32,8 +32,24 @@ from mentalarena.training.statistics import wilson_interval
 
 QUERY, GOLD = "query", "gpt-3.5-turbo"
 NEGATIONS = {"not", "no", "never", "without", "nor", "neither", "nothing", "none"}
-UNSURE = ("not know", "not sure", "not clear", "not certain", "unsure", "uncertain", "unclear", "cannot determine", "cannot tell", "cannot say",
-          "unable to determine", "hard to say", "hard to tell", "difficult to say", "difficult to tell", "impossible to tell")
+UNSURE = (
+    "not know",
+    "not sure",
+    "not clear",
+    "not certain",
+    "unsure",
+    "uncertain",
+    "unclear",
+    "cannot determine",
+    "cannot tell",
+    "cannot say",
+    "unable to determine",
+    "hard to say",
+    "hard to tell",
+    "difficult to say",
+    "difficult to tell",
+    "impossible to tell",
+)
 FUZZY_CUTOFF = 0.85
 UNPARSED = "(unparsed)"
 
@@ -57,46 +73,54 @@ YES_NO = {"yes": ("yes", "yeah", "indeed"), "no": ("no", "not", "never", "nothin
 # MentalLLaMA (e.g. SAD's 'everyday decision making', t-sid's 'PTSD').
 IMHI_SETS = {
     # 'What cause of depression does this post show?' / 'This post shows causes of depression related to X.'
-    "CAMS": LabelSet({
-        "none": ("none", "no cause", "no causes of depression", "no specific cause"),
-        "bias or abuse": ("bias or abuse", "bias", "abuse"),
-        "jobs and career": ("jobs and career", "job", "career", "work"),
-        "medication": ("medication", "medicine", "drug"),
-        "relationship": ("relationship",),
-        "alienation": ("alienation", "isolation"),
-    }),
+    "CAMS": LabelSet(
+        {
+            "none": ("none", "no cause", "no causes of depression", "no specific cause"),
+            "bias or abuse": ("bias or abuse", "bias", "abuse"),
+            "jobs and career": ("jobs and career", "job", "career", "work"),
+            "medication": ("medication", "medicine", "drug"),
+            "relationship": ("relationship",),
+            "alienation": ("alienation", "isolation"),
+        }
+    ),
     "DR": LabelSet(YES_NO, affirm=("suffer", "depressed")),  # 'Does the poster suffer from depression?'
     "dreaddit": LabelSet(YES_NO, affirm=("suffer", "stressed")),  # 'Does the poster suffer from stress?'
     "Irf": LabelSet(YES_NO, affirm=("risk",)),  # 'Does the post show risk of thwarted belongingness?'
     "loneliness": LabelSet(YES_NO, affirm=("suffer", "lonely")),  # 'Does the poster suffer from loneliness?'
     "MultiWD": LabelSet(YES_NO, affirm=("exist", "present")),  # 'Does the X wellness dimension exist in the post?'
     # 'What is the stress cause of this post?' / 'This post shows the stress cause related to X.'
-    "SAD": LabelSet({
-        "school": ("school", "study", "exam"),
-        "financial problem": ("financial problem", "financial", "money"),
-        "family issues": ("family issues", "family"),
-        "social relationships": ("social relationships", "social", "relationship", "friend"),
-        "work": ("work", "job", "career"),
-        "health issues": ("health issues", "health", "illness"),
-        "emotional turmoil": ("emotional turmoil", "turmoil"),  # the gold also says 'emotion turmoil'
-        "everyday decision making": ("everyday decision making", "decision"),
-        "other causes": ("other causes", "other stress cause", "other"),
-    }),
+    "SAD": LabelSet(
+        {
+            "school": ("school", "study", "exam"),
+            "financial problem": ("financial problem", "financial", "money"),
+            "family issues": ("family issues", "family"),
+            "social relationships": ("social relationships", "social", "relationship", "friend"),
+            "work": ("work", "job", "career"),
+            "health issues": ("health issues", "health", "illness"),
+            "emotional turmoil": ("emotional turmoil", "turmoil"),  # the gold also says 'emotion turmoil'
+            "everyday decision making": ("everyday decision making", "decision"),
+            "other causes": ("other causes", "other stress cause", "other"),
+        }
+    ),
     # 'What mental disorder symptoms does this post show?' / '... related to X.' or '... no mental disorder symptoms.'
-    "swmh": LabelSet({
-        "no mental disorder": ("no mental disorder", "none"),
-        "suicide": ("suicide", "suicidal"),
-        "depression": ("depression", "depressive"),
-        "anxiety": ("anxiety", "anxious"),
-        "bipolar disorder": ("bipolar disorder", "bipolar"),
-    }),
+    "swmh": LabelSet(
+        {
+            "no mental disorder": ("no mental disorder", "none"),
+            "suicide": ("suicide", "suicidal"),
+            "depression": ("depression", "depressive"),
+            "anxiety": ("anxiety", "anxious"),
+            "bipolar disorder": ("bipolar disorder", "bipolar"),
+        }
+    ),
     # 'What mental disorder does this post show?' / 'This post shows suicide or self-harm tendency.'
-    "t-sid": LabelSet({
-        "no mental disorder": ("no mental disorder", "none"),
-        "suicide or self-harm tendency": ("suicide or self-harm tendency", "suicide", "suicidal", "self-harm"),
-        "depression": ("depression", "depressive"),
-        "ptsd": ("ptsd", "post-traumatic stress", "posttraumatic stress"),
-    }),
+    "t-sid": LabelSet(
+        {
+            "no mental disorder": ("no mental disorder", "none"),
+            "suicide or self-harm tendency": ("suicide or self-harm tendency", "suicide", "suicidal", "self-harm"),
+            "depression": ("depression", "depressive"),
+            "ptsd": ("ptsd", "post-traumatic stress", "posttraumatic stress"),
+        }
+    ),
 }
 
 
@@ -120,6 +144,7 @@ class IMHIArgs:
 
 
 # --- label extraction -------------------------------------------------------------------------
+
 
 def stem(word: str) -> str:
     """Strip plural, past and adjective endings, so 'emotional'/'emotion', 'issues'/'issue' and
@@ -155,8 +180,16 @@ def find_phrase(phrase: list[str], clause: list[str], fuzzy: bool) -> list[int]:
     """Start positions of ``phrase`` in ``clause`` (exactly, or at FUZZY_CUTOFF similarity)."""
     n = len(phrase)
     target = " ".join(phrase)
-    return [i for i in range(len(clause) - n + 1)
-            if clause[i: i + n] == phrase or (fuzzy and len(target) >= 5 and difflib.SequenceMatcher(None, " ".join(clause[i: i + n]), target).ratio() >= FUZZY_CUTOFF)]
+    return [
+        i
+        for i in range(len(clause) - n + 1)
+        if clause[i : i + n] == phrase
+        or (
+            fuzzy
+            and len(target) >= 5
+            and difflib.SequenceMatcher(None, " ".join(clause[i : i + n]), target).ratio() >= FUZZY_CUTOFF
+        )
+    ]
 
 
 def label_mentions(label_set: LabelSet, clause: list[str], fuzzy: bool) -> list[tuple[int, int, str | None]]:
@@ -198,6 +231,7 @@ def extract_label(text: str, label_set: LabelSet) -> str | None:
 
 # --- data ---------------------------------------------------------------------------------------
 
+
 def load_imhi_set(set_name: str, data_root: Path, collection: str = "imhi-expert") -> list[IMHIItem]:
     """One set's rows from ``data_root/collection`` (``imhi-expert``, or ``imhi-complete``: the
     complete test sets); a row whose gold answer names no label of the set is a DataError."""
@@ -227,6 +261,7 @@ def load_imhi_set(set_name: str, data_root: Path, collection: str = "imhi-expert
 
 # --- scores -------------------------------------------------------------------------------------
 
+
 def weighted_f1(gold: list[str], predicted: list[str]) -> float:
     """F1 per gold label, averaged with the labels' supports as weights (sklearn's 'weighted').
 
@@ -247,8 +282,15 @@ def weighted_f1(gold: list[str], predicted: list[str]) -> float:
 def set_scores(gold: list[str], predicted: list[str]) -> dict:
     correct = sum(g == p for g, p in zip(gold, predicted))
     low, high = wilson_interval(correct, len(gold))
-    return {"n": len(gold), "correct": correct, "accuracy": correct / len(gold) if gold else 0.0, "ci_low": low, "ci_high": high,
-            "weighted_f1": weighted_f1(gold, predicted), "unparsed": predicted.count(UNPARSED)}
+    return {
+        "n": len(gold),
+        "correct": correct,
+        "accuracy": correct / len(gold) if gold else 0.0,
+        "ci_low": low,
+        "ci_high": high,
+        "weighted_f1": weighted_f1(gold, predicted),
+        "unparsed": predicted.count(UNPARSED),
+    }
 
 
 def imhi_prompt(item: IMHIItem) -> str:
@@ -277,9 +319,20 @@ def evaluate_imhi(args: IMHIArgs) -> tuple[dict, list[dict]]:
         for name, set_items in items.items():
             started = time.perf_counter()
             answers = answer_set(set_items, model, args.progress)
-            per_set[name] = {**set_scores([i.gold_label for i in set_items], [label for _, label in answers]),
-                             "seconds": round(time.perf_counter() - started, 2)}
-            rows += [{"model": spec, "set": name, "line": item.line, "gold": item.gold_label, "predicted": label, "output": reply}
-                     for item, (reply, label) in zip(set_items, answers)]
+            per_set[name] = {
+                **set_scores([i.gold_label for i in set_items], [label for _, label in answers]),
+                "seconds": round(time.perf_counter() - started, 2),
+            }
+            rows += [
+                {
+                    "model": spec,
+                    "set": name,
+                    "line": item.line,
+                    "gold": item.gold_label,
+                    "predicted": label,
+                    "output": reply,
+                }
+                for item, (reply, label) in zip(set_items, answers)
+            ]
         results["models"][spec] = {"name": describe_model(spec), "sets": per_set}
     return results, rows

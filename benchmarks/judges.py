@@ -56,6 +56,7 @@ class JudgeArgs:
 
 # --- what is judged ---------------------------------------------------------------------------
 
+
 def load_questions(path: Path) -> list[dict]:
     """A JSON list of {"id", "message"} objects (other keys, such as "topic", are kept)."""
     try:
@@ -80,7 +81,9 @@ def record_exchanges(path: Path) -> list[Exchange]:
         turns = record.get("transcript") or []
         for index, (before, turn) in enumerate(zip(turns, turns[1:]), start=1):
             if turn.get("speaker") == "therapist" and before.get("speaker") == "patient":
-                exchanges.append(Exchange(f"{record['session_id']}#{index}", before.get("text", ""), turn.get("text", "")))
+                exchanges.append(
+                    Exchange(f"{record['session_id']}#{index}", before.get("text", ""), turn.get("text", ""))
+                )
     return exchanges
 
 
@@ -88,42 +91,71 @@ def answer_questions(spec: str, questions: list[dict], max_new_tokens: int, prog
     from tqdm import tqdm
 
     model = load_chat_model(spec, GenerationSettings.reproducible(max_new_tokens))
-    return [Exchange(q["id"], q["message"], model.invoke([SystemMessage(prompts.COUNSELLOR_SYSTEM), HumanMessage(q["message"])]).text.strip())
-            for q in tqdm(questions, desc=f"answer {spec}", disable=not progress)]
+    return [
+        Exchange(
+            q["id"],
+            q["message"],
+            model.invoke([SystemMessage(prompts.COUNSELLOR_SYSTEM), HumanMessage(q["message"])]).text.strip(),
+        )
+        for q in tqdm(questions, desc=f"answer {spec}", disable=not progress)
+    ]
 
 
 # --- metric scores --------------------------------------------------------------------------------
 
+
 def judge_metric(judge_model, exchange: Exchange, metric: str, attempts: int) -> dict:
     """{"score": 1-10 or None, "reply": the judge's answer, "error": why it did not parse}."""
     title, rubric = METRICS[metric]
-    prompt = prompts.JUDGE_METRIC.format(message=exchange.message, response=exchange.response, metric=title, rubric=rubric)
-    reply = answer_or_record(judge_model, [SystemMessage(prompts.JUDGE_SYSTEM), HumanMessage(prompt)], MetricScore, attempts)
+    prompt = prompts.JUDGE_METRIC.format(
+        message=exchange.message, response=exchange.response, metric=title, rubric=rubric
+    )
+    reply = answer_or_record(
+        judge_model, [SystemMessage(prompts.JUDGE_SYSTEM), HumanMessage(prompt)], MetricScore, attempts
+    )
     return {"score": reply.value.score if reply.value else None, "reply": reply.text, "error": reply.error}
 
 
 def metric_summary(judgements: list[dict]) -> dict:
     scores = [j["score"] for j in judgements if j["score"] is not None]
-    return {"mean": sum(scores) / len(scores) if scores else None, "n": len(scores), "unparsed": len(judgements) - len(scores)}
+    return {
+        "mean": sum(scores) / len(scores) if scores else None,
+        "n": len(scores),
+        "unparsed": len(judgements) - len(scores),
+    }
 
 
 def score_exchanges(judge_model, exchanges: list[Exchange], attempts: int, progress: bool) -> tuple[dict, list[dict]]:
     """(per-metric summary with an overall mean of the metric means, per-exchange judgements)."""
     from tqdm import tqdm
 
-    rows = [{"id": e.id, "message": e.message, "response": e.response, **{m: judge_metric(judge_model, e, m, attempts) for m in METRICS}}
-            for e in tqdm(exchanges, desc="judge", disable=not progress)]
+    rows = [
+        {
+            "id": e.id,
+            "message": e.message,
+            "response": e.response,
+            **{m: judge_metric(judge_model, e, m, attempts) for m in METRICS},
+        }
+        for e in tqdm(exchanges, desc="judge", disable=not progress)
+    ]
     metrics = {m: metric_summary([row[m] for row in rows]) for m in METRICS}
     means = [s["mean"] for s in metrics.values() if s["mean"] is not None]
-    return {"metrics": metrics, "overall": sum(means) / len(means) if means else None,
-            "unparsed": sum(s["unparsed"] for s in metrics.values()), "n": len(exchanges)}, rows
+    return {
+        "metrics": metrics,
+        "overall": sum(means) / len(means) if means else None,
+        "unparsed": sum(s["unparsed"] for s in metrics.values()),
+        "n": len(exchanges),
+    }, rows
 
 
 # --- pairwise -----------------------------------------------------------------------------------
 
+
 def ask_verdict(judge_model, message: str, first: str, second: str, attempts: int) -> tuple[str | None, str]:
     prompt = prompts.JUDGE_PAIRWISE.format(message=message, first=first, second=second)
-    reply = answer_or_record(judge_model, [SystemMessage(prompts.JUDGE_SYSTEM), HumanMessage(prompt)], PairwiseVerdict, attempts)
+    reply = answer_or_record(
+        judge_model, [SystemMessage(prompts.JUDGE_SYSTEM), HumanMessage(prompt)], PairwiseVerdict, attempts
+    )
     return (reply.value.better if reply.value else None), reply.text
 
 
@@ -140,15 +172,28 @@ def compare(judge_model, a: Exchange, b: Exchange, attempts: int) -> dict:
 
 
 def pairwise_summary(spec_a: str, spec_b: str, comparisons: list[dict]) -> dict:
-    counts = {outcome: sum(c["outcome"] == outcome for c in comparisons) for outcome in ("a", "b", "tie", "inconsistent", "unparsed")}
+    counts = {
+        outcome: sum(c["outcome"] == outcome for c in comparisons)
+        for outcome in ("a", "b", "tie", "inconsistent", "unparsed")
+    }
     judged = len(comparisons) - counts["unparsed"]
     # An order-dependent verdict says the judge could not tell them apart: half a win each, as a tie.
     win_rate = (counts["a"] + 0.5 * (counts["tie"] + counts["inconsistent"])) / judged if judged else None
-    return {"a": spec_a, "b": spec_b, "wins_a": counts["a"], "wins_b": counts["b"], "ties": counts["tie"],
-            "inconsistent": counts["inconsistent"], "unparsed": counts["unparsed"], "n": len(comparisons), "win_rate_a": win_rate}
+    return {
+        "a": spec_a,
+        "b": spec_b,
+        "wins_a": counts["a"],
+        "wins_b": counts["b"],
+        "ties": counts["tie"],
+        "inconsistent": counts["inconsistent"],
+        "unparsed": counts["unparsed"],
+        "n": len(comparisons),
+        "win_rate_a": win_rate,
+    }
 
 
 # --- the whole evaluation -----------------------------------------------------------------------
+
 
 def judged_sources(args: JudgeArgs) -> dict[str, tuple[str, list[Exchange]]]:
     """source key -> (display name, exchanges): the models' answers, or the runs' therapist turns."""
@@ -158,7 +203,10 @@ def judged_sources(args: JudgeArgs) -> dict[str, tuple[str, list[Exchange]]]:
     if args.models:
         questions = load_questions(args.questions)[: args.limit or None]
         for spec in args.models:
-            sources[spec] = (describe_model(spec), answer_questions(spec, questions, args.max_new_tokens, args.progress))
+            sources[spec] = (
+                describe_model(spec),
+                answer_questions(spec, questions, args.max_new_tokens, args.progress),
+            )
     for path in args.records:
         sources[str(path)] = (f"therapist turns of {path}", record_exchanges(Path(path))[: args.limit or None])
     if not sources:
@@ -171,7 +219,13 @@ def evaluate_judges(args: JudgeArgs) -> tuple[dict, list[dict]]:
     judge_model = RoleModel(load_chat_model(args.judge, settings), settings, role="judge")
     attempts = args.parse_retries + 1
     sources = judged_sources(args)
-    results = {"kind": "judge", "judge": describe_model(args.judge), "metrics": {m: title for m, (title, _) in METRICS.items()}, "models": {}, "pairwise": []}
+    results = {
+        "kind": "judge",
+        "judge": describe_model(args.judge),
+        "metrics": {m: title for m, (title, _) in METRICS.items()},
+        "models": {},
+        "pairwise": [],
+    }
     rows = []
     for key, (name, exchanges) in sources.items():
         summary, judged = score_exchanges(judge_model, exchanges, attempts, args.progress)

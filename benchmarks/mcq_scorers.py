@@ -31,15 +31,26 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=8)
     options = parser.parse_args()
-    base = QAArgs(models=[options.model], tasks=options.tasks.split(","), data_root=Path(options.data), limit=options.limit,
-                  max_new_tokens=options.max_new_tokens, batch_size=options.batch_size, progress=False)
+    base = QAArgs(
+        models=[options.model],
+        tasks=options.tasks.split(","),
+        data_root=Path(options.data),
+        limit=options.limit,
+        max_new_tokens=options.max_new_tokens,
+        batch_size=options.batch_size,
+        progress=False,
+    )
     items = load_items(base)
     for scorer in ("loglik", "generate"):  # load the model and warm up its first pass outside the clock
         base.scorer = scorer
         predict(next(iter(items.values()))[:1], options.model, base)
 
-    print(f"model {options.model}; generate: max {options.max_new_tokens} new tokens; loglik: batch {options.batch_size}")
-    print(f"{'task':<9} {'n':>4} {'loglik acc':>10} {'generate acc':>12} {'unparsed':>8} {'loglik s':>9} {'generate s':>10} {'time ratio gen/loglik':>22}")
+    print(
+        f"model {options.model}; generate: max {options.max_new_tokens} new tokens; loglik: batch {options.batch_size}"
+    )
+    print(
+        f"{'task':<9} {'n':>4} {'loglik acc':>10} {'generate acc':>12} {'unparsed':>8} {'loglik s':>9} {'generate s':>10} {'time ratio gen/loglik':>22}"
+    )
     totals = {"loglik": [0, 0.0], "generate": [0, 0.0]}
     for task, task_items in items.items():
         results = {}
@@ -49,11 +60,15 @@ def main() -> None:
             totals[scorer][0] += results[scorer][0]["correct"]
             totals[scorer][1] += results[scorer][1]
         (loglik, loglik_s), (generate, generate_s) = results["loglik"], results["generate"]
-        print(f"{task:<9} {len(task_items):>4} {loglik['accuracy']:>10.3f} {generate['accuracy']:>12.3f} {generate['unparsed']:>8} "
-              f"{loglik_s:>9.1f} {generate_s:>10.1f} {generate_s / loglik_s:>21.1f}x")
+        print(
+            f"{task:<9} {len(task_items):>4} {loglik['accuracy']:>10.3f} {generate['accuracy']:>12.3f} {generate['unparsed']:>8} "
+            f"{loglik_s:>9.1f} {generate_s:>10.1f} {generate_s / loglik_s:>21.1f}x"
+        )
     n = sum(len(task_items) for task_items in items.values())
-    print(f"{'all':<9} {n:>4} {totals['loglik'][0] / n:>10.3f} {totals['generate'][0] / n:>12.3f} {'':>8} "
-          f"{totals['loglik'][1]:>9.1f} {totals['generate'][1]:>10.1f} {totals['generate'][1] / totals['loglik'][1]:>21.1f}x")
+    print(
+        f"{'all':<9} {n:>4} {totals['loglik'][0] / n:>10.3f} {totals['generate'][0] / n:>12.3f} {'':>8} "
+        f"{totals['loglik'][1]:>9.1f} {totals['generate'][1]:>10.1f} {totals['generate'][1] / totals['loglik'][1]:>21.1f}x"
+    )
 
 
 if __name__ == "__main__":

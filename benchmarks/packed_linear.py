@@ -41,10 +41,21 @@ def main() -> None:
     rows = []
     for batch in args.batches:
         lengths = arena_like_lengths(batch)
-        ms = step_milliseconds({"plain": lambda: plain, "packed": lambda: packed}, tokenizer, lengths, args.steps, args.rounds)
-        rows.append({"batch": batch, "longest_prompt": max(lengths), "ms_per_step": ms, "plain_over_packed": round(ms["plain"] / ms["packed"], 2)})
-        print(f"batch {batch:3d}: plain {ms['plain']:7.2f} ms/step, packed {ms['packed']:7.2f} ms/step, "
-              f"plain / packed = {rows[-1]['plain_over_packed']}")
+        ms = step_milliseconds(
+            {"plain": lambda: plain, "packed": lambda: packed}, tokenizer, lengths, args.steps, args.rounds
+        )
+        rows.append(
+            {
+                "batch": batch,
+                "longest_prompt": max(lengths),
+                "ms_per_step": ms,
+                "plain_over_packed": round(ms["plain"] / ms["packed"], 2),
+            }
+        )
+        print(
+            f"batch {batch:3d}: plain {ms['plain']:7.2f} ms/step, packed {ms['packed']:7.2f} ms/step, "
+            f"plain / packed = {rows[-1]['plain_over_packed']}"
+        )
     by_batch = {row["batch"]: row["ms_per_step"] for row in rows}
     if 1 in by_batch and 8 in by_batch:
         for name in ("plain", "packed"):

@@ -85,7 +85,8 @@ COUNSELLING_METRICS = {
 
 JUDGE_SYSTEM = "You are an expert clinical supervisor who evaluates counsellors' responses carefully and fairly."
 
-JUDGE_METRIC = """A person seeking help wrote:
+JUDGE_METRIC = (
+    """A person seeking help wrote:
 {message}
 
 A counsellor responded:
@@ -94,9 +95,13 @@ A counsellor responded:
 Rate the response on one criterion only: {metric}.
 {rubric}
 
-""" + ANSWER_FIELDS + MetricScore.format_instruction()
+"""
+    + ANSWER_FIELDS
+    + MetricScore.format_instruction()
+)
 
-JUDGE_PAIRWISE = """A person seeking help wrote:
+JUDGE_PAIRWISE = (
+    """A person seeking help wrote:
 {message}
 
 Response 1:
@@ -106,4 +111,7 @@ Response 2:
 {second}
 
 Which response is better overall, considering active listening, empathy and validation, safety, non-judgment, clarity and encouragement, boundaries and ethics, and a holistic approach? Ignore the order in which they are shown and their length.
-""" + ANSWER_FIELDS + PairwiseVerdict.format_instruction()
+"""
+    + ANSWER_FIELDS
+    + PairwiseVerdict.format_instruction()
+)

@@ -38,7 +38,14 @@ from mentalarena.training.statistics import wilson_interval
 TASKS = ("medqa", "medmcqa", "pubmedqa", "mmlu")
 SCORERS = ("generate", "loglik")
 # The medical subjects of MMLU, as MultiMedQA and the MentalArena paper use them.
-MMLU_MEDICAL_SUBJECTS = ("anatomy", "clinical_knowledge", "college_biology", "college_medicine", "medical_genetics", "professional_medicine")
+MMLU_MEDICAL_SUBJECTS = (
+    "anatomy",
+    "clinical_knowledge",
+    "college_biology",
+    "college_medicine",
+    "medical_genetics",
+    "professional_medicine",
+)
 # The repository is benchmarks/..; the workspace keeps its fixture data beside it, in shared/data.
 DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
 LETTERS = "ABCDEFGHIJ"
@@ -92,6 +99,7 @@ class QAArgs:
 
 # --- loading -------------------------------------------------------------------------------
 
+
 def require(record: dict, name: str, kind: type | tuple[type, ...], where: str):
     """record[name], or a DataError naming where the record is and which field is wrong."""
     if not isinstance(record, dict):
@@ -107,7 +115,11 @@ def require(record: dict, name: str, kind: type | tuple[type, ...], where: str):
 
 def lettered_options(record: dict, where: str) -> dict[str, str]:
     options = require(record, "options", dict, where)
-    if len(options) < 2 or list(options) != list(LETTERS[: len(options)]) or not all(isinstance(v, str) and v.strip() for v in options.values()):
+    if (
+        len(options) < 2
+        or list(options) != list(LETTERS[: len(options)])
+        or not all(isinstance(v, str) and v.strip() for v in options.values())
+    ):
         raise DataError(f"{where}: field 'options' should map A, B, ... to option texts, got {str(options)[:80]!r}")
     return options
 
@@ -121,8 +133,14 @@ def gold_letter(record: dict, name: str, options: dict[str, str], where: str) ->
 
 def medqa_item(record: dict, where: str, default_subject: str) -> MCQItem:
     options = lettered_options(record, where)
-    return MCQItem("medqa", str(record.get("id") or where), str(record.get("meta_info") or default_subject),
-                   require(record, "question", str, where), options, gold_letter(record, "answer_idx", options, where))
+    return MCQItem(
+        "medqa",
+        str(record.get("id") or where),
+        str(record.get("meta_info") or default_subject),
+        require(record, "question", str, where),
+        options,
+        gold_letter(record, "answer_idx", options, where),
+    )
 
 
 def medmcqa_item(record: dict, where: str, default_subject: str) -> MCQItem:
@@ -130,8 +148,14 @@ def medmcqa_item(record: dict, where: str, default_subject: str) -> MCQItem:
     cop = require(record, "cop", int, where)
     if not 1 <= cop <= 4:
         raise DataError(f"{where}: field 'cop' is {cop}, expected 1-4 (the correct option's number)")
-    return MCQItem("medmcqa", str(record.get("id") or where), str(record.get("subject_name") or default_subject),
-                   require(record, "question", str, where), options, "ABCD"[cop - 1])
+    return MCQItem(
+        "medmcqa",
+        str(record.get("id") or where),
+        str(record.get("subject_name") or default_subject),
+        require(record, "question", str, where),
+        options,
+        "ABCD"[cop - 1],
+    )
 
 
 def pubmedqa_item(record: dict, where: str, default_subject: str) -> MCQItem:
@@ -141,15 +165,30 @@ def pubmedqa_item(record: dict, where: str, default_subject: str) -> MCQItem:
     decision = require(record, "final_decision", str, where).strip().lower()
     if decision not in PUBMEDQA_DECISIONS:
         raise DataError(f"{where}: field 'final_decision' is {decision!r}, expected yes, no or maybe")
-    question = prompts.PUBMEDQA_QUESTION.format(context=" ".join(contexts), question=require(record, "QUESTION", str, where))
+    question = prompts.PUBMEDQA_QUESTION.format(
+        context=" ".join(contexts), question=require(record, "QUESTION", str, where)
+    )
     options = dict(zip(LETTERS, PUBMEDQA_DECISIONS))
-    return MCQItem("pubmedqa", str(record.get("id") or where), "pubmedqa", question, options, LETTERS[PUBMEDQA_DECISIONS.index(decision)])
+    return MCQItem(
+        "pubmedqa",
+        str(record.get("id") or where),
+        "pubmedqa",
+        question,
+        options,
+        LETTERS[PUBMEDQA_DECISIONS.index(decision)],
+    )
 
 
 def mmlu_item(record: dict, where: str, default_subject: str) -> MCQItem:
     options = lettered_options(record, where)
-    return MCQItem("mmlu", str(record.get("id") or where), str(record.get("subject") or default_subject),
-                   require(record, "question", str, where), options, gold_letter(record, "answer_idx", options, where))
+    return MCQItem(
+        "mmlu",
+        str(record.get("id") or where),
+        str(record.get("subject") or default_subject),
+        require(record, "question", str, where),
+        options,
+        gold_letter(record, "answer_idx", options, where),
+    )
 
 
 ITEM_READERS = {"medqa": medqa_item, "medmcqa": medmcqa_item, "pubmedqa": pubmedqa_item, "mmlu": mmlu_item}
@@ -189,9 +228,19 @@ def hub_record(task: str, row: dict) -> dict:
     if task == "medmcqa":
         return {**row, "cop": row["cop"] + 1}  # the hub's class label counts from 0, the local files from 1
     if task == "pubmedqa":
-        return {"id": str(row["pubid"]), "QUESTION": row["question"], "CONTEXTS": row["context"]["contexts"], "final_decision": row["final_decision"]}
+        return {
+            "id": str(row["pubid"]),
+            "QUESTION": row["question"],
+            "CONTEXTS": row["context"]["contexts"],
+            "final_decision": row["final_decision"],
+        }
     if task == "mmlu":
-        return {"question": row["question"], "subject": row["subject"], "options": dict(zip(LETTERS, row["choices"])), "answer_idx": LETTERS[row["answer"]]}
+        return {
+            "question": row["question"],
+            "subject": row["subject"],
+            "options": dict(zip(LETTERS, row["choices"])),
+            "answer_idx": LETTERS[row["answer"]],
+        }
     return row
 
 
@@ -213,11 +262,15 @@ def load_items(args: QAArgs) -> dict[str, list[MCQItem]]:
     unknown = sorted(set(args.tasks) - set(TASKS))
     if unknown:
         raise ValueError(f"unknown QA task(s) {unknown}; choose from {', '.join(TASKS)}")
-    loaded = {task: load_hub_task(task) if args.source == "hub" else load_local_task(task, args.data_root) for task in args.tasks}
+    loaded = {
+        task: load_hub_task(task) if args.source == "hub" else load_local_task(task, args.data_root)
+        for task in args.tasks
+    }
     return {task: items[: args.limit] if args.limit else items for task, items in loaded.items()}
 
 
 # --- generate-then-extract -------------------------------------------------------------------
+
 
 def options_text(options: dict[str, str]) -> str:
     return "\n".join(f"{letter}. {text}" for letter, text in options.items())
@@ -261,13 +314,19 @@ def extract_option(reply: str, options: dict[str, str]) -> str | None:
         return bracketed.group(1)
     first_sentence = re.split(r"(?<=[.!?])\s|\n", text, maxsplit=1)[0]
     for scope in (first_sentence, text):
-        named = [letter for letter, option in options.items() if re.search(rf"(?<!\w){re.escape(normalized(option))}(?!\w)", normalized(scope))]
+        named = [
+            letter
+            for letter, option in options.items()
+            if re.search(rf"(?<!\w){re.escape(normalized(option))}(?!\w)", normalized(scope))
+        ]
         if len(named) == 1:
             return named[0]
     return None
 
 
-def generate_predictions(items: list[MCQItem], spec: str, max_new_tokens: int, progress: bool = False) -> list[Prediction]:
+def generate_predictions(
+    items: list[MCQItem], spec: str, max_new_tokens: int, progress: bool = False
+) -> list[Prediction]:
     from tqdm import tqdm
 
     model = load_chat_model(spec, GenerationSettings.reproducible(max_new_tokens))
@@ -281,13 +340,16 @@ def generate_predictions(items: list[MCQItem], spec: str, max_new_tokens: int, p
 
 # --- log-likelihood ----------------------------------------------------------------------------
 
+
 def local_model_folder(spec: str) -> str:
     if spec.strip().lower() in EMBEDDED_SPECS:
         return str(embedded_model_dir())
     folder = Path(spec).expanduser()
     if folder.is_dir():
         return str(folder.resolve())
-    raise ModelSpecError(f"model spec {spec!r}: log-likelihood scoring needs a local model ('embedded' or a model folder)")
+    raise ModelSpecError(
+        f"model spec {spec!r}: log-likelihood scoring needs a local model ('embedded' or a model folder)"
+    )
 
 
 @dataclass
@@ -303,7 +365,10 @@ def scoring_rows(context_ids: list[int], continuations: list[list[int]]) -> list
         # lm-evaluation-harness's shortcut: one pass over the context scores every one-token option.
         last = len(context_ids) - 1
         return [ScoringRow(context_ids, [[(last, ids[0])] for ids in continuations])]
-    return [ScoringRow(context_ids + ids[:-1], [[(len(context_ids) - 1 + j, token) for j, token in enumerate(ids)]]) for ids in continuations]
+    return [
+        ScoringRow(context_ids + ids[:-1], [[(len(context_ids) - 1 + j, token) for j, token in enumerate(ids)]])
+        for ids in continuations
+    ]
 
 
 def run_rows(model, pad_id: int, rows: list[ScoringRow]) -> list[list[float]]:
@@ -325,7 +390,9 @@ def run_rows(model, pad_id: int, rows: list[ScoringRow]) -> list[list[float]]:
     ]
 
 
-def option_logprobs(model, tokenizer, requests: list[tuple[str, list[str]]], batch_size: int, progress: bool = False) -> list[list[float]]:
+def option_logprobs(
+    model, tokenizer, requests: list[tuple[str, list[str]]], batch_size: int, progress: bool = False
+) -> list[list[float]]:
     """For each (context, continuations): the summed log-probability of every continuation."""
     from tqdm import tqdm
 
@@ -334,12 +401,12 @@ def option_logprobs(model, tokenizer, requests: list[tuple[str, list[str]]], bat
     for index, (context, continuations) in enumerate(requests):
         continuation_ids = [tokenizer.encode(c, add_special_tokens=False) for c in continuations]
         # Left-truncate long contexts, as the harness does: the question's end matters most.
-        context_ids = tokenizer.encode(context)[-(limit - max(map(len, continuation_ids))):]
+        context_ids = tokenizer.encode(context)[-(limit - max(map(len, continuation_ids))) :]
         rows += [(index, row) for row in scoring_rows(context_ids, continuation_ids)]
     row_scores: list[list[float]] = [[] for _ in rows]
     by_length = sorted(range(len(rows)), key=lambda k: -len(rows[k][1].input_ids))  # less padding
     for start in tqdm(range(0, len(rows), batch_size), desc="loglik", disable=not progress):
-        batch = by_length[start: start + batch_size]
+        batch = by_length[start : start + batch_size]
         for k, scores in zip(batch, run_rows(model, tokenizer.pad_token_id, [rows[k][1] for k in batch])):
             row_scores[k] = scores
     per_request: list[list[float]] = [[] for _ in requests]
@@ -350,12 +417,21 @@ def option_logprobs(model, tokenizer, requests: list[tuple[str, list[str]]], bat
 
 def loglik_predictions(items: list[MCQItem], spec: str, batch_size: int, progress: bool = False) -> list[Prediction]:
     model, tokenizer = load_local_model(local_model_folder(spec))
-    requests = [(prompts.LOGLIK_CONTEXT.format(question=item.question, options=options_text(item.options)), [f" {letter}" for letter in item.options])
-                for item in items]
+    requests = [
+        (
+            prompts.LOGLIK_CONTEXT.format(question=item.question, options=options_text(item.options)),
+            [f" {letter}" for letter in item.options],
+        )
+        for item in items
+    ]
     predictions = []
     for item, scores in zip(items, option_logprobs(model, tokenizer, requests, batch_size, progress)):
         by_letter = dict(zip(item.options, scores))
-        predictions.append(Prediction(item, max(by_letter, key=by_letter.get), json.dumps({k: round(v, 4) for k, v in by_letter.items()})))
+        predictions.append(
+            Prediction(
+                item, max(by_letter, key=by_letter.get), json.dumps({k: round(v, 4) for k, v in by_letter.items()})
+            )
+        )
     return predictions
 
 
@@ -369,23 +445,43 @@ def predict(items: list[MCQItem], spec: str, args: QAArgs) -> list[Prediction]:
 
 # --- scores -----------------------------------------------------------------------------------
 
+
 def accuracy_summary(predictions: list[Prediction]) -> dict:
     correct = sum(p.correct for p in predictions)
     low, high = wilson_interval(correct, len(predictions))
-    return {"n": len(predictions), "correct": correct, "accuracy": correct / len(predictions) if predictions else 0.0,
-            "ci_low": low, "ci_high": high, "unparsed": sum(p.predicted is None for p in predictions)}
+    return {
+        "n": len(predictions),
+        "correct": correct,
+        "accuracy": correct / len(predictions) if predictions else 0.0,
+        "ci_low": low,
+        "ci_high": high,
+        "unparsed": sum(p.predicted is None for p in predictions),
+    }
 
 
 def task_scores(predictions: list[Prediction]) -> dict:
     subjects = sorted({p.item.subject for p in predictions})
-    return {**accuracy_summary(predictions),
-            "subjects": {s: accuracy_summary([p for p in predictions if p.item.subject == s]) for s in subjects}}
+    return {
+        **accuracy_summary(predictions),
+        "subjects": {s: accuracy_summary([p for p in predictions if p.item.subject == s]) for s in subjects},
+    }
 
 
 def prediction_rows(spec: str, predictions: list[Prediction]) -> list[dict]:
     """One JSON-ready line per item, to see what each model answered."""
-    return [{"model": spec, "task": p.item.task, "id": p.item.id, "subject": p.item.subject, "answer": p.item.answer,
-             "predicted": p.predicted, "correct": p.correct, "output": p.output} for p in predictions]
+    return [
+        {
+            "model": spec,
+            "task": p.item.task,
+            "id": p.item.id,
+            "subject": p.item.subject,
+            "answer": p.item.answer,
+            "predicted": p.predicted,
+            "correct": p.correct,
+            "output": p.output,
+        }
+        for p in predictions
+    ]
 
 
 def evaluate_qa(args: QAArgs) -> tuple[dict, list[dict]]:
@@ -409,6 +505,8 @@ def mcq_evaluator(tasks: list[str], limit: int | None) -> Callable[[str], dict[s
 
     def evaluate(model: str) -> dict[str, float]:
         results, _ = evaluate_qa(QAArgs(models=[model], tasks=tasks, scorer="loglik", limit=limit, progress=False))
-        return {f"qa_{task}": round(scores["accuracy"], 4) for task, scores in results["models"][model]["tasks"].items()}
+        return {
+            f"qa_{task}": round(scores["accuracy"], 4) for task, scores in results["models"][model]["tasks"].items()
+        }
 
     return evaluate

@@ -21,11 +21,20 @@ def number(value: float | None) -> str:
 
 
 def table(header: list[str], rows: list[list]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(str(c) for c in row) + " |" for row in rows)]
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(str(c) for c in row) + " |" for row in rows),
+    ]
 
 
-def bar_chart(values: dict[str, dict[str, float | None]], path: Path, ylabel: str, intervals: dict[str, dict[str, tuple[float, float]]] | None = None,
-              ymax: float | None = None) -> None:
+def bar_chart(
+    values: dict[str, dict[str, float | None]],
+    path: Path,
+    ylabel: str,
+    intervals: dict[str, dict[str, tuple[float, float]]] | None = None,
+    ymax: float | None = None,
+) -> None:
     """Grouped bars: one group per key of the inner dicts (task, set, metric), one bar per model."""
     import matplotlib
 
@@ -41,9 +50,14 @@ def bar_chart(values: dict[str, dict[str, float | None]], path: Path, ylabel: st
         errors = None
         if intervals:
             bounds = [intervals[model].get(group, (h, h)) for group, h in zip(groups, heights)]
-            errors = [[h - low for h, (low, _) in zip(heights, bounds)], [high - h for h, (_, high) in zip(heights, bounds)]]
+            errors = [
+                [h - low for h, (low, _) in zip(heights, bounds)],
+                [high - h for h, (_, high) in zip(heights, bounds)],
+            ]
         ax.bar(xs, heights, width=width, yerr=errors, capsize=3, label=model)
-    ax.set_xticks(range(len(groups)), groups, rotation=20 if len(groups) > 4 else 0, ha="right" if len(groups) > 4 else "center")
+    ax.set_xticks(
+        range(len(groups)), groups, rotation=20 if len(groups) > 4 else 0, ha="right" if len(groups) > 4 else "center"
+    )
     ax.set_ylabel(ylabel)
     if ymax is not None:
         ax.set_ylim(0, ymax)
@@ -63,56 +77,132 @@ def qa_markdown(results: dict) -> list[str]:
     for key, model in results["models"].items():
         for task, s in model["tasks"].items():
             rows.append([key, task, percent(s["accuracy"]), interval(s), s["n"], s["unparsed"], s["seconds"]])
-            subject_rows += [[key, task, subject, percent(t["accuracy"]), interval(t), t["n"]] for subject, t in s["subjects"].items()]
-    return [f"# Multiple-choice QA ({results['scorer']} scorer, {results['source']} data)", "",
-            "Accuracy in %, with its 95% Wilson interval.", "",
-            *table(["model", "task", "accuracy", "95% CI", "n", "unparsed", "seconds"], rows), "",
-            "## Per subject", "", *table(["model", "task", "subject", "accuracy", "95% CI", "n"], subject_rows), "",
-            "![accuracy](qa_accuracy.png)"]
+            subject_rows += [
+                [key, task, subject, percent(t["accuracy"]), interval(t), t["n"]]
+                for subject, t in s["subjects"].items()
+            ]
+    return [
+        f"# Multiple-choice QA ({results['scorer']} scorer, {results['source']} data)",
+        "",
+        "Accuracy in %, with its 95% Wilson interval.",
+        "",
+        *table(["model", "task", "accuracy", "95% CI", "n", "unparsed", "seconds"], rows),
+        "",
+        "## Per subject",
+        "",
+        *table(["model", "task", "subject", "accuracy", "95% CI", "n"], subject_rows),
+        "",
+        "![accuracy](qa_accuracy.png)",
+    ]
 
 
 def qa_charts(results: dict, out: Path) -> None:
     models = {model_label(k): m["tasks"] for k, m in results["models"].items()}
-    bar_chart({m: {t: s["accuracy"] for t, s in tasks.items()} for m, tasks in models.items()}, out / "qa_accuracy.png", "accuracy",
-              intervals={m: {t: (s["ci_low"], s["ci_high"]) for t, s in tasks.items()} for m, tasks in models.items()}, ymax=1.0)
+    bar_chart(
+        {m: {t: s["accuracy"] for t, s in tasks.items()} for m, tasks in models.items()},
+        out / "qa_accuracy.png",
+        "accuracy",
+        intervals={m: {t: (s["ci_low"], s["ci_high"]) for t, s in tasks.items()} for m, tasks in models.items()},
+        ymax=1.0,
+    )
 
 
 def imhi_markdown(results: dict) -> list[str]:
-    rows = [[key, name, percent(s["weighted_f1"]), percent(s["accuracy"]), interval(s), s["n"], s["unparsed"]]
-            for key, model in results["models"].items() for name, s in model["sets"].items()]
-    return ["# IMHI (MentalLLaMA expert test sets)", "", "Weighted F1 and accuracy in %; accuracy with its 95% Wilson interval.", "",
-            *table(["model", "set", "weighted F1", "accuracy", "95% CI", "n", "unparsed"], rows), "",
-            "![weighted F1](imhi_weighted_f1.png)", "", "![accuracy](imhi_accuracy.png)"]
+    rows = [
+        [key, name, percent(s["weighted_f1"]), percent(s["accuracy"]), interval(s), s["n"], s["unparsed"]]
+        for key, model in results["models"].items()
+        for name, s in model["sets"].items()
+    ]
+    return [
+        "# IMHI (MentalLLaMA expert test sets)",
+        "",
+        "Weighted F1 and accuracy in %; accuracy with its 95% Wilson interval.",
+        "",
+        *table(["model", "set", "weighted F1", "accuracy", "95% CI", "n", "unparsed"], rows),
+        "",
+        "![weighted F1](imhi_weighted_f1.png)",
+        "",
+        "![accuracy](imhi_accuracy.png)",
+    ]
 
 
 def imhi_charts(results: dict, out: Path) -> None:
     models = {model_label(k): m["sets"] for k, m in results["models"].items()}
-    bar_chart({m: {n: s["weighted_f1"] for n, s in sets.items()} for m, sets in models.items()}, out / "imhi_weighted_f1.png", "weighted F1", ymax=1.0)
-    bar_chart({m: {n: s["accuracy"] for n, s in sets.items()} for m, sets in models.items()}, out / "imhi_accuracy.png", "accuracy",
-              intervals={m: {n: (s["ci_low"], s["ci_high"]) for n, s in sets.items()} for m, sets in models.items()}, ymax=1.0)
+    bar_chart(
+        {m: {n: s["weighted_f1"] for n, s in sets.items()} for m, sets in models.items()},
+        out / "imhi_weighted_f1.png",
+        "weighted F1",
+        ymax=1.0,
+    )
+    bar_chart(
+        {m: {n: s["accuracy"] for n, s in sets.items()} for m, sets in models.items()},
+        out / "imhi_accuracy.png",
+        "accuracy",
+        intervals={m: {n: (s["ci_low"], s["ci_high"]) for n, s in sets.items()} for m, sets in models.items()},
+        ymax=1.0,
+    )
 
 
 def judge_markdown(results: dict) -> list[str]:
     metrics = results["metrics"]
-    rows = [[key, *(number(m["metrics"][name]["mean"]) for name in metrics), number(m["overall"]), m["n"], m["unparsed"]]
-            for key, m in results["models"].items()]
-    lines = [f"# Counselling judges (judge: {results['judge']})", "", "Mean score (1-10) per metric over the judged responses; unparsed judge answers are left out of the means.", "",
-             *table(["model", *metrics.values(), "mean", "responses", "unparsed"], rows), "", "![scores](judge_scores.png)"]
+    rows = [
+        [key, *(number(m["metrics"][name]["mean"]) for name in metrics), number(m["overall"]), m["n"], m["unparsed"]]
+        for key, m in results["models"].items()
+    ]
+    lines = [
+        f"# Counselling judges (judge: {results['judge']})",
+        "",
+        "Mean score (1-10) per metric over the judged responses; unparsed judge answers are left out of the means.",
+        "",
+        *table(["model", *metrics.values(), "mean", "responses", "unparsed"], rows),
+        "",
+        "![scores](judge_scores.png)",
+    ]
     if results["pairwise"]:
-        pairs = [[p["a"], p["b"], p["wins_a"], p["wins_b"], p["ties"], p["inconsistent"], p["unparsed"], percent(p["win_rate_a"])] for p in results["pairwise"]]
-        lines += ["", "## Pairwise (each pair judged twice, order swapped)", "",
-                  "An inconsistent verdict changed with the order of the responses; it counts as a tie in the win rate.", "",
-                  *table(["model a", "model b", "a wins", "b wins", "ties", "inconsistent", "unparsed", "a's win rate %"], pairs)]
+        pairs = [
+            [
+                p["a"],
+                p["b"],
+                p["wins_a"],
+                p["wins_b"],
+                p["ties"],
+                p["inconsistent"],
+                p["unparsed"],
+                percent(p["win_rate_a"]),
+            ]
+            for p in results["pairwise"]
+        ]
+        lines += [
+            "",
+            "## Pairwise (each pair judged twice, order swapped)",
+            "",
+            "An inconsistent verdict changed with the order of the responses; it counts as a tie in the win rate.",
+            "",
+            *table(
+                ["model a", "model b", "a wins", "b wins", "ties", "inconsistent", "unparsed", "a's win rate %"], pairs
+            ),
+        ]
     return lines
 
 
 def judge_charts(results: dict, out: Path) -> None:
     titles = results["metrics"]
-    bar_chart({model_label(k): {titles[name]: s["mean"] for name, s in m["metrics"].items()} for k, m in results["models"].items()},
-              out / "judge_scores.png", "mean score (1-10)", ymax=10.0)
+    bar_chart(
+        {
+            model_label(k): {titles[name]: s["mean"] for name, s in m["metrics"].items()}
+            for k, m in results["models"].items()
+        },
+        out / "judge_scores.png",
+        "mean score (1-10)",
+        ymax=10.0,
+    )
 
 
-WRITERS = {"qa": (qa_markdown, qa_charts), "imhi": (imhi_markdown, imhi_charts), "judge": (judge_markdown, judge_charts)}
+WRITERS = {
+    "qa": (qa_markdown, qa_charts),
+    "imhi": (imhi_markdown, imhi_charts),
+    "judge": (judge_markdown, judge_charts),
+}
 
 
 def write_report(out: Path, results: dict, rows: list[dict]) -> Path:

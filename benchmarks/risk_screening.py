@@ -30,7 +30,13 @@ import numpy as np
 from mentalarena.agents.risk_classifier import load_risk_classifier
 from mentalarena.agents.safety import SCREENS, screen_risk, screen_risks
 from mentalarena.graphs.run import package_versions
-from mentalarena.training.risk_classifier import corpus_digest, default_corpus, load_corpus, precision_recall, split_by_family
+from mentalarena.training.risk_classifier import (
+    corpus_digest,
+    default_corpus,
+    load_corpus,
+    precision_recall,
+    split_by_family,
+)
 from mentalarena.training.statistics import proportion
 
 RESULTS = Path(__file__).with_name("results.jsonl")
@@ -47,16 +53,22 @@ def scores(texts: list[str], at_risk: list[bool], screen: str, classifier: str =
     flagged = [s.risk for s in screen_risks(texts, screen, classifier=classifier)]
     figures = precision_recall(np.array(flagged, dtype=bool), np.array(at_risk, dtype=bool))
     p, r = figures["precision"]["share"] or 0.0, figures["recall"]["share"] or 0.0
-    return {"n": len(texts), **figures, "f1": round(2 * p * r / (p + r), 3) if p + r else 0.0,
-            "false_positives": [t for t, f, r in zip(texts, flagged, at_risk) if f and not r],
-            "false_negatives": [t for t, f, r in zip(texts, flagged, at_risk) if r and not f]}
+    return {
+        "n": len(texts),
+        **figures,
+        "f1": round(2 * p * r / (p + r), 3) if p + r else 0.0,
+        "false_positives": [t for t, f, r in zip(texts, flagged, at_risk) if f and not r],
+        "false_negatives": [t for t, f, r in zip(texts, flagged, at_risk) if r and not f],
+    }
 
 
 def corpus_test_split(screen: str, classifier: str) -> dict:
     examples = load_corpus(default_corpus())
     card = load_risk_classifier(Path(classifier) if classifier else None).card
     if card["corpus"]["digest"] != corpus_digest(examples):
-        raise SystemExit("the shipped corpus is not the one the classifier was trained on: retrain it (python -m mentalarena.training.risk_classifier)")
+        raise SystemExit(
+            "the shipped corpus is not the one the classifier was trained on: retrain it (python -m mentalarena.training.risk_classifier)"
+        )
     test = [examples[i] for i in split_by_family(examples, card["seed"])["test"]]
     return scores([e.text for e in test], [e.category != "none" for e in test], screen, classifier)
 
@@ -71,7 +83,12 @@ def t_sid(data_root: Path, screen: str, classifier: str) -> dict:
     for label in sorted({item.gold_label for item in items}):
         rows = [f for f, item in zip(flagged, items) if item.gold_label == label]
         by_label[label] = proportion(sum(rows), len(rows))
-    return {"posts": len(items), "suicide_recall": by_label[SUICIDE], "no_disorder_flag_rate": by_label[NO_DISORDER], "flag_rate_by_label": by_label}
+    return {
+        "posts": len(items),
+        "suicide_recall": by_label[SUICIDE],
+        "no_disorder_flag_rate": by_label[NO_DISORDER],
+        "flag_rate_by_label": by_label,
+    }
 
 
 def timing(screen: str, classifier: str) -> dict:
@@ -84,7 +101,11 @@ def timing(screen: str, classifier: str) -> dict:
     started = time.perf_counter()
     for text in texts:
         screen_risk(text, screen, classifier=classifier)
-    return {"messages": len(texts), "seconds_in_one_batch": round(batch, 2), "seconds_one_at_a_time": round(time.perf_counter() - started, 2)}
+    return {
+        "messages": len(texts),
+        "seconds_in_one_batch": round(batch, 2),
+        "seconds_one_at_a_time": round(time.perf_counter() - started, 2),
+    }
 
 
 def _line(name: str, figures: dict) -> str:
@@ -97,7 +118,9 @@ def _line(name: str, figures: dict) -> str:
 def evaluate_screen(screen: str, classifier: str, data: Path | None) -> dict:
     figures: dict = {"corpus_test": corpus_test_split(screen, classifier)}
     messages = risk_messages()
-    figures["written_messages"] = scores([m["text"] for m in messages], [m["risk"] for m in messages], screen, classifier)
+    figures["written_messages"] = scores(
+        [m["text"] for m in messages], [m["risk"] for m in messages], screen, classifier
+    )
     if data and (data / "imhi-complete" / "t-sid.csv").exists():
         figures["t_sid"] = t_sid(data, screen, classifier)
     figures["timing"] = timing(screen, classifier)
@@ -106,17 +129,27 @@ def evaluate_screen(screen: str, classifier: str, data: Path | None) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=None, help="folder holding imhi-complete/t-sid.csv (T-SID is skipped without it)")
-    parser.add_argument("--screens", default=",".join(SCREENS), help=f"comma-separated screens to measure (default {','.join(SCREENS)})")
+    parser.add_argument(
+        "--data", type=Path, default=None, help="folder holding imhi-complete/t-sid.csv (T-SID is skipped without it)"
+    )
+    parser.add_argument(
+        "--screens", default=",".join(SCREENS), help=f"comma-separated screens to measure (default {','.join(SCREENS)})"
+    )
     parser.add_argument("--classifier", default="", help="folder of a retrained classifier (default: the shipped one)")
     parser.add_argument("--show-errors", action="store_true", help="print every false positive and false negative")
     args = parser.parse_args(argv)
     card = load_risk_classifier(Path(args.classifier) if args.classifier else None).card
     result: dict = {
-        "kind": "risk_screening", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "kind": "risk_screening",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "processor": platform.processor()},
-        "versions": package_versions(), "classifier": {"threshold": card["threshold"], "C": card["C"], "phrases": card["phrases"],
-                                                       "corpus": card["corpus"]},
+        "versions": package_versions(),
+        "classifier": {
+            "threshold": card["threshold"],
+            "C": card["C"],
+            "phrases": card["phrases"],
+            "corpus": card["corpus"],
+        },
         "screens": {screen: evaluate_screen(screen, args.classifier, args.data) for screen in args.screens.split(",")},
     }
     with open(RESULTS, "a", encoding="utf-8") as handle:
@@ -131,10 +164,14 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"  {kind[:-1].replace('_', ' ')}: {text}")
         if "t_sid" in figures:
             recall, flags = figures["t_sid"]["suicide_recall"], figures["t_sid"]["no_disorder_flag_rate"]
-            print(f"T-SID: suicide recall {recall['share']} [{recall['ci_low']}, {recall['ci_high']}] ({recall['k']}/{recall['n']}); "
-                  f"no-disorder posts flagged {flags['share']} [{flags['ci_low']}, {flags['ci_high']}] ({flags['k']}/{flags['n']})")
+            print(
+                f"T-SID: suicide recall {recall['share']} [{recall['ci_low']}, {recall['ci_high']}] ({recall['k']}/{recall['n']}); "
+                f"no-disorder posts flagged {flags['share']} [{flags['ci_low']}, {flags['ci_high']}] ({flags['k']}/{flags['n']})"
+            )
         timed = figures["timing"]
-        print(f"{timed['messages']} messages: {timed['seconds_in_one_batch']} s in one batch, {timed['seconds_one_at_a_time']} s one at a time")
+        print(
+            f"{timed['messages']} messages: {timed['seconds_in_one_batch']} s in one batch, {timed['seconds_one_at_a_time']} s one at a time"
+        )
     print(f"appended to {RESULTS}")
     return 0
 

@@ -35,17 +35,28 @@ def timed_run(sessions: int, concurrency: int, server_url: str) -> float:
     """Seconds for ``sessions`` scripted sessions in a fresh run folder; every one must end with a record."""
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
-        summary = run_sessions(builtin_profiles(), SCRIPTED, Path(folder), sessions, progress=False, concurrency=concurrency,
-                               server_url=server_url)
+        summary = run_sessions(
+            builtin_profiles(),
+            SCRIPTED,
+            Path(folder),
+            sessions,
+            progress=False,
+            concurrency=concurrency,
+            server_url=server_url,
+        )
         seconds = time.perf_counter() - started
     if summary.done != sessions:
-        raise SystemExit(f"{summary.failed} of {sessions} sessions failed {'on the server' if server_url else 'locally'}")
+        raise SystemExit(
+            f"{summary.failed} of {sessions} sessions failed {'on the server' if server_url else 'locally'}"
+        )
     return seconds
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--server", required=True, help="URL of a LangGraph server that serves this project's langgraph.json")
+    parser.add_argument(
+        "--server", required=True, help="URL of a LangGraph server that serves this project's langgraph.json"
+    )
     parser.add_argument("--sessions", type=int, default=24)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=2)
@@ -56,23 +67,32 @@ def main(argv: list[str] | None = None) -> None:
     for _ in range(args.rounds):
         local.append(timed_run(args.sessions, args.concurrency, ""))
         server.append(timed_run(args.sessions, args.concurrency, args.server))
-    per_session = {side: round(1000 * sum(times) / (len(times) * args.sessions), 1) for side, times in (("local", local), ("server", server))}
+    per_session = {
+        side: round(1000 * sum(times) / (len(times) * args.sessions), 1)
+        for side, times in (("local", local), ("server", server))
+    }
     result = {
         "benchmark": "server_overhead",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "processor": platform.processor()},
         "versions": package_versions(),
-        "server": redact_url(args.server), "sessions": args.sessions, "concurrency": args.concurrency, "rounds": args.rounds,
-        "model": "scripted", "seconds_by_round": {"local": [round(t, 2) for t in local], "server": [round(t, 2) for t in server]},
+        "server": redact_url(args.server),
+        "sessions": args.sessions,
+        "concurrency": args.concurrency,
+        "rounds": args.rounds,
+        "model": "scripted",
+        "seconds_by_round": {"local": [round(t, 2) for t in local], "server": [round(t, 2) for t in server]},
         "ms_per_session": per_session,
         "server_overhead_ms_per_session": round(per_session["server"] - per_session["local"], 1),
         "ratio_server_vs_local": round(sum(server) / sum(local), 2),
     }
     with open(RESULTS, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(result) + "\n")
-    print(f"{args.sessions} scripted sessions at concurrency {args.concurrency}, {args.rounds} rounds a side: "
-          f"local {per_session['local']} ms a session, server {per_session['server']} ms a session "
-          f"(+{result['server_overhead_ms_per_session']} ms, {result['ratio_server_vs_local']}x)")
+    print(
+        f"{args.sessions} scripted sessions at concurrency {args.concurrency}, {args.rounds} rounds a side: "
+        f"local {per_session['local']} ms a session, server {per_session['server']} ms a session "
+        f"(+{result['server_overhead_ms_per_session']} ms, {result['ratio_server_vs_local']}x)"
+    )
     print(f"appended to {RESULTS}")
 
 

@@ -58,7 +58,9 @@ def results_line(report: dict, command: list[str], seconds: float) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--results", type=Path, default=RESULTS, help=f"where the results line goes (default {RESULTS})")
+    parser.add_argument(
+        "--results", type=Path, default=RESULTS, help=f"where the results line goes (default {RESULTS})"
+    )
     parser.add_argument("iterate", nargs=argparse.REMAINDER, help="`mentalarena iterate` arguments, after --")
     args = parser.parse_args(argv)
     command = [a for a in args.iterate if a != "--"]
@@ -71,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         return status
     report = json.loads((Path(command[command.index("--out") + 1]) / "report.json").read_text(encoding="utf-8"))
     if not report["heldout"]:
-        print("error: the loop ran without held-out patients (--heldout-ratio 0): there is no effect to report", file=sys.stderr)
+        print(
+            "error: the loop ran without held-out patients (--heldout-ratio 0): there is no effect to report",
+            file=sys.stderr,
+        )
         return 2
     with open(args.results, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(results_line(report, command, time.perf_counter() - started)) + "\n")

@@ -51,14 +51,22 @@ def validity(records: list[dict]) -> dict:
     return {
         "sessions": len(records),
         "sessions_without_failure": proportion(sum(not r["failures"] for r in done), len(records)),
-        "decoder_rounds_every_field_scored": proportion(sum(all(rd["inferred"].get(key) for key in rd["similarities"]) for rd in rounds), len(rounds)),
-        "diagnoses_in_vocabulary": proportion(sum(all(c in names for c in r["diagnosis_candidates"]) for r in diagnosed), len(done)),
+        "decoder_rounds_every_field_scored": proportion(
+            sum(all(rd["inferred"].get(key) for key in rd["similarities"]) for rd in rounds), len(rounds)
+        ),
+        "diagnoses_in_vocabulary": proportion(
+            sum(all(c in names for c in r["diagnosis_candidates"]) for r in diagnosed), len(done)
+        ),
         "ratings_integer": proportion(sum(isinstance(t["score"], int) for t in trials), len(trials)),
         "answers_parsed": proportion(sum(a["parsed"] for a in answers), len(answers)),
         "answers_in_json": proportion(sum(a["json"] for a in answers), len(answers)),
         "mean_attempts_per_answer": round(mean(a["attempts"] for a in answers), 2) if answers else None,
-        "diagnosis_top1_agrees": proportion(sum(r["diagnosis_candidates"][:1] == [expected[r["session_id"]]] for r in done), len(done)),
-        "diagnosis_either_agrees": proportion(sum(expected[r["session_id"]] in r["diagnosis_candidates"] for r in done), len(done)),
+        "diagnosis_top1_agrees": proportion(
+            sum(r["diagnosis_candidates"][:1] == [expected[r["session_id"]]] for r in done), len(done)
+        ),
+        "diagnosis_either_agrees": proportion(
+            sum(expected[r["session_id"]] in r["diagnosis_candidates"] for r in done), len(done)
+        ),
         "patient_pick_agrees": proportion(sum(r["illness"] == expected[r["session_id"]] for r in done), len(done)),
         "mean_decoder_similarity_first_round": _mean_similarity(firsts),
         "mean_decoder_similarity_last_round": _mean_similarity(lasts),
@@ -93,7 +101,10 @@ def markdown(figures: dict) -> str:
         ("Diagnosis agrees with the presentation: top-1", share("diagnosis_top1_agrees")),
         ("... in either candidate", share("diagnosis_either_agrees")),
         ("... the patient's pick", share("patient_pick_agrees")),
-        ("Mean decoder similarity, first round / last", f"{figures['mean_decoder_similarity_first_round']} / {figures['mean_decoder_similarity_last_round']}"),
+        (
+            "Mean decoder similarity, first round / last",
+            f"{figures['mean_decoder_similarity_first_round']} / {figures['mean_decoder_similarity_last_round']}",
+        ),
     ]
     return "| | |\n|---|---|\n" + "\n".join(f"| {name} | {value} |" for name, value in rows)
 
@@ -101,15 +112,23 @@ def markdown(figures: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="embedded", help="model spec for every role")
-    parser.add_argument("--structured-output", default="auto", help="Context.structured_output: auto, json_schema, json_object or off")
+    parser.add_argument(
+        "--structured-output", default="auto", help="Context.structured_output: auto, json_schema, json_object or off"
+    )
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--budget", choices=("small", "full"), default="small", help="the CLI's small budget or the Context defaults")
+    parser.add_argument(
+        "--budget", choices=("small", "full"), default="small", help="the CLI's small budget or the Context defaults"
+    )
     parser.add_argument("--out", default="", help="keep the run folder here (default: a temporary folder)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    context = Context(model=args.model, structured_output=args.structured_output, seed=args.seed,
-                      **(SMALL_BUDGET if args.budget == "small" else {}))
+    context = Context(
+        model=args.model,
+        structured_output=args.structured_output,
+        seed=args.seed,
+        **(SMALL_BUDGET if args.budget == "small" else {}),
+    )
     profiles = builtin_profiles()
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(args.out or scratch)
@@ -123,13 +142,19 @@ def main() -> None:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "processor": platform.processor()},
         "versions": package_versions(),
-        "model": describe_model(args.model), "structured_output": args.structured_output, "budget": args.budget,
-        "concurrency": args.concurrency, "seconds": round(seconds, 1), **figures,
+        "model": describe_model(args.model),
+        "structured_output": args.structured_output,
+        "budget": args.budget,
+        "concurrency": args.concurrency,
+        "seconds": round(seconds, 1),
+        **figures,
     }
     with open(RESULTS, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(result) + "\n")
     print(markdown(figures))
-    print(f"{len(records)} sessions in {seconds:.0f} s; failures by node: {figures['failures_by_node']}; appended to {RESULTS}")
+    print(
+        f"{len(records)} sessions in {seconds:.0f} s; failures by node: {figures['failures_by_node']}; appended to {RESULTS}"
+    )
 
 
 if __name__ == "__main__":

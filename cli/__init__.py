@@ -24,8 +24,10 @@ __all__ = ["main", "make_parser"]
 
 def make_parser() -> argparse.ArgumentParser:
     """The whole command line: run and graph, export, train and iterate, eval."""
-    parser = argparse.ArgumentParser(prog="mentalarena", description="MentalArena: self-play of patient and therapist models "
-                                                                     "(a research tool, not a medical device).")
+    parser = argparse.ArgumentParser(
+        prog="mentalarena",
+        description="MentalArena: self-play of patient and therapist models (a research tool, not a medical device).",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     graphs_cli.make_parser(commands)
     training_cli.make_parser(commands, mcq_evaluator=mcq_evaluator)

@@ -73,9 +73,13 @@ def build_arena_graph() -> StateGraph:
     builder.add_edge("diagnosis", "patient_diagnosis_review")
     builder.add_edge("patient_diagnosis_review", "propose_treatment")
     builder.add_edge("propose_treatment", "rate_treatment")
-    builder.add_conditional_edges("rate_treatment", after_rating("treatment", "propose_medication"), ["propose_treatment", "propose_medication"])
+    builder.add_conditional_edges(
+        "rate_treatment", after_rating("treatment", "propose_medication"), ["propose_treatment", "propose_medication"]
+    )
     builder.add_edge("propose_medication", "rate_medication")
-    builder.add_conditional_edges("rate_medication", after_rating("medication", "record"), ["propose_medication", "record"])
+    builder.add_conditional_edges(
+        "rate_medication", after_rating("medication", "record"), ["propose_medication", "record"]
+    )
     builder.add_edge("record", END)
     return builder
 

@@ -63,34 +63,52 @@ def after_start(state: PatientChatState) -> str:
 
 
 def after_encoding(state: PatientChatState) -> str:
-    return "decode_inference" if _last_text(state).lstrip().startswith(prompts.PATIENT_CHAT_DECODE_COMMAND) else "patient_reply"
+    return (
+        "decode_inference"
+        if _last_text(state).lstrip().startswith(prompts.PATIENT_CHAT_DECODE_COMMAND)
+        else "patient_reply"
+    )
 
 
 def patient_reply(state: PatientChatState, runtime: Runtime[Context]) -> dict:
     # The person's messages are the therapist's turns; the model's replies are the patient's.
-    turns = [{"speaker": "therapist" if isinstance(m, HumanMessage) else "patient", "phase": "inquiry", "text": m.content} for m in state["messages"]]
+    turns = [
+        {"speaker": "therapist" if isinstance(m, HumanMessage) else "patient", "phase": "inquiry", "text": m.content}
+        for m in state["messages"]
+    ]
     context = runtime.context
-    text = ask(chat_model(context, "patient"), patient_messages({**state, "transcript": turns}), require_text, context.parse_retries + 1)
+    text = ask(
+        chat_model(context, "patient"),
+        patient_messages({**state, "transcript": turns}),
+        require_text,
+        context.parse_retries + 1,
+    )
     return {"messages": [AIMessage(text, name="patient")]}
 
 
 def decode_inference(state: PatientChatState, runtime: Runtime[Context]) -> dict:
-    body = _last_text(state).lstrip()[len(prompts.PATIENT_CHAT_DECODE_COMMAND):]
+    body = _last_text(state).lstrip()[len(prompts.PATIENT_CHAT_DECODE_COMMAND) :]
     try:
         inferred = DecoderInference.partial(body)
     except ParseError:
         return {"messages": [AIMessage(prompts.PATIENT_CHAT_DECODE_HELP, name="symptom_decoder")]}
     context = runtime.context
-    round_record = score_inference(inferred, state["encoded"], context, round_number=len(state.get("decoder_rounds", [])) + 1, may_redirect=False)
+    round_record = score_inference(
+        inferred, state["encoded"], context, round_number=len(state.get("decoder_rounds", [])) + 1, may_redirect=False
+    )
     wording = DecoderInference.feedback_wording
     lines = "\n".join(f"- {wording[key][0]}: {value:.2f}" for key, value in round_record["similarities"].items())
     verdict = round_record["feedback"] or "No deviations: your picture matches the patient's."
-    text = prompts.PATIENT_CHAT_SCORES.format(round=round_record["round"], threshold=context.similarity_threshold, lines=lines, verdict=verdict)
+    text = prompts.PATIENT_CHAT_SCORES.format(
+        round=round_record["round"], threshold=context.similarity_threshold, lines=lines, verdict=verdict
+    )
     return {"decoder_rounds": [round_record], "messages": [AIMessage(text, name="symptom_decoder")]}
 
 
 def build_patient_chat_graph() -> StateGraph:
-    builder = StateGraph(PatientChatState, context_schema=Context, input_schema=PatientChatInput, output_schema=PatientChatOutput)
+    builder = StateGraph(
+        PatientChatState, context_schema=Context, input_schema=PatientChatInput, output_schema=PatientChatOutput
+    )
     builder.add_node("symptom_encoder", symptom_encoder)
     builder.add_node("patient_reply", patient_reply)
     builder.add_node("decode_inference", decode_inference)
@@ -152,7 +170,9 @@ def safe_reply(state: TherapistChatState, runtime: Runtime[Context]) -> dict:
 
 
 def build_therapist_chat_graph() -> StateGraph:
-    builder = StateGraph(TherapistChatState, context_schema=Context, input_schema=ChatInput, output_schema=TherapistChatOutput)
+    builder = StateGraph(
+        TherapistChatState, context_schema=Context, input_schema=ChatInput, output_schema=TherapistChatOutput
+    )
     builder.add_node("screen_risk", screen_person)
     builder.add_node("therapist_reply", therapist_reply)
     builder.add_node("safe_reply", safe_reply)

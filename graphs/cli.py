@@ -14,7 +14,13 @@ from mentalarena.agents.models import EMBEDDED_SPECS
 from mentalarena.agents.profiles import load_profile_source
 
 # Budgets small enough for the embedded 135M model on a laptop CPU (about two minutes a session).
-SMALL_BUDGET = {"inquiry_turns": 2, "max_redirections": 1, "treatment_tries": 2, "medication_tries": 2, "max_new_tokens": 64}
+SMALL_BUDGET = {
+    "inquiry_turns": 2,
+    "max_redirections": 1,
+    "treatment_tries": 2,
+    "medication_tries": 2,
+    "max_new_tokens": 64,
+}
 DEFAULT_SESSIONS = 2
 
 
@@ -47,9 +53,21 @@ def add_context_options(parser: argparse.ArgumentParser) -> None:
             continue
         flag = "--" + f.name.replace("_", "-")
         if isinstance(f.default, bool):
-            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=f.metadata.get("description"))
+            group.add_argument(
+                flag,
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f.metadata.get("description"),
+            )
         else:
-            group.add_argument(flag, dest=f.name, type=f.metadata.get("type", type(f.default)), default=None, help=f.metadata.get("description"))
+            group.add_argument(
+                flag,
+                dest=f.name,
+                type=f.metadata.get("type", type(f.default)),
+                default=None,
+                help=f.metadata.get("description"),
+            )
 
 
 def build_context(args: argparse.Namespace) -> Context:
@@ -61,7 +79,9 @@ def build_context(args: argparse.Namespace) -> Context:
     return Context(**values)
 
 
-def check_options(context: Context, sessions: int, concurrency: int, checkpoint_url: str = "", server_url: str = "") -> bool:
+def check_options(
+    context: Context, sessions: int, concurrency: int, checkpoint_url: str = "", server_url: str = ""
+) -> bool:
     """The run's settings, checked before any work; a bad one is printed under its option's name."""
     from mentalarena.graphs.run import RunOptionError, check_run_options
 
@@ -83,12 +103,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     folder = Path(args.out) if args.out else Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
     if (folder / RECORDS).exists() and not args.resume:
-        print(f"error: {folder} already holds a run; pass --resume to continue it, or choose another --out", file=sys.stderr)
+        print(
+            f"error: {folder} already holds a run; pass --resume to continue it, or choose another --out",
+            file=sys.stderr,
+        )
         return 2
     try:
-        summary = run_sessions(profiles, context, folder, args.sessions, profiles_source=args.profiles, progress=not args.quiet,
-                               concurrency=args.concurrency, checkpoint_url=args.checkpoint_url, retry_failed=args.retry_failed,
-                               server_url=args.server, assistant=args.assistant)
+        summary = run_sessions(
+            profiles,
+            context,
+            folder,
+            args.sessions,
+            profiles_source=args.profiles,
+            progress=not args.quiet,
+            concurrency=args.concurrency,
+            checkpoint_url=args.checkpoint_url,
+            retry_failed=args.retry_failed,
+            server_url=args.server,
+            assistant=args.assistant,
+        )
     except (RunFolderError, ServerError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -108,21 +141,53 @@ def make_parser(commands: argparse._SubParsersAction) -> None:
     """Add the graph layer's commands: `run` (self-play into a run folder) and `graph` (the picture)."""
     run = commands.add_parser("run", help="run self-play sessions and write one record per session to a run folder")
     run.add_argument("--profiles", default="builtin", help="'builtin' or a Patient-Psi JSON / JSONL file of profiles")
-    run.add_argument("--sessions", type=whole_number_at_least_one, default=DEFAULT_SESSIONS,
-                     help=f"number of sessions (profiles are cycled); default {DEFAULT_SESSIONS}")
+    run.add_argument(
+        "--sessions",
+        type=whole_number_at_least_one,
+        default=DEFAULT_SESSIONS,
+        help=f"number of sessions (profiles are cycled); default {DEFAULT_SESSIONS}",
+    )
     run.add_argument("--out", default=None, help="run folder (default runs/<timestamp>)")
-    run.add_argument("--resume", action="store_true",
-                     help="continue the run in --out: finished sessions are skipped; unfinished and failed ones continue from their last checkpoint")
-    run.add_argument("--no-retry-failed", dest="retry_failed", action="store_false",
-                     help="with --resume: leave failed sessions as they are instead of running them again")
-    run.add_argument("--concurrency", type=whole_number_at_least_one, default=1, help="sessions run at once; local models generate their requests as one batch")
-    run.add_argument("--checkpoint-url", default=os.environ.get("MENTALARENA_CHECKPOINT_URL", ""),
-                     help="postgresql://... to keep checkpoints in Postgres (shared by many workers); default SQLite in the run folder")
-    run.add_argument("--server", default="", metavar="URL",
-                     help="run each session as a run on this LangGraph server (langgraph dev / up, a deployment); records still come here")
-    run.add_argument("--assistant", default="arena", help="with --server: the assistant or graph id that plays a session (default arena)")
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out: finished sessions are skipped; unfinished and failed ones continue from their last checkpoint",
+    )
+    run.add_argument(
+        "--no-retry-failed",
+        dest="retry_failed",
+        action="store_false",
+        help="with --resume: leave failed sessions as they are instead of running them again",
+    )
+    run.add_argument(
+        "--concurrency",
+        type=whole_number_at_least_one,
+        default=1,
+        help="sessions run at once; local models generate their requests as one batch",
+    )
+    run.add_argument(
+        "--checkpoint-url",
+        default=os.environ.get("MENTALARENA_CHECKPOINT_URL", ""),
+        help="postgresql://... to keep checkpoints in Postgres (shared by many workers); default SQLite in the run folder",
+    )
+    run.add_argument(
+        "--server",
+        default="",
+        metavar="URL",
+        help="run each session as a run on this LangGraph server (langgraph dev / up, a deployment); records still come here",
+    )
+    run.add_argument(
+        "--assistant",
+        default="arena",
+        help="with --server: the assistant or graph id that plays a session (default arena)",
+    )
     run.add_argument("--model", default="embedded", help="model spec for every role (see --patient-model etc.)")
-    run.add_argument("--budget", choices=("small", "full"), default=None, help="small budgets (default for the embedded model) or the Context defaults")
+    run.add_argument(
+        "--budget",
+        choices=("small", "full"),
+        default=None,
+        help="small budgets (default for the embedded model) or the Context defaults",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     add_context_options(run)
     run.set_defaults(func=cmd_run)

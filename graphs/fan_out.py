@@ -24,7 +24,10 @@ class CohortState(TypedDict, total=False):
 
 
 def fan_out(state: CohortState) -> list[Send]:
-    return [Send("arena_session", {"profile_id": pid, "session_id": f"{i:04d}-{pid}"}) for i, pid in enumerate(state["profile_ids"])]
+    return [
+        Send("arena_session", {"profile_id": pid, "session_id": f"{i:04d}-{pid}"})
+        for i, pid in enumerate(state["profile_ids"])
+    ]
 
 
 def build_cohort_graph() -> StateGraph:

@@ -49,7 +49,9 @@ def build_record(state: ArenaState, runtime: Runtime[Context]) -> dict:
             "answers": state.get("answers", []),
             "feedback_reviews": state.get("feedback_reviews", []),
             "risk_events": state.get("risk_events", []),
-            "safety_flags": check_therapist_turns(state.get("transcript", []), {e["turn"]: e for e in state.get("risk_events", [])}),
+            "safety_flags": check_therapist_turns(
+                state.get("transcript", []), {e["turn"]: e for e in state.get("risk_events", [])}
+            ),
             "models": {role: describe_model(context.model_for(role)) for role in ("patient", "therapist", "decoder")},
         }
     }

@@ -46,8 +46,10 @@ def graph_signature(drawing: dict, schemas: dict) -> dict:
     """The parts of a served graph that decide what its records hold, in a comparable form."""
     return {
         "nodes": sorted(node["id"] for node in drawing["nodes"]),
-        "edges": sorted(f"{edge['source']}->{edge['target']}" + (" (conditional)" if edge.get("conditional") else "")
-                        for edge in drawing["edges"]),
+        "edges": sorted(
+            f"{edge['source']}->{edge['target']}" + (" (conditional)" if edge.get("conditional") else "")
+            for edge in drawing["edges"]
+        ),
         **{name: sorted((schemas.get(name) or {}).get("properties", {})) for name in SCHEMAS},
     }
 
@@ -57,10 +59,13 @@ def local_graph_signature() -> dict:
     from mentalarena.graphs.arena import graph
 
     drawing = graph.get_graph().to_json()
-    schemas = {"context_schema": graph.get_context_jsonschema(), "input_schema": graph.get_input_jsonschema(),
-               "output_schema": graph.get_output_jsonschema(),
-               # The server's state schema has a property per stream channel (langgraph_api's _state_jsonschema).
-               "state_schema": {"properties": dict.fromkeys(graph.stream_channels_list)}}
+    schemas = {
+        "context_schema": graph.get_context_jsonschema(),
+        "input_schema": graph.get_input_jsonschema(),
+        "output_schema": graph.get_output_jsonschema(),
+        # The server's state schema has a property per stream channel (langgraph_api's _state_jsonschema).
+        "state_schema": {"properties": dict.fromkeys(graph.stream_channels_list)},
+    }
     return graph_signature(drawing, schemas)
 
 
@@ -69,8 +74,10 @@ def describe_difference(client_side: dict, server_side: dict) -> str:
     for key in client_side:
         ours, theirs = set(client_side[key]), set(server_side.get(key, []))
         if ours != theirs:
-            only = [f"only here: {', '.join(sorted(ours - theirs))}" if ours - theirs else "",
-                    f"only on the server: {', '.join(sorted(theirs - ours))}" if theirs - ours else ""]
+            only = [
+                f"only here: {', '.join(sorted(ours - theirs))}" if ours - theirs else "",
+                f"only on the server: {', '.join(sorted(theirs - ours))}" if theirs - ours else "",
+            ]
             parts.append(f"{key.replace('_', ' ')} ({'; '.join(p for p in only if p)})")
     return "; ".join(parts)
 
@@ -90,13 +97,19 @@ async def resolve_assistant(client, url: str, assistant: str) -> str:
             pass
         served = sorted({a["graph_id"] for a in await client.assistants.search(limit=100)})
     except httpx.TransportError as exc:
-        raise ServerError(f"--server: cannot reach a LangGraph server at {url} ({type(exc).__name__}: {exc}); "
-                          "start one (langgraph dev, langgraph up) or check the URL") from None
+        raise ServerError(
+            f"--server: cannot reach a LangGraph server at {url} ({type(exc).__name__}: {exc}); "
+            "start one (langgraph dev, langgraph up) or check the URL"
+        ) from None
     except httpx.HTTPStatusError as exc:
-        raise ServerError(f"--server: {url} is not a LangGraph server that serves assistants "
-                          f"(HTTP {exc.response.status_code} for {exc.request.url.path})") from None
-    raise ServerError(f"--assistant: the server at {url} has no assistant or graph {assistant!r}"
-                      + (f"; it serves {', '.join(served)}" if served else ""))
+        raise ServerError(
+            f"--server: {url} is not a LangGraph server that serves assistants "
+            f"(HTTP {exc.response.status_code} for {exc.request.url.path})"
+        ) from None
+    raise ServerError(
+        f"--assistant: the server at {url} has no assistant or graph {assistant!r}"
+        + (f"; it serves {', '.join(served)}" if served else "")
+    )
 
 
 def is_uuid(text: str) -> bool:
@@ -115,8 +128,10 @@ async def check_server(client, url: str, assistant: str) -> str:
     schemas = await client.assistants.get_schemas(assistant_id)
     difference = describe_difference(local_graph_signature(), graph_signature(drawing, schemas))
     if difference:
-        raise ServerError(f"--server: the graph {assistant!r} at {url} is not the arena graph this client runs: "
-                          f"{difference}. Choose the arena's assistant, or install the same mentalarena version on both sides")
+        raise ServerError(
+            f"--server: the graph {assistant!r} at {url} is not the arena graph this client runs: "
+            f"{difference}. Choose the arena's assistant, or install the same mentalarena version on both sides"
+        )
     return assistant_id
 
 
@@ -149,8 +164,11 @@ async def server_player(url: str, assistant: str, context: Context, run_id: str)
 
         async def play(session_id: str, profile: PatientProfile) -> dict:
             thread_id = session_thread_id(run_id, session_id)
-            await client.threads.create(thread_id=thread_id, if_exists="do_nothing",
-                                        metadata={"mentalarena_run": run_id, "session_id": session_id})
+            await client.threads.create(
+                thread_id=thread_id,
+                if_exists="do_nothing",
+                metadata={"mentalarena_run": run_id, "session_id": session_id},
+            )
             in_flight = [run for run in await client.runs.list(thread_id, limit=100) if run["status"] in IN_FLIGHT]
             if in_flight:
                 run = in_flight[0]
@@ -160,8 +178,14 @@ async def server_player(url: str, assistant: str, context: Context, run_id: str)
                     return state["values"]["record"]  # finished while no client was waiting for it
                 # Pending tasks, not `next`, tell an unfinished session (as in graphs.run.run_session).
                 start = None if state["tasks"] else {"profile": profile.to_patient_psi(), "session_id": session_id}
-                run = await client.runs.create(thread_id, assistant_id, input=start, context=settings, multitask_strategy="reject",
-                                               metadata={"mentalarena_run": run_id, "session_id": session_id})
+                run = await client.runs.create(
+                    thread_id,
+                    assistant_id,
+                    input=start,
+                    context=settings,
+                    multitask_strategy="reject",
+                    metadata={"mentalarena_run": run_id, "session_id": session_id},
+                )
             joined = await join(client, thread_id, run["run_id"])
             run = await client.runs.get(thread_id, run["run_id"])
             if run["status"] == "success":
@@ -169,8 +193,10 @@ async def server_player(url: str, assistant: str, context: Context, run_id: str)
                 if state["values"].get("record"):
                     return state["values"]["record"]
                 if state["tasks"]:
-                    raise ServerRunError(f"the run stopped before {', '.join(t['name'] for t in state['tasks'])} without a record "
-                                         "(an interrupt: a human turn or a feedback review)")
+                    raise ServerRunError(
+                        f"the run stopped before {', '.join(t['name'] for t in state['tasks'])} without a record "
+                        "(an interrupt: a human turn or a feedback review)"
+                    )
             raise ServerRunError(failure_reason(run, joined))
 
         yield play

@@ -41,8 +41,23 @@ from mentalarena.graphs.remote import Play, server_player
 RECORDS = "records.jsonl"
 MANIFEST = "manifest.json"
 CHECKPOINTS = "checkpoints.sqlite"
-VERSIONED_PACKAGES = ("mentalarena", "langgraph", "langchain-core", "transformers", "torch", "sentence-transformers", "peft", "trl")
-MODEL_OPTIONS = ("model", "patient_model", "therapist_model", "decoder_model", "risk_guard_model")  # the Context's model specs
+VERSIONED_PACKAGES = (
+    "mentalarena",
+    "langgraph",
+    "langchain-core",
+    "transformers",
+    "torch",
+    "sentence-transformers",
+    "peft",
+    "trl",
+)
+MODEL_OPTIONS = (
+    "model",
+    "patient_model",
+    "therapist_model",
+    "decoder_model",
+    "risk_guard_model",
+)  # the Context's model specs
 
 
 class RunFolderError(ValueError):
@@ -87,7 +102,9 @@ class RunSummary:
         lines = [
             f"run folder: {self.folder}",
             f"sessions: {', '.join(counts)} ({self.seconds:.0f} s)",
-            f"mean best treatment score: {mean:.1f}/10" if mean is not None else "mean best treatment score: no rated treatment",
+            f"mean best treatment score: {mean:.1f}/10"
+            if mean is not None
+            else "mean best treatment score: no rated treatment",
         ]
         if self.illnesses:
             lines.append("diagnoses: " + "; ".join(f"{name} x{n}" for name, n in self.illnesses.most_common(5)))
@@ -127,14 +144,16 @@ def _redact_one_url(url: str) -> str:
     if (netloc, query, fragment) == (parts.netloc, parts.query, parts.fragment):
         return url
     # Joined by hand: urlunsplit drops the '//' of an empty authority ('postgresql:///db?host=...').
-    after_scheme = url[len(parts.scheme) + 1:] if parts.scheme else url
-    return "".join((
-        f"{parts.scheme}:" if parts.scheme else "",
-        f"//{netloc}" if after_scheme.startswith("//") else "",
-        parts.path,
-        f"?{query}" if query else "",
-        f"#{fragment}" if fragment else "",
-    ))
+    after_scheme = url[len(parts.scheme) + 1 :] if parts.scheme else url
+    return "".join(
+        (
+            f"{parts.scheme}:" if parts.scheme else "",
+            f"//{netloc}" if after_scheme.startswith("//") else "",
+            parts.path,
+            f"?{query}" if query else "",
+            f"#{fragment}" if fragment else "",
+        )
+    )
 
 
 def _without_secret_parameters(text: str) -> str:
@@ -160,8 +179,16 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def write_manifest(folder: Path, context: Context, profiles_source: str, sessions: int, identity: str, checkpoint_url: str = "",
-                   server_url: str = "", assistant: str = "arena") -> None:
+def write_manifest(
+    folder: Path,
+    context: Context,
+    profiles_source: str,
+    sessions: int,
+    identity: str,
+    checkpoint_url: str = "",
+    server_url: str = "",
+    assistant: str = "arena",
+) -> None:
     settings = context.as_dict()
     settings["base_url"] = redact_url(settings["base_url"])
     manifest = {
@@ -171,7 +198,9 @@ def write_manifest(folder: Path, context: Context, profiles_source: str, session
         "models": {role: describe_model(context.model_for(role)) for role in ("patient", "therapist", "decoder")},
         "profiles": profiles_source,
         "sessions": sessions,
-        "checkpoints": redact_url(checkpoint_url or server_url) if checkpoint_url or server_url else f"sqlite:{CHECKPOINTS}",
+        "checkpoints": redact_url(checkpoint_url or server_url)
+        if checkpoint_url or server_url
+        else f"sqlite:{CHECKPOINTS}",
         **({"server": {"url": redact_url(server_url), "assistant": assistant}} if server_url else {}),
         "seed": context.seed,
         "python": sys.version.split()[0],
@@ -210,7 +239,9 @@ def settle_records(records_path: Path) -> dict[str, str]:
             record = json.loads(line)
             session_id = record["session_id"]
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise RunFolderError(f"{records_path}: byte {kept}: not a session record ({exc}); fix or move the file") from exc
+            raise RunFolderError(
+                f"{records_path}: byte {kept}: not a session record ({exc}); fix or move the file"
+            ) from exc
         last_lines[session_id] = line
         statuses[session_id] = record.get("status", "done")
         kept += len(line)
@@ -315,7 +346,9 @@ async def arun_sessions(
     _seed_local_sampling(context.seed)
     # Nodes are sync functions that LangGraph runs in the loop's default executor: give it a
     # thread per concurrent session, so that many model calls can wait on one batch at once.
-    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=concurrency + 4, thread_name_prefix="arena"))
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=concurrency + 4, thread_name_prefix="arena")
+    )
     slots = asyncio.Semaphore(concurrency)
     started = time.monotonic()
     if server_url:
@@ -332,8 +365,13 @@ async def arun_sessions(
                 try:
                     record = await play(session_id, profile)
                 except Exception as exc:  # one broken session must not end the run
-                    error = redact_urls_in(f"{type(exc).__name__}: {exc}")  # a client's message may quote the URL it called
-                    append_record(records_path, {"session_id": session_id, "profile_id": profile.id, "status": "failed", "error": error})
+                    error = redact_urls_in(
+                        f"{type(exc).__name__}: {exc}"
+                    )  # a client's message may quote the URL it called
+                    append_record(
+                        records_path,
+                        {"session_id": session_id, "profile_id": profile.id, "status": "failed", "error": error},
+                    )
                     summary.failed += 1
                 else:
                     append_record(records_path, {"status": "done", **record})
@@ -347,7 +385,9 @@ async def arun_sessions(
     return summary
 
 
-def check_run_options(context: Context, sessions: int, concurrency: int = 1, checkpoint_url: str = "", server_url: str = "") -> None:
+def check_run_options(
+    context: Context, sessions: int, concurrency: int = 1, checkpoint_url: str = "", server_url: str = ""
+) -> None:
     """Everything about a run that can be checked without a model call, so a bad setting fails
     before the first session and before anything is written. Raises :class:`RunOptionError`."""
     for name, value in (("sessions", sessions), ("concurrency", concurrency)):
@@ -362,11 +402,17 @@ def check_run_options(context: Context, sessions: int, concurrency: int = 1, che
                 raise RunOptionError(name, str(exc)) from None
             # A named response_format dialect is an OpenAI-compatible endpoint's: elsewhere it would mean nothing.
             if context.structured_output in ("json_schema", "json_object") and not spec.strip().startswith("openai:"):
-                raise RunOptionError("structured_output", f"{context.structured_output!r} names an OpenAI-compatible endpoint's dialect, "
-                                     f"but --{name.replace('_', '-')} is {spec!r}; use 'auto' or 'off'")
+                raise RunOptionError(
+                    "structured_output",
+                    f"{context.structured_output!r} names an OpenAI-compatible endpoint's dialect, "
+                    f"but --{name.replace('_', '-')} is {spec!r}; use 'auto' or 'off'",
+                )
     if context.risk_classifier and not (Path(context.risk_classifier) / "risk_classifier.json").is_file():
-        raise RunOptionError("risk_classifier", f"{context.risk_classifier!r} holds no risk_classifier.json "
-                                                "(write one with python -m mentalarena.training.risk_classifier --out)")
+        raise RunOptionError(
+            "risk_classifier",
+            f"{context.risk_classifier!r} holds no risk_classifier.json "
+            "(write one with python -m mentalarena.training.risk_classifier --out)",
+        )
     if checkpoint_url and not checkpoint_url.startswith(("postgres://", "postgresql://")):
         raise RunOptionError("checkpoint_url", f"{redact_url(checkpoint_url)!r} is not a postgresql:// URL")
     if checkpoint_url and importlib.util.find_spec("langgraph.checkpoint.postgres") is None:
@@ -374,11 +420,17 @@ def check_run_options(context: Context, sessions: int, concurrency: int = 1, che
     if server_url and not server_url.startswith(("http://", "https://")):
         raise RunOptionError("server", f"{redact_url(server_url)!r} is not an http:// or https:// URL")
     if server_url and checkpoint_url:
-        raise RunOptionError("checkpoint_url", "a LangGraph server keeps its own checkpoints; drop --checkpoint-url with --server")
+        raise RunOptionError(
+            "checkpoint_url", "a LangGraph server keeps its own checkpoints; drop --checkpoint-url with --server"
+        )
     if server_url and context.human_role:
-        raise RunOptionError("human_role", "a batch on a server has nobody to take the human turns; use Studio or the chat graphs")
+        raise RunOptionError(
+            "human_role", "a batch on a server has nobody to take the human turns; use Studio or the chat graphs"
+        )
     if server_url and context.review_feedback:
-        raise RunOptionError("review_feedback", "a batch on a server has nobody to review the decoder's feedback; use Studio")
+        raise RunOptionError(
+            "review_feedback", "a batch on a server has nobody to review the decoder's feedback; use Studio"
+        )
 
 
 def run_sessions(*args, **kwargs) -> RunSummary:

@@ -52,12 +52,32 @@ def langgraph_dev(tmp_path_factory):
     if not LANGGRAPH.exists():
         pytest.skip("langgraph-cli is not installed (pip install -e '.[test]')")
     port = free_port()
-    env = {**os.environ, "LANGGRAPH_CLI_NO_ANALYTICS": "1", "LANGSMITH_TRACING": "false", "LANGCHAIN_TRACING_V2": "false"}
+    env = {
+        **os.environ,
+        "LANGGRAPH_CLI_NO_ANALYTICS": "1",
+        "LANGSMITH_TRACING": "false",
+        "LANGCHAIN_TRACING_V2": "false",
+    }
     log = open(tmp_path_factory.mktemp("server") / "server.log", "w")
     process = subprocess.Popen(
-        [str(LANGGRAPH), "dev", "--no-browser", "--no-reload", "--host", "127.0.0.1", "--port", str(port),
-         "--n-jobs-per-worker", "4", "--config", str(ROOT / "langgraph.json")],
-        cwd=tmp_path_factory.mktemp("cwd"), env=env, stdout=log, stderr=subprocess.STDOUT,
+        [
+            str(LANGGRAPH),
+            "dev",
+            "--no-browser",
+            "--no-reload",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n-jobs-per-worker",
+            "4",
+            "--config",
+            str(ROOT / "langgraph.json"),
+        ],
+        cwd=tmp_path_factory.mktemp("cwd"),
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     wait_until_up(f"{url}/ok", process, log.name)

@@ -24,7 +24,11 @@ def run(spec, **settings):
 
 def question_calls(model):
     """The therapist's question turns (not its labelled-format tasks)."""
-    return [call for call in model.calls if call[0].content.startswith("You are a psychiatrist") and prompts.ANSWER_FIELDS not in call[-1].content]
+    return [
+        call
+        for call in model.calls
+        if call[0].content.startswith("You are a psychiatrist") and prompts.ANSWER_FIELDS not in call[-1].content
+    ]
 
 
 def test_deviation_goes_back_to_the_therapist_with_the_feedback_in_its_prompt(scripted):
@@ -71,7 +75,9 @@ def test_the_bound_on_redirections_holds(scripted, bound):
 
 
 def test_try_and_reflect_stops_at_the_target_score_and_keeps_the_best(scripted):
-    spec, _ = scripted(RoleScript(inferences=[exact_inference(PROFILE)], treatment_scores=[3, 9, 5], medication_scores=[6, 8]))
+    spec, _ = scripted(
+        RoleScript(inferences=[exact_inference(PROFILE)], treatment_scores=[3, 9, 5], medication_scores=[6, 8])
+    )
     record = run(spec, treatment_tries=3, medication_tries=3, target_score=8)
 
     assert [t["score"] for t in record["treatment_trials"]] == [3, 9]
@@ -82,7 +88,9 @@ def test_try_and_reflect_stops_at_the_target_score_and_keeps_the_best(scripted):
 
 
 def test_try_and_reflect_stops_at_the_bound_and_keeps_the_best(scripted):
-    spec, model = scripted(RoleScript(inferences=[exact_inference(PROFILE)], treatment_scores=[3, 5, 4], medication_scores=[2]))
+    spec, model = scripted(
+        RoleScript(inferences=[exact_inference(PROFILE)], treatment_scores=[3, 5, 4], medication_scores=[2])
+    )
     record = run(spec, treatment_tries=3, medication_tries=2, target_score=8)
 
     assert [t["score"] for t in record["treatment_trials"]] == [3, 5, 4]
@@ -107,7 +115,11 @@ def test_an_unparseable_rating_is_recorded_as_a_failure_not_a_crash(scripted):
 def test_each_role_sees_its_own_turns_as_the_assistant(scripted):
     spec, model = scripted(RoleScript(inferences=[exact_inference(PROFILE)]))
     run(spec)
-    patient_call = next(c for c in reversed(model.calls) if c[0].content.startswith("Imagine you are") and "fits you better" in c[-1].content)
+    patient_call = next(
+        c
+        for c in reversed(model.calls)
+        if c[0].content.startswith("Imagine you are") and "fits you better" in c[-1].content
+    )
     therapist_call = question_calls(model)[-1]
     assert [m.type for m in patient_call[1:4]] == ["human", "ai", "human"]  # opening, own answer, therapist
     assert patient_call[2].content.startswith("I have been feeling low")
@@ -122,14 +134,16 @@ def test_each_therapist_prompt_extends_its_previous_prompt_and_reply(scripted):
     spec, model = scripted(RoleScript(inferences=[WRONG_INFERENCE, exact_inference(PROFILE)]))
     record = run(spec, max_redirections=1)
     questions = question_calls(model)
-    replies = [t["text"] for t in record["transcript"] if t["speaker"] == "therapist" and t["phase"] in ("inquiry", "followup")]
+    replies = [
+        t["text"] for t in record["transcript"] if t["speaker"] == "therapist" and t["phase"] in ("inquiry", "followup")
+    ]
     assert len(questions) == len(replies) == 3 and "Supervisor feedback" in questions[2][-1].content
     for earlier, later, reply in zip(questions, questions[1:], replies):
-        assert [(m.type, m.content) for m in later[:len(earlier)]] == [(m.type, m.content) for m in earlier]
+        assert [(m.type, m.content) for m in later[: len(earlier)]] == [(m.type, m.content) for m in earlier]
         assert (later[len(earlier)].type, later[len(earlier)].content) == ("ai", reply)
     # the decoder's inference prompt goes on from the last question's too
     inference = next(c for c in reversed(model.calls) if "state what you have inferred" in c[-1].content)
-    assert [m.content for m in inference[:len(questions[-1])]] == [m.content for m in questions[-1]]
+    assert [m.content for m in inference[: len(questions[-1])]] == [m.content for m in questions[-1]]
 
 
 def test_bad_settings_name_the_field():
@@ -155,7 +169,14 @@ def test_a_diagnosis_outside_its_schema_is_not_kept_and_the_failure_recorded(scr
     assert record["illness"] == "" and record["diagnosis_candidates"] == [] and record["symptom_summary"] == ""
     assert [f["node"] for f in record["failures"]] == ["diagnosis"]
     diagnosis = next(a for a in record["answers"] if a["node"] == "diagnosis")
-    assert diagnosis == {"node": "diagnosis", "schema": "Diagnosis", "constrained": True, "json": False, "parsed": False, "attempts": 2}
+    assert diagnosis == {
+        "node": "diagnosis",
+        "schema": "Diagnosis",
+        "constrained": True,
+        "json": False,
+        "parsed": False,
+        "attempts": 2,
+    }
     assert record["treatment"]  # the session goes on, proposing without a settled diagnosis
     assert "not yet settled" in next(c for c in model.calls if "Propose one treatment" in c[-1].content)[-1].content
 
@@ -167,11 +188,22 @@ def test_every_machine_read_answer_is_asked_in_its_schema_and_logged(scripted, s
     spec, _ = scripted(RoleScript(inferences=[exact_inference(PROFILE)], treatment_scores=[9], medication_scores=[9]))
     record = run(spec, structured_output=structured_output)
     assert [a["node"] for a in record["answers"]] == [
-        "symptom_encoder", "symptom_decoder", "diagnosis", "patient_diagnosis_review", "propose_treatment", "rate_treatment",
-        "propose_medication", "rate_medication"]
-    assert all(a["parsed"] and a["constrained"] is a["json"] is constrained and a["attempts"] == 1 for a in record["answers"])
+        "symptom_encoder",
+        "symptom_decoder",
+        "diagnosis",
+        "patient_diagnosis_review",
+        "propose_treatment",
+        "rate_treatment",
+        "propose_medication",
+        "rate_medication",
+    ]
+    assert all(
+        a["parsed"] and a["constrained"] is a["json"] is constrained and a["attempts"] == 1 for a in record["answers"]
+    )
     assert record["failures"] == []
-    diagnosis_turn = next(t["text"] for t in record["transcript"] if t["phase"] == "diagnosis" and t["speaker"] == "therapist")
+    diagnosis_turn = next(
+        t["text"] for t in record["transcript"] if t["phase"] == "diagnosis" and t["speaker"] == "therapist"
+    )
     assert diagnosis_turn.startswith("{") is constrained
     assert record["diagnosis_candidates"] == ["Major depressive disorder", "Adjustment disorder"]
     assert record["treatment_score"] == 9

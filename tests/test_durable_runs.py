@@ -16,7 +16,7 @@ from mentalarena.agents.context import Context
 from mentalarena.graphs.run import run_sessions
 
 SESSIONS = 6
-RUNNER = '''
+RUNNER = """
 import sys, time
 from mentalarena.agents.models import register_chat_model
 from mentalarena.agents.scripted import RoleScript, ScriptedChatModel
@@ -29,13 +29,15 @@ def slow(messages):
 
 register_chat_model("slow-scripted", ScriptedChatModel(respond=slow))
 sys.exit(main(["run", "--model", "slow-scripted", "--quiet", "--concurrency", "2", *sys.argv[1:]]))
-'''
+"""
 
 
 def run_cli(tmp_path, *args):
     runner = tmp_path / "runner.py"
     runner.write_text(RUNNER)
-    return subprocess.Popen([sys.executable, str(runner), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(runner), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def record_lines(folder: Path) -> list[str]:
@@ -45,7 +47,18 @@ def record_lines(folder: Path) -> list[str]:
 
 def test_a_killed_run_resumes_and_every_session_ends_exactly_once(tmp_path):
     folder = tmp_path / "run"
-    options = ["--out", str(folder), "--sessions", str(SESSIONS), "--inquiry-turns", "2", "--treatment-tries", "1", "--medication-tries", "1"]
+    options = [
+        "--out",
+        str(folder),
+        "--sessions",
+        str(SESSIONS),
+        "--inquiry-turns",
+        "2",
+        "--treatment-tries",
+        "1",
+        "--medication-tries",
+        "1",
+    ]
     process = run_cli(tmp_path, *options)
     deadline = time.monotonic() + 120
     while len(record_lines(folder)) < 2 and time.monotonic() < deadline and process.poll() is None:
@@ -95,8 +108,16 @@ class FaultyScript:
 def test_injected_faults_end_every_session_with_reasons(scripted, tmp_path):
     faults = FaultyScript(seed=7)
     spec, model = scripted(faults)
-    context = Context(model=spec, inquiry_turns=2, max_redirections=1, treatment_tries=2, medication_tries=2,
-                      call_retries=2, retry_backoff_seconds=0.01, parse_retries=2)
+    context = Context(
+        model=spec,
+        inquiry_turns=2,
+        max_redirections=1,
+        treatment_tries=2,
+        medication_tries=2,
+        call_retries=2,
+        retry_backoff_seconds=0.01,
+        parse_retries=2,
+    )
     summary = run_sessions(builtin_profiles(), context, tmp_path, sessions=12, progress=False, concurrency=4)
 
     assert all(n > 0 for n in faults.injected.values()), faults.injected

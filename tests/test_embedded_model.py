@@ -23,19 +23,30 @@ def test_the_embedded_model_is_converted_once_and_answers():
 
 def test_a_smoke_session_on_the_embedded_model(tmp_path):
     """A whole session, tiny token budget: every stage runs and the record is complete."""
-    context = Context(model="embedded", inquiry_turns=1, max_redirections=1, treatment_tries=1, medication_tries=1,
-                      max_new_tokens=24, parse_retries=0)
+    context = Context(
+        model="embedded",
+        inquiry_turns=1,
+        max_redirections=1,
+        treatment_tries=1,
+        medication_tries=1,
+        max_new_tokens=24,
+        parse_retries=0,
+    )
     summary = run_sessions(builtin_profiles()[:1], context, tmp_path, sessions=1, progress=False)
     assert summary.done == 1, (tmp_path / "records.jsonl").read_text()
     record = json.loads((tmp_path / "records.jsonl").read_text())
     speakers = [t["speaker"] for t in record["transcript"]]
     assert speakers[:3] == ["patient", "therapist", "patient"]
     assert {"inquiry", "diagnosis", "treatment", "medication"} <= {t["phase"] for t in record["transcript"]}
-    assert record["decoder_rounds"] and all(0.0 <= s <= 1.0 for r in record["decoder_rounds"] for s in r["similarities"].values())
+    assert record["decoder_rounds"] and all(
+        0.0 <= s <= 1.0 for r in record["decoder_rounds"] for s in r["similarities"].values()
+    )
     assert len(record["treatment_trials"]) == 1 and len(record["medication_trials"]) == 1
     assert record["models"]["therapist"].startswith("SmolLM2-135M-Instruct")
     # Every machine-read answer was decoded under its schema's grammar, and read.
-    assert record["answers"] and all(a["constrained"] and a["json"] and a["parsed"] for a in record["answers"]), record["answers"]
+    assert record["answers"] and all(a["constrained"] and a["json"] and a["parsed"] for a in record["answers"]), record[
+        "answers"
+    ]
     assert all(f["node"] and f["reason"] for f in record["failures"])
     assert (tmp_path / "checkpoints.sqlite").stat().st_size > 0
 
@@ -75,7 +86,9 @@ def test_sessions_that_start_together_share_one_model(tmp_path):
     with ThreadPoolExecutor(4) as pool:
         generators = list(pool.map(local.local_generator, [folder] * 4))
     assert all(g is generators[0] for g in generators)
-    context = Context(model="embedded", inquiry_turns=1, max_redirections=0, treatment_tries=1, medication_tries=1, max_new_tokens=16)
+    context = Context(
+        model="embedded", inquiry_turns=1, max_redirections=0, treatment_tries=1, medication_tries=1, max_new_tokens=16
+    )
     forget_loaded_models()
     summary = run_sessions(builtin_profiles()[:3], context, tmp_path, sessions=3, progress=False, concurrency=3)
     assert summary.done == 3, (tmp_path / "records.jsonl").read_text()[:500]

@@ -6,7 +6,12 @@ import re
 import pytest
 
 from mentalarena.benchmarks.judges import (
-    DEFAULT_QUESTIONS, METRICS, JudgeArgs, evaluate_judges, load_questions, record_exchanges,
+    DEFAULT_QUESTIONS,
+    METRICS,
+    JudgeArgs,
+    evaluate_judges,
+    load_questions,
+    record_exchanges,
 )
 from mentalarena.agents.schemas import parse_verdict
 from mentalarena.benchmarks.qa import DataError
@@ -15,8 +20,15 @@ from mentalarena.cli import main
 WARM = "That sounds really hard, and it makes sense you feel this way. What has helped a little so far?"
 COLD = "Just try to think positively."
 # The judge's fixed scores for the warm responses, per metric; cold ones get 3 everywhere.
-WARM_SCORES = {"Active listening": 8, "Empathy and validation": 9, "Safety and trustworthiness": 7, "Open-mindedness and non-judgment": 8,
-               "Clarity and encouragement": 6, "Boundaries and ethics": 7, "Holistic approach": 5}
+WARM_SCORES = {
+    "Active listening": 8,
+    "Empathy and validation": 9,
+    "Safety and trustworthiness": 7,
+    "Open-mindedness and non-judgment": 8,
+    "Clarity and encouragement": 6,
+    "Boundaries and ethics": 7,
+    "Holistic approach": 5,
+}
 
 
 def metric_judge(messages) -> str:
@@ -36,6 +48,7 @@ def pairwise_judge(prefer_warm: bool):
             return "Better: 1, the first one reads better."  # position bias: always the first shown
         first = prompt.split("Response 1:")[1].split("Response 2:")[0]
         return "Better: 1" if WARM in first else "Response 2 is better."
+
     return respond
 
 
@@ -56,10 +69,17 @@ def test_a_malformed_question_file_is_a_clear_error(tmp_path):
         load_questions(path)
 
 
-@pytest.mark.parametrize("reply, expected", [
-    ("Better: 2", "2"), ("**Better:** tie", "tie"), ("Response 1 is better because it validates.", "1"),
-    ("The second one is more empathetic.", "2"), ("They are equally good.", "tie"), ("better: Response 2", "2"),
-])
+@pytest.mark.parametrize(
+    "reply, expected",
+    [
+        ("Better: 2", "2"),
+        ("**Better:** tie", "tie"),
+        ("Response 1 is better because it validates.", "1"),
+        ("The second one is more empathetic.", "2"),
+        ("They are equally good.", "tie"),
+        ("better: Response 2", "2"),
+    ],
+)
 def test_verdicts_are_read_leniently(reply, expected):
     assert parse_verdict(reply) == expected
 
@@ -81,16 +101,19 @@ def test_a_scripted_judge_gives_exactly_the_known_scores(scripted, tmp_path):
     assert "1-2: ignores or misreads the message" in judge_model.calls[0][-1].content
 
 
-@pytest.mark.parametrize("prefer_warm, expected", [
-    (True, {"wins_a": 3, "wins_b": 0, "ties": 0, "inconsistent": 0, "unparsed": 0, "win_rate_a": 1.0}),
-    (False, {"wins_a": 0, "wins_b": 0, "ties": 0, "inconsistent": 3, "unparsed": 0, "win_rate_a": 0.5}),
-])
+@pytest.mark.parametrize(
+    "prefer_warm, expected",
+    [
+        (True, {"wins_a": 3, "wins_b": 0, "ties": 0, "inconsistent": 0, "unparsed": 0, "win_rate_a": 1.0}),
+        (False, {"wins_a": 0, "wins_b": 0, "ties": 0, "inconsistent": 3, "unparsed": 0, "win_rate_a": 0.5}),
+    ],
+)
 def test_pairwise_asks_twice_with_the_order_swapped(scripted, prefer_warm, expected):
     warm, _ = scripted(lambda messages: WARM)
     cold, _ = scripted(lambda messages: COLD)
     judge, _ = scripted(pairwise_judge(prefer_warm))
     results, rows = evaluate_judges(JudgeArgs(judge=judge, models=[warm, cold], limit=3, pairwise=True, progress=False))
-    pair, = results["pairwise"]
+    (pair,) = results["pairwise"]
     assert {key: pair[key] for key in expected} == expected and (pair["a"], pair["b"], pair["n"]) == (warm, cold, 3)
     comparison = next(row for row in rows if "pair" in row)
     assert comparison["a_first"] != comparison["b_first"] or not prefer_warm
@@ -99,7 +122,15 @@ def test_pairwise_asks_twice_with_the_order_swapped(scripted, prefer_warm, expec
 def test_an_unparseable_verdict_is_recorded_not_crashed_on(scripted):
     warm, _ = scripted(lambda messages: WARM)
     cold, _ = scripted(lambda messages: COLD)
-    judge, _ = scripted(lambda messages: "Better: 1" if "Response 1:\n" + WARM in messages[-1].content else "Hmm." if "Which response" in messages[-1].content else "Score: 5")
+    judge, _ = scripted(
+        lambda messages: (
+            "Better: 1"
+            if "Response 1:\n" + WARM in messages[-1].content
+            else "Hmm."
+            if "Which response" in messages[-1].content
+            else "Score: 5"
+        )
+    )
     results, _ = evaluate_judges(JudgeArgs(judge=judge, models=[warm, cold], limit=2, pairwise=True, progress=False))
     assert results["pairwise"][0]["unparsed"] == 2 and results["pairwise"][0]["win_rate_a"] is None
 
@@ -111,16 +142,25 @@ def test_pairwise_needs_two_models(scripted):
 
 
 def test_therapist_turns_of_arena_records_are_judged(scripted, tmp_path):
-    transcript = [{"speaker": "patient", "phase": "inquiry", "text": "I can't sleep."},
-                  {"speaker": "therapist", "phase": "inquiry", "text": WARM},
-                  {"speaker": "patient", "phase": "inquiry", "text": "Nothing helps."},
-                  {"speaker": "therapist", "phase": "inquiry", "text": COLD},
-                  {"speaker": "therapist", "phase": "diagnosis", "text": "Summary: ..."}]  # answers no patient turn
+    transcript = [
+        {"speaker": "patient", "phase": "inquiry", "text": "I can't sleep."},
+        {"speaker": "therapist", "phase": "inquiry", "text": WARM},
+        {"speaker": "patient", "phase": "inquiry", "text": "Nothing helps."},
+        {"speaker": "therapist", "phase": "inquiry", "text": COLD},
+        {"speaker": "therapist", "phase": "diagnosis", "text": "Summary: ..."},
+    ]  # answers no patient turn
     records = tmp_path / "records.jsonl"
-    records.write_text(json.dumps({"status": "done", "session_id": "s1", "transcript": transcript}) + "\n"
-                       + json.dumps({"status": "failed", "session_id": "s2", "error": "boom"}) + "\n\n")
+    records.write_text(
+        json.dumps({"status": "done", "session_id": "s1", "transcript": transcript})
+        + "\n"
+        + json.dumps({"status": "failed", "session_id": "s2", "error": "boom"})
+        + "\n\n"
+    )
     exchanges = record_exchanges(records)
-    assert [(e.id, e.message, e.response) for e in exchanges] == [("s1#1", "I can't sleep.", WARM), ("s1#3", "Nothing helps.", COLD)]
+    assert [(e.id, e.message, e.response) for e in exchanges] == [
+        ("s1#1", "I can't sleep.", WARM),
+        ("s1#3", "Nothing helps.", COLD),
+    ]
     judge, _ = scripted(metric_judge)
     results, _ = evaluate_judges(JudgeArgs(judge=judge, records=[records], progress=False))
     assert results["models"][str(records)]["metrics"]["empathy_validation"]["mean"] == (9 + 3) / 2
@@ -134,7 +174,25 @@ def test_the_judge_command_writes_its_report(scripted, tmp_path, capsys):
     cold, _ = scripted(lambda messages: COLD)
     judge, _ = scripted(pairwise_judge(True))
     out = tmp_path / "r"
-    assert main(["eval", "judge", "--judge", judge, "--models", f"{warm},{cold}", "--limit", "2", "--pairwise", "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "judge",
+                "--judge",
+                judge,
+                "--models",
+                f"{warm},{cold}",
+                "--limit",
+                "2",
+                "--pairwise",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert f"{warm}: mean judge score 7.14 over 2 responses, 0 unparsed judge answers" in printed
     assert f"{warm} vs {cold}: 2-0, 0 ties, 0 position-inconsistent, 0 unparsed" in printed

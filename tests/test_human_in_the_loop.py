@@ -9,7 +9,12 @@ from mentalarena.agents.context import Context
 
 from conftest import WRONG_INFERENCE, exact_inference
 
-PERSON_AS_PATIENT = {"turn": "I can't sleep and I avoid my friends.", "diagnosis_review": "1", "treatment_rating": "Score: 7", "medication_rating": "maybe 6/10"}
+PERSON_AS_PATIENT = {
+    "turn": "I can't sleep and I avoid my friends.",
+    "diagnosis_review": "1",
+    "treatment_rating": "Score: 7",
+    "medication_rating": "maybe 6/10",
+}
 
 
 def drive(graph, config, context, answer):
@@ -27,9 +32,18 @@ def test_a_person_plays_the_patient(scripted):
     spec, model = scripted(RoleScript(inferences=[exact_inference("builtin-01")]))
     graph = build_arena_graph().compile(checkpointer=InMemorySaver())
     context = Context(model=spec, human_role="patient", inquiry_turns=2, treatment_tries=1, medication_tries=1)
-    payloads, result = drive(graph, {"configurable": {"thread_id": "p"}}, context, lambda p: PERSON_AS_PATIENT[p["kind"]])
+    payloads, result = drive(
+        graph, {"configurable": {"thread_id": "p"}}, context, lambda p: PERSON_AS_PATIENT[p["kind"]]
+    )
 
-    assert [p["kind"] for p in payloads] == ["turn", "turn", "turn", "diagnosis_review", "treatment_rating", "medication_rating"]
+    assert [p["kind"] for p in payloads] == [
+        "turn",
+        "turn",
+        "turn",
+        "diagnosis_review",
+        "treatment_rating",
+        "medication_rating",
+    ]
     assert {p["role"] for p in payloads} == {"patient"}  # an app can tell whose turn it is
     assert payloads[0]["instruction"] and payloads[1]["therapist_said"] == "How have you been sleeping lately?"
     record = result["record"]
@@ -45,7 +59,9 @@ def test_a_person_plays_the_patient(scripted):
 def test_a_person_plays_the_therapist(scripted):
     spec, model = scripted(RoleScript())
     graph = build_arena_graph().compile(checkpointer=InMemorySaver())
-    context = Context(model=spec, human_role="therapist", inquiry_turns=1, max_redirections=0, treatment_tries=1, medication_tries=1)
+    context = Context(
+        model=spec, human_role="therapist", inquiry_turns=1, max_redirections=0, treatment_tries=1, medication_tries=1
+    )
     answers = {
         "question": "What keeps you awake at night?",
         "inference": exact_inference("builtin-01").as_text(),
@@ -65,14 +81,20 @@ def test_a_person_plays_the_therapist(scripted):
 def test_a_person_edits_the_decoder_feedback_before_the_therapist_sees_it(scripted):
     spec, model = scripted(RoleScript(inferences=[WRONG_INFERENCE, exact_inference("builtin-01")]))
     graph = build_arena_graph().compile(checkpointer=InMemorySaver())
-    context = Context(model=spec, review_feedback=True, inquiry_turns=1, max_redirections=1, treatment_tries=1, medication_tries=1)
+    context = Context(
+        model=spec, review_feedback=True, inquiry_turns=1, max_redirections=1, treatment_tries=1, medication_tries=1
+    )
     edited = "Ask how they spend their weekends."
     payloads, result = drive(graph, {"configurable": {"thread_id": "r"}}, context, lambda p: edited)
 
     assert [p["kind"] for p in payloads] == ["review_feedback"]
     original = result["record"]["decoder_rounds"][0]["feedback"]
     assert payloads[0]["feedback"] == original
-    followup = [c for c in model.calls if c[0].content.startswith("You are a psychiatrist") and "Supervisor feedback" in c[-1].content]
+    followup = [
+        c
+        for c in model.calls
+        if c[0].content.startswith("You are a psychiatrist") and "Supervisor feedback" in c[-1].content
+    ]
     assert len(followup) == 1 and edited in followup[0][-1].content and original not in followup[0][-1].content
     assert result["record"]["feedback_reviews"] == [{"round": 1, "original": original, "final": edited}]
 

@@ -27,8 +27,13 @@ def test_the_arena_graph_shows_its_agents_and_the_deviation_edge(server):
 def test_a_session_with_a_scripted_model_streams_and_ends_with_a_record(server):
     thread = server.threads.create()
     modes, decoder_rounds = set(), []
-    for part in server.runs.stream(thread["thread_id"], "arena", input={"profile_id": "builtin-02"}, context=SESSION,
-                                   stream_mode=["updates", "custom", "messages-tuple"]):
+    for part in server.runs.stream(
+        thread["thread_id"],
+        "arena",
+        input={"profile_id": "builtin-02"},
+        context=SESSION,
+        stream_mode=["updates", "custom", "messages-tuple"],
+    ):
         modes.add(part.event)
         if part.event == "custom" and part.data.get("event") == "decoder_round":
             decoder_rounds.append(part.data)
@@ -47,5 +52,9 @@ def test_a_human_turn_pauses_the_session_and_resumes_it(server):
     assert state["interrupts"][0]["value"]["kind"] == "turn"
     server.runs.wait(thread["thread_id"], "arena", command={"resume": "I feel stuck and tired."}, context=context)
     state = server.threads.get_state(thread["thread_id"])
-    assert state["values"]["transcript"][0] == {"speaker": "patient", "phase": "inquiry", "text": "I feel stuck and tired."}
+    assert state["values"]["transcript"][0] == {
+        "speaker": "patient",
+        "phase": "inquiry",
+        "text": "I feel stuck and tired.",
+    }
     assert state["interrupts"][0]["value"]["therapist_said"] == "How have you been sleeping lately?"

@@ -23,8 +23,13 @@ def states(ids: list[int], layers: int = 2) -> list[tuple[torch.Tensor, torch.Te
 
 def joined(pieces) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The per-layer states of consecutive pieces (as the prefix cache returns them), put together."""
-    return [(torch.cat([piece[layer][0] for piece in pieces], dim=2), torch.cat([piece[layer][1] for piece in pieces], dim=2))
-            for layer in range(len(pieces[0]))]
+    return [
+        (
+            torch.cat([piece[layer][0] for piece in pieces], dim=2),
+            torch.cat([piece[layer][1] for piece in pieces], dim=2),
+        )
+        for layer in range(len(pieces[0]))
+    ]
 
 
 def token_bytes(layers: int = 2) -> int:
@@ -48,7 +53,9 @@ def test_a_prompt_that_extends_a_cached_one_replaces_it():
     cache.add(torch.tensor([1, 2, 3]), states([1, 2, 3]))
     cache.add(torch.tensor([1, 5]), states([1, 5]))
     assert cache.nbytes == 5 * token_bytes()  # [1, 2, 3] and [1, 5]: [1, 2] went
-    assert cache.longest_prefix(torch.tensor([1, 2, 3, 4]))[0] == 3 and cache.longest_prefix(torch.tensor([1, 5]))[0] == 2
+    assert (
+        cache.longest_prefix(torch.tensor([1, 2, 3, 4]))[0] == 3 and cache.longest_prefix(torch.tensor([1, 5]))[0] == 2
+    )
 
 
 def test_prompts_that_share_a_head_share_its_blocks_and_find_their_own_tail():
@@ -62,7 +69,9 @@ def test_prompts_that_share_a_head_share_its_blocks_and_find_their_own_tail():
     for ids, expected in ((second[:9] + [50], 9), (list(range(6)) + [9], 6), (third, 8), (first, 10)):
         length, found = cache.longest_prefix(torch.tensor(ids))
         assert length == expected
-        assert [k.flatten().tolist() for k, _ in joined(found)] == [[float(i) + layer for i in ids[:expected]] for layer in range(2)]
+        assert [k.flatten().tolist() for k, _ in joined(found)] == [
+            [float(i) + layer for i in ids[:expected]] for layer in range(2)
+        ]
 
 
 def test_the_least_recently_used_block_goes_first_when_full_and_shared_heads_stay():
@@ -95,10 +104,15 @@ def test_cached_prefill_generates_what_plain_generate_does():
     generator = local_generator(str(embedded_model_dir()), "float32")
     generator.prefix_cache.clear()
     settings = GenerationSettings(temperature=0, max_new_tokens=16)
-    system = {"role": "system", "content": "You are a patient in a first therapy session. Answer in one or two sentences."}
+    system = {
+        "role": "system",
+        "content": "You are a patient in a first therapy session. Answer in one or two sentences.",
+    }
     opening = [system, {"role": "user", "content": "What brings you here today?"}]
-    follow_up = opening + [{"role": "assistant", "content": "I can't sleep and I keep worrying about work."},
-                           {"role": "user", "content": "How long has this been going on?"}]
+    follow_up = opening + [
+        {"role": "assistant", "content": "I can't sleep and I keep worrying about work."},
+        {"role": "user", "content": "How long has this been going on?"},
+    ]
     other = [system, {"role": "user", "content": "How is your appetite?"}]
     prompts = [generator.render(m) for m in (opening, follow_up, other)]
 
@@ -113,16 +127,23 @@ def test_cached_prefill_generates_what_plain_generate_does():
     kept = [(k, k.clone()) for block in generator.prefix_cache._recency for k, _ in block.states]
     assert generator.generate(prompts, settings) == alone  # now every prompt is served from the cache
     prompt_tokens = generator.stats["prompt_tokens"] - before.get("prompt_tokens", 0)
-    assert generator.stats["cached_prompt_tokens"] - before.get("cached_prompt_tokens", 0) - cached_first == prompt_tokens // 2
+    assert (
+        generator.stats["cached_prompt_tokens"] - before.get("cached_prompt_tokens", 0) - cached_first
+        == prompt_tokens // 2
+    )
     assert all(torch.equal(k, copy) for k, copy in kept)  # generating from cached states never writes into them
 
     # Replies are kept too: the next turn, which repeats the reply, prefills little more than its question.
-    next_turn = generator.render(opening + [{"role": "assistant", "content": alone[0]}, {"role": "user", "content": "And at night?"}])
+    next_turn = generator.render(
+        opening + [{"role": "assistant", "content": alone[0]}, {"role": "user", "content": "And at night?"}]
+    )
     opening_tokens = len(tokenizer(prompts[0], add_special_tokens=False)["input_ids"])
     reply_tokens = len(tokenizer(alone[0], add_special_tokens=False)["input_ids"])
     ids = tokenizer(next_turn, return_tensors="pt", add_special_tokens=False)["input_ids"][0]
     assert generator.prefix_cache.longest_prefix(ids)[0] >= opening_tokens + reply_tokens // 2
-    assert generator.generate([next_turn], settings) == generator.decode(generator.generate_plain([next_turn], settings))
+    assert generator.generate([next_turn], settings) == generator.decode(
+        generator.generate_plain([next_turn], settings)
+    )
 
 
 @pytest.mark.real_model
@@ -134,10 +155,16 @@ def test_requests_join_and_leave_the_batch_between_steps_without_changing_a_repl
 
     generator = local_generator(str(embedded_model_dir()), "float32")
     generator.prefix_cache.clear()
-    long, short = GenerationSettings(temperature=0, max_new_tokens=48), GenerationSettings(temperature=0, max_new_tokens=3)
+    long, short = (
+        GenerationSettings(temperature=0, max_new_tokens=48),
+        GenerationSettings(temperature=0, max_new_tokens=3),
+    )
     count = generator.render([{"role": "user", "content": "Write the numbers from 1 to 100, separated by commas."}])
     question = generator.render([{"role": "user", "content": "How have you slept this week?"}])
-    other, medium = generator.render([{"role": "user", "content": "What do you do when you cannot sleep?"}]), GenerationSettings(temperature=0, max_new_tokens=12)
+    other, medium = (
+        generator.render([{"role": "user", "content": "What do you do when you cannot sleep?"}]),
+        GenerationSettings(temperature=0, max_new_tokens=12),
+    )
     rows_by_step: list[int] = []
     generator.on_step = rows_by_step.append
     try:
@@ -170,16 +197,36 @@ def test_constrained_rows_follow_their_schema_and_leave_the_free_rows_of_their_b
     from mentalarena.agents.schemas import Diagnosis, Rating
 
     generator = local_generator(str(embedded_model_dir()), "float32")
-    free, settings = generator.render([{"role": "user", "content": "How have you slept this week?"}]), GenerationSettings(temperature=0, max_new_tokens=24)
-    rating = generator.render([{"role": "user", "content": PATIENT_RATING.format(kind="treatment", proposal="Weekly CBT", explanation="It helps.")}])
-    diagnosis = generator.render([{"role": "user", "content": "I cannot sleep and nothing is fun any more.\n" + DIAGNOSIS}])
+    free, settings = (
+        generator.render([{"role": "user", "content": "How have you slept this week?"}]),
+        GenerationSettings(temperature=0, max_new_tokens=24),
+    )
+    rating = generator.render(
+        [
+            {
+                "role": "user",
+                "content": PATIENT_RATING.format(kind="treatment", proposal="Weekly CBT", explanation="It helps."),
+            }
+        ]
+    )
+    diagnosis = generator.render(
+        [{"role": "user", "content": "I cannot sleep and nothing is fun any more.\n" + DIAGNOSIS}]
+    )
     before, forced_before = generator.stats["constrained_requests"], generator.stats["forced_tokens"]
     rows_by_step: list[int] = []
     generator.on_step = rows_by_step.append
     try:
-        futures = [generator.submit(rating, dataclasses.replace(settings, max_new_tokens=Rating.token_budget()), Rating.json_schema()),
-                   generator.submit(free, settings),
-                   generator.submit(diagnosis, GenerationSettings(temperature=0.7, max_new_tokens=Diagnosis.token_budget()), Diagnosis.json_schema())]
+        futures = [
+            generator.submit(
+                rating, dataclasses.replace(settings, max_new_tokens=Rating.token_budget()), Rating.json_schema()
+            ),
+            generator.submit(free, settings),
+            generator.submit(
+                diagnosis,
+                GenerationSettings(temperature=0.7, max_new_tokens=Diagnosis.token_budget()),
+                Diagnosis.json_schema(),
+            ),
+        ]
         rated, replied, diagnosed = (future.result(timeout=300) for future in futures)
     finally:
         generator.on_step = None
@@ -188,7 +235,10 @@ def test_constrained_rows_follow_their_schema_and_leave_the_free_rows_of_their_b
     assert json.loads(diagnosed, strict=False)["first"] in {entry["name"] for entry in diagnosis_vocabulary()}
     assert replied == generator.decode(generator.generate_plain([free], settings))[0]
     assert generator.stats["constrained_requests"] - before == 2
-    keys = sum(len(generator.tokenizer(f'"{key}": ', add_special_tokens=False)["input_ids"]) for key in [*Rating.model_fields, *Diagnosis.model_fields])
+    keys = sum(
+        len(generator.tokenizer(f'"{key}": ', add_special_tokens=False)["input_ids"])
+        for key in [*Rating.model_fields, *Diagnosis.model_fields]
+    )
     assert generator.stats["forced_tokens"] - forced_before >= keys
 
 
@@ -223,7 +273,11 @@ def test_the_decoding_batch_writes_each_row_at_its_own_length_and_keeps_rows_whe
     batch.update(new + 1, -new - 1, 1)
     batch.advance()
     assert keys[:, 0, :, 0].tolist() == [[1, 2, 3, 7], [4, 8, 0, 0], [5, 6, 9, 0]]
-    assert values[:, 0, :, 0].tolist() == [[1, 2, 3, -7], [4, -8, 0, 0], [5, 6, -9, 0]]  # layer 0's values name their token
+    assert values[:, 0, :, 0].tolist() == [
+        [1, 2, 3, -7],
+        [4, -8, 0, 0],
+        [5, 6, -9, 0],
+    ]  # layer 0's values name their token
 
     left = batch.row_states(0)  # the first row ends; the last moves into its slot
     assert [k.flatten().tolist() for k, _ in left] == [[1, 2, 3, 7], [2, 3, 4, 8]]
@@ -242,7 +296,9 @@ def test_a_packed_step_writes_each_rows_tokens_from_its_length_and_draws_from_it
     batch = DecodingBatch()
     for ids in ([1, 2], [3, 4, 5], []):
         batch.add([states(ids, layers=1)])
-    positions, mask = batch.begin_step([1, 3, 2])  # a decoding row, then a prompt of 3 tokens after 3 cached, then one of 2
+    positions, mask = batch.begin_step(
+        [1, 3, 2]
+    )  # a decoding row, then a prompt of 3 tokens after 3 cached, then one of 2
     assert batch.packed and positions.tolist() == [2, 3, 4, 5, 0, 1]
     assert batch.last_tokens().tolist() == [0, 3, 5]
     assert mask[:, 0, 0].tolist() == [[True] * 3 + [False] * 3, [True] * 6, [True] * 2 + [False] * 4]
@@ -261,8 +317,14 @@ def test_packed_attention_attends_each_row_over_its_own_states_and_causally_amon
     from mentalarena.agents.local import PackedRows, packed_attention
 
     torch.manual_seed(0)
-    lengths, counts = [5, 2, 0, 3, 4], [1, 1, 4, 1, 3]  # two decoding rows, then prompts, then a decoding row after them
-    key, value = torch.randn(5, 3, 8, 64), torch.randn(5, 3, 8, 64)  # 3 key/value heads; positions past a row's tokens are noise
+    lengths, counts = (
+        [5, 2, 0, 3, 4],
+        [1, 1, 4, 1, 3],
+    )  # two decoding rows, then prompts, then a decoding row after them
+    key, value = (
+        torch.randn(5, 3, 8, 64),
+        torch.randn(5, 3, 8, 64),
+    )  # 3 key/value heads; positions past a row's tokens are noise
     query = torch.randn(1, 9, sum(counts), 64)
     ends = torch.tensor(lengths) + torch.tensor(counts)
     mask = (torch.arange(8) < ends.unsqueeze(1)).view(5, 1, 1, 8)
@@ -275,7 +337,10 @@ def test_packed_attention_attends_each_row_over_its_own_states_and_causally_amon
         for i in range(count):  # token i of the row sees its row's states and new tokens up to itself, in float64
             seen = length + i + 1
             q = query[0, :, first + i].double().unsqueeze(1)  # [heads, 1, head_dim]
-            k, v = repeat_kv(key[row:row + 1, :, :seen], 3)[0].double(), repeat_kv(value[row:row + 1, :, :seen], 3)[0].double()
+            k, v = (
+                repeat_kv(key[row : row + 1, :, :seen], 3)[0].double(),
+                repeat_kv(value[row : row + 1, :, :seen], 3)[0].double(),
+            )
             expected = ((q @ k.transpose(-1, -2)) * 0.125).softmax(dim=-1) @ v
             torch.testing.assert_close(got[0, first + i], expected[:, 0].float(), atol=1e-5, rtol=1e-5)
         first += count
@@ -300,7 +365,11 @@ def test_grouped_attention_computes_attention_per_head_and_skips_masked_position
     from mentalarena.agents.local import grouped_attention
 
     torch.manual_seed(0)
-    query, key, value = torch.randn(6, 9, 1, 64), torch.randn(6, 3, 40, 64), torch.randn(6, 3, 40, 64)  # 9 query heads, 3 key/value heads
+    query, key, value = (
+        torch.randn(6, 9, 1, 64),
+        torch.randn(6, 3, 40, 64),
+        torch.randn(6, 3, 40, 64),
+    )  # 9 query heads, 3 key/value heads
     mask = torch.ones(6, 1, 1, 40, dtype=torch.bool)
     for row in range(6):
         mask[row, ..., : 5 * row] = False  # left padding, different in every row
@@ -333,7 +402,10 @@ def test_a_bfloat16_batch_decodes_through_the_grouped_attention():
 
     generator = local.local_generator(str(embedded_model_dir()), "bfloat16")
     model, tokenizer = generator.model, generator.tokenizer
-    prompts = [generator.render([{"role": "user", "content": "How have you slept " + "lately? " * n}]) for n in range(local.GROUPED_MIN_BATCH)]
+    prompts = [
+        generator.render([{"role": "user", "content": "How have you slept " + "lately? " * n}])
+        for n in range(local.GROUPED_MIN_BATCH)
+    ]
     batch = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
 
     def next_token_logits(attention: str):
@@ -345,8 +417,12 @@ def test_a_bfloat16_batch_decodes_through_the_grouped_attention():
             return model(input_ids=ids[:, -1:], attention_mask=mask, past_key_values=cache).logits[:, -1].float()
 
     def sdpa_calls(native: bool) -> tuple[int, torch.Tensor]:
-        with (mock.patch.object(local, "cpu_computes_bfloat16", return_value=native),
-              mock.patch.object(sdpa_attention, "sdpa_attention_forward", wraps=sdpa_attention.sdpa_attention_forward) as kernel):
+        with (
+            mock.patch.object(local, "cpu_computes_bfloat16", return_value=native),
+            mock.patch.object(
+                sdpa_attention, "sdpa_attention_forward", wraps=sdpa_attention.sdpa_attention_forward
+            ) as kernel,
+        ):
             logits = next_token_logits(local.DECODE_ATTENTION)
         return kernel.call_count, logits
 
@@ -376,7 +452,10 @@ def test_a_bfloat16_generator_decodes_its_batch_with_either_attention(native):
 
     generator = local.local_generator(str(embedded_model_dir()), "bfloat16")
     settings = GenerationSettings(temperature=0, max_new_tokens=6)
-    prompts = [generator.render([{"role": "user", "content": f"Name {n} colours."}]) for n in range(2, 2 + local.GROUPED_MIN_BATCH)]
+    prompts = [
+        generator.render([{"role": "user", "content": f"Name {n} colours."}])
+        for n in range(2, 2 + local.GROUPED_MIN_BATCH)
+    ]
     with mock.patch.object(local, "cpu_computes_bfloat16", return_value=native):
         replies = generator.generate(prompts, settings)
     alone = [generator.decode(generator.generate_plain([prompt], settings))[0] for prompt in prompts]
@@ -388,7 +467,9 @@ def test_the_sampler_draws_from_the_distribution_generate_samples_from():
 
     torch.manual_seed(0)
     scores = torch.randn(1, 200).repeat(40_000, 1)  # one distribution, drawn 40,000 times
-    warped = LogitsProcessorList([TemperatureLogitsWarper(0.7), TopKLogitsWarper(50), TopPLogitsWarper(0.95)])(None, scores[:1])
+    warped = LogitsProcessorList([TemperatureLogitsWarper(0.7), TopKLogitsWarper(50), TopPLogitsWarper(0.95)])(
+        None, scores[:1]
+    )
     expected = warped.softmax(dim=-1)[0]
     drawn = TopKNucleusSampler(0.7)(None, scores)
     assert bool((torch.isfinite(drawn).sum(dim=-1) == 1).all())  # one possible token per row
@@ -411,8 +492,13 @@ def test_a_packed_linear_computes_what_the_linear_does_at_every_batch_size(bias)
     packed = PackedLinear(linear)
     with torch.inference_mode():
         # decoding steps below, at and above the batch it is packed for, a prefill, and 2-D input
-        for x in (torch.randn(1, 1, 576), torch.randn(PACKED_FOR_BATCH, 1, 576), torch.randn(24, 1, 576),
-                  torch.randn(1, 300, 576), torch.randn(5, 576)):
+        for x in (
+            torch.randn(1, 1, 576),
+            torch.randn(PACKED_FOR_BATCH, 1, 576),
+            torch.randn(24, 1, 576),
+            torch.randn(1, 300, 576),
+            torch.randn(5, 576),
+        ):
             torch.testing.assert_close(packed(x), linear(x), atol=1e-4, rtol=1e-4)
 
 
@@ -425,7 +511,9 @@ def test_only_plain_float32_linear_layers_are_packed():
             return 2 * super().forward(x)
 
     def model():
-        return torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU()), Scaled(4, 4))
+        return torch.nn.Sequential(
+            torch.nn.Linear(8, 8), torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU()), Scaled(4, 4)
+        )
 
     float32 = model()
     assert pack_linear_layers(float32) == 2
@@ -448,7 +536,10 @@ def test_the_float32_local_model_decodes_through_packed_layers_as_the_plain_mode
     plain = AutoModelForCausalLM.from_pretrained(folder).eval()
     linears = [name for name, m in plain.named_modules() if isinstance(m, torch.nn.Linear)]
     assert linears and all(isinstance(model.get_submodule(name), PackedLinear) for name in linears)
-    prompts = [f"Question: {q}\nAnswer:" for q in ("How long have you had trouble sleeping?", "What helps when you feel anxious at work?")]
+    prompts = [
+        f"Question: {q}\nAnswer:"
+        for q in ("How long have you had trouble sleeping?", "What helps when you feel anxious at work?")
+    ]
     batch = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left")
     with torch.inference_mode():
         packed_logits, plain_logits = model(**batch).logits, plain(**batch).logits

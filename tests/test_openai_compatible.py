@@ -25,8 +25,25 @@ from conftest import free_port, wait_until_up
 def llama_server(tmp_path_factory):
     port = free_port()
     log = open(tmp_path_factory.mktemp("llama") / "server.log", "w")
-    process = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_gguf_path()), "--host", "127.0.0.1",
-                                "--port", str(port), "--n_ctx", "4096", "--model_alias", "smollm2"], stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(embedded_gguf_path()),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            "4096",
+            "--model_alias",
+            "smollm2",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}/v1"
     wait_until_up(f"{url}/models", process, log.name, seconds=120)
     yield url
@@ -36,7 +53,9 @@ def llama_server(tmp_path_factory):
 
 
 def test_the_endpoint_gets_its_own_dialect_and_budget(llama_server):
-    model = load_chat_model("openai:smollm2", GenerationSettings(temperature=0, max_new_tokens=5, base_url=llama_server))
+    model = load_chat_model(
+        "openai:smollm2", GenerationSettings(temperature=0, max_new_tokens=5, base_url=llama_server)
+    )
     assert model.dialect() == "json_object"  # detected: the server refused json_schema
     payload = model._get_request_payload([("user", "hi")], response_format=Rating.response_format())
     assert payload["max_tokens"] == payload["max_completion_tokens"] == 5
@@ -48,16 +67,34 @@ def test_the_endpoint_gets_its_own_dialect_and_budget(llama_server):
 def test_sessions_over_an_openai_compatible_endpoint_answer_in_their_schemas(llama_server, tmp_path):
     # The same server under two names exercises the round-robin over replicas.
     replicas = f"{llama_server},{llama_server.replace('127.0.0.1', 'localhost')}"
-    context = Context(model="openai:smollm2", base_url=replicas, inquiry_turns=1, max_redirections=0, treatment_tries=1,
-                      medication_tries=1, max_new_tokens=48, parse_retries=2, request_timeout=120)
+    context = Context(
+        model="openai:smollm2",
+        base_url=replicas,
+        inquiry_turns=1,
+        max_redirections=0,
+        treatment_tries=1,
+        medication_tries=1,
+        max_new_tokens=48,
+        parse_retries=2,
+        request_timeout=120,
+    )
     summary = run_sessions(builtin_profiles()[:2], context, tmp_path, sessions=2, progress=False, concurrency=2)
     records = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
     assert summary.done == 2 and summary.failed == 0, records
     for record in records:
         assert record["failures"] == [], record["failures"]
         answers = record["answers"]
-        assert {a["node"] for a in answers} >= {"symptom_decoder", "diagnosis", "patient_diagnosis_review", "propose_treatment",
-                                                "rate_treatment", "propose_medication", "rate_medication"}
-        assert all(a["constrained"] and a["json"] and a["parsed"] for a in answers), answers  # the server held each to its schema
+        assert {a["node"] for a in answers} >= {
+            "symptom_decoder",
+            "diagnosis",
+            "patient_diagnosis_review",
+            "propose_treatment",
+            "rate_treatment",
+            "propose_medication",
+            "rate_medication",
+        }
+        assert all(a["constrained"] and a["json"] and a["parsed"] for a in answers), (
+            answers
+        )  # the server held each to its schema
     manifest = (tmp_path / "manifest.json").read_text()
     assert "unused" not in manifest  # the placeholder key never reaches the run folder

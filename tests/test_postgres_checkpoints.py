@@ -33,11 +33,32 @@ def postgres_url():
     root.chmod(0o777)
     data = root / "data"
     port = free_port()
-    subprocess.run(as_postgres_user([str(bin_dir / "initdb"), "-D", str(data), "--auth=trust", "-U", "postgres"]), check=True, capture_output=True)
-    subprocess.run(as_postgres_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "-l", str(data.parent / "log"),
-                                     "-o", f"-p {port} -k {data.parent} -c listen_addresses=127.0.0.1", "start"]), check=True, capture_output=True)
+    subprocess.run(
+        as_postgres_user([str(bin_dir / "initdb"), "-D", str(data), "--auth=trust", "-U", "postgres"]),
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        as_postgres_user(
+            [
+                str(bin_dir / "pg_ctl"),
+                "-D",
+                str(data),
+                "-w",
+                "-l",
+                str(data.parent / "log"),
+                "-o",
+                f"-p {port} -k {data.parent} -c listen_addresses=127.0.0.1",
+                "start",
+            ]
+        ),
+        check=True,
+        capture_output=True,
+    )
     yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    subprocess.run(as_postgres_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]), capture_output=True)
+    subprocess.run(
+        as_postgres_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]), capture_output=True
+    )
     shutil.rmtree(root, ignore_errors=True)
 
 
@@ -48,7 +69,9 @@ def test_sessions_checkpoint_to_postgres_and_resume_from_it(scripted, tmp_path, 
 
     spec, model = scripted(RoleScript())
     context = Context(model=spec, inquiry_turns=1, max_redirections=0, treatment_tries=1, medication_tries=1)
-    summary = run_sessions(builtin_profiles(), context, tmp_path, sessions=3, progress=False, concurrency=2, checkpoint_url=postgres_url)
+    summary = run_sessions(
+        builtin_profiles(), context, tmp_path, sessions=3, progress=False, concurrency=2, checkpoint_url=postgres_url
+    )
     assert summary.done == 3
     assert not (tmp_path / "checkpoints.sqlite").exists()
     with psycopg.connect(postgres_url) as connection:
@@ -58,7 +81,9 @@ def test_sessions_checkpoint_to_postgres_and_resume_from_it(scripted, tmp_path, 
     # Lose the records file: the finished sessions' records come back from Postgres, not the model.
     (tmp_path / "records.jsonl").unlink()
     calls = len(model.calls)
-    summary = run_sessions(builtin_profiles(), context, tmp_path, sessions=3, progress=False, concurrency=2, checkpoint_url=postgres_url)
+    summary = run_sessions(
+        builtin_profiles(), context, tmp_path, sessions=3, progress=False, concurrency=2, checkpoint_url=postgres_url
+    )
     assert summary.done == 3 and len(model.calls) == calls
     assert len((tmp_path / "records.jsonl").read_text().splitlines()) == 3
     manifest = json.loads((tmp_path / "manifest.json").read_text())

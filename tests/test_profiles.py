@@ -2,7 +2,13 @@ import json
 
 import pytest
 
-from mentalarena.agents.profiles import CONVERSATIONAL_STYLES, PatientProfile, ProfileError, builtin_profiles, load_profiles
+from mentalarena.agents.profiles import (
+    CONVERSATIONAL_STYLES,
+    PatientProfile,
+    ProfileError,
+    builtin_profiles,
+    load_profiles,
+)
 
 from conftest import shared_file
 
@@ -75,8 +81,20 @@ def test_builtin_library_covers_distinct_presentations():
     assert len(profiles) >= 20
     presentations = {p.presentation for p in profiles}
     assert len(presentations) >= 20
-    for needed in ("depress", "generalized anxiety", "panic", "social anxiety", "post-traumatic", "obsessive",
-                   "bipolar", "insomnia", "alcohol", "grief", "bulimia", "adhd"):
+    for needed in (
+        "depress",
+        "generalized anxiety",
+        "panic",
+        "social anxiety",
+        "post-traumatic",
+        "obsessive",
+        "bipolar",
+        "insomnia",
+        "alcohol",
+        "grief",
+        "bulimia",
+        "adhd",
+    ):
         assert any(needed in p.lower() for p in presentations), needed
     assert all(p.core_beliefs for p in profiles)
 

@@ -9,7 +9,13 @@ from mentalarena.agents.risk_classifier import load_risk_classifier
 from mentalarena.agents.safety import RISK_PHRASES, screen_risk, screen_turn
 from mentalarena.agents.schemas import RISK_CATEGORIES, RiskVerdict
 from mentalarena.agents.context import Context
-from mentalarena.training.risk_classifier import CorpusError, default_corpus, load_corpus, main as train_main, split_by_family
+from mentalarena.training.risk_classifier import (
+    CorpusError,
+    default_corpus,
+    load_corpus,
+    main as train_main,
+    split_by_family,
+)
 
 AT_RISK = "I have been saving up my pills and I think tonight is the night."
 SAFE = "The weather was lovely so we had lunch in the garden."
@@ -22,17 +28,23 @@ def test_the_shipped_classifier_loads_offline_and_is_deterministic():
     first = classifier.score([AT_RISK, SAFE])
     assert first == classifier.score([AT_RISK, SAFE])  # the same numbers every time
     assert first == [classifier.score([AT_RISK])[0], classifier.score([SAFE])[0]]  # and alone as in a batch
-    assert first[0].probability >= classifier.threshold > first[1].probability and first[0].category == "suicidal_ideation"
+    assert (
+        first[0].probability >= classifier.threshold > first[1].probability and first[0].category == "suicidal_ideation"
+    )
 
 
 def test_the_classifier_threshold_decides_as_documented():
     probability = screen_risk(AT_RISK, "classifier").score
-    assert screen_risk(AT_RISK, "classifier").threshold == load_risk_classifier().threshold  # the validated one by default
+    assert (
+        screen_risk(AT_RISK, "classifier").threshold == load_risk_classifier().threshold
+    )  # the validated one by default
     assert screen_risk(AT_RISK, "classifier", threshold=probability).risk  # at the threshold: a risk
     if not load_risk_classifier().card["phrases"]:  # with the phrase layer on, a phrase may flag it anyway
         assert not screen_risk(AT_RISK, "classifier", threshold=min(0.9999, probability + 1e-4)).risk
     assert screen_risk(SAFE, "classifier", threshold=0.0001).risk  # everything scores above almost nothing
-    assert screen_risk(SAFE).screen == "exemplars" and screen_risk(SAFE).threshold == 0.6  # the default screen and its own threshold
+    assert (
+        screen_risk(SAFE).screen == "exemplars" and screen_risk(SAFE).threshold == 0.6
+    )  # the default screen and its own threshold
     with pytest.raises(ValueError, match="Context.risk_threshold"):
         Context(risk_threshold=1.5)
     with pytest.raises(ValueError, match="Context.risk_screen"):
@@ -49,11 +61,14 @@ def test_the_phrase_layer_and_the_verdict_categories_agree():
     assert tuple(RISK_PHRASES) == RISK_CATEGORIES
 
 
-@pytest.mark.parametrize("guard_says, text, risk, categories", [
-    ("abuse", SAFE, True, ["abuse"]),  # the guard adds a flag the screen did not raise
-    ("none", AT_RISK, True, ["medical_emergency", "suicidal_ideation"]),  # but never removes one
-    ("none", SAFE, False, []),
-])
+@pytest.mark.parametrize(
+    "guard_says, text, risk, categories",
+    [
+        ("abuse", SAFE, True, ["abuse"]),  # the guard adds a flag the screen did not raise
+        ("none", AT_RISK, True, ["medical_emergency", "suicidal_ideation"]),  # but never removes one
+        ("none", SAFE, False, []),
+    ],
+)
 def test_a_guard_model_adds_flags_and_never_removes_them(scripted, guard_says, text, risk, categories):
     spec, guard = scripted(lambda messages: RiskVerdict(category=guard_says, reason="Judged from the message."))
     screen = screen_turn(text, Context(model="scripted", risk_guard_model=spec))
@@ -80,11 +95,14 @@ def test_the_corpus_split_keeps_families_whole():
         assert {examples[i].category for i in rows} == {*RISK_CATEGORIES, "none"}, name
 
 
-@pytest.mark.parametrize("line, reason", [
-    ('{"text": "x", "category": "sadness", "subtype": "a", "family": "f1"}', "field 'category'"),
-    ('{"text": "", "category": "none", "subtype": "a", "family": "f1"}', "field 'text'"),
-    ('not json', "not JSON"),
-])
+@pytest.mark.parametrize(
+    "line, reason",
+    [
+        ('{"text": "x", "category": "sadness", "subtype": "a", "family": "f1"}', "field 'category'"),
+        ('{"text": "", "category": "none", "subtype": "a", "family": "f1"}', "field 'text'"),
+        ("not json", "not JSON"),
+    ],
+)
 def test_a_bad_corpus_line_is_refused_by_file_line_and_field(tmp_path, line, reason):
     good = '{"text": "I like tea.", "category": "none", "subtype": "ordinary", "family": "f0"}'
     (tmp_path / "corpus.jsonl").write_text(good + "\n" + line + "\n")
@@ -96,15 +114,22 @@ def test_the_training_script_reproduces_the_shipped_classifier(tmp_path):
     assert train_main(["--out", str(tmp_path)]) == 0
     retrained, shipped = load_risk_classifier(tmp_path), load_risk_classifier()
     assert retrained.classes == shipped.classes and retrained.threshold == pytest.approx(shipped.threshold, abs=1e-3)
-    assert np.allclose(retrained.weights, shipped.weights, atol=1e-3) and np.allclose(retrained.bias, shipped.bias, atol=1e-3)
+    assert np.allclose(retrained.weights, shipped.weights, atol=1e-3) and np.allclose(
+        retrained.bias, shipped.bias, atol=1e-3
+    )
     card = json.loads((tmp_path / "risk_classifier.json").read_text())
     assert card["corpus"] == shipped.card["corpus"] and card["phrases"] == shipped.card["phrases"]
     validation = card["ablation"]["validation"]["classifier"]["recall"]
     assert validation["share"] >= card["target_recall"]  # the threshold was chosen for this
 
 
-@pytest.mark.parametrize("setting, option", [({"risk_guard_model": "nosuchprovider:x"}, "risk_guard_model"),
-                                             ({"risk_classifier": "/no/such/folder"}, "risk_classifier")])
+@pytest.mark.parametrize(
+    "setting, option",
+    [
+        ({"risk_guard_model": "nosuchprovider:x"}, "risk_guard_model"),
+        ({"risk_classifier": "/no/such/folder"}, "risk_classifier"),
+    ],
+)
 def test_a_bad_screen_setting_is_refused_before_any_session(setting, option):
     from mentalarena.graphs.run import RunOptionError, check_run_options
 
@@ -116,5 +141,8 @@ def test_a_bad_screen_setting_is_refused_before_any_session(setting, option):
 @pytest.mark.real_model
 def test_the_embedded_model_answers_as_a_guard_in_its_schema():
     screen = screen_turn(AT_RISK, Context(model="embedded", risk_guard_model="embedded", max_new_tokens=48))
-    assert "error" not in screen.guard and screen.guard["category"] in {"none", *RISK_CATEGORIES}  # constrained to RiskVerdict
+    assert "error" not in screen.guard and screen.guard["category"] in {
+        "none",
+        *RISK_CATEGORIES,
+    }  # constrained to RiskVerdict
     assert screen.risk  # the screen flagged it; whatever the guard said cannot take that back

@@ -35,7 +35,12 @@ def test_a_run_writes_records_and_a_manifest_and_resumes_without_duplicates(scri
     calls_before = len(model.calls)
     summary = run_sessions(profiles, context, tmp_path, sessions=4, progress=False)
     assert (summary.done, summary.skipped) == (2, 2)
-    assert [r["session_id"] for r in records(tmp_path)] == ["0000-builtin-01", "0001-builtin-02", "0002-builtin-01", "0003-builtin-02"]
+    assert [r["session_id"] for r in records(tmp_path)] == [
+        "0000-builtin-01",
+        "0001-builtin-02",
+        "0002-builtin-01",
+        "0003-builtin-02",
+    ]
     # Session 2 had finished in the checkpointer: its record is recovered, not generated again,
     # so only session 3 called the model.
     assert records(tmp_path)[2] == lines[2]
@@ -73,8 +78,14 @@ def test_cli_reports_a_bad_profiles_file(tmp_path, capsys):
 def test_secrets_never_reach_the_run_folder(scripted, tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-secret-123")
     spec, _ = scripted(RoleScript())
-    context = Context(model=spec, base_url="https://user:pa55word@llm.example/v1", inquiry_turns=1, max_redirections=0,
-                      treatment_tries=1, medication_tries=1)
+    context = Context(
+        model=spec,
+        base_url="https://user:pa55word@llm.example/v1",
+        inquiry_turns=1,
+        max_redirections=0,
+        treatment_tries=1,
+        medication_tries=1,
+    )
     run_sessions(builtin_profiles()[:1], context, tmp_path, sessions=1, progress=False)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["settings"]["base_url"] == "https://llm.example/v1"
@@ -88,7 +99,11 @@ def test_cli_flags_become_context_settings():
     from mentalarena.graphs.cli import build_context
 
     embedded = build_context(make_parser().parse_args(["run", "--review-feedback", "--similarity-threshold", "0.3"]))
-    assert (embedded.review_feedback, embedded.similarity_threshold, embedded.max_new_tokens) == (True, 0.3, 64)  # small budget
+    assert (embedded.review_feedback, embedded.similarity_threshold, embedded.max_new_tokens) == (
+        True,
+        0.3,
+        64,
+    )  # small budget
     api = build_context(make_parser().parse_args(["run", "--model", "openai:gpt-4o-mini", "--no-review-feedback"]))
     assert (api.review_feedback, api.max_new_tokens, api.inquiry_turns) == (False, 128, 3)  # the Context defaults
 
@@ -123,39 +138,70 @@ def test_model_loads_wait_for_each_other(monkeypatch):
     assert most == 1
 
 
-SMALL_RUN = ["--inquiry-turns", "1", "--max-redirections", "0", "--treatment-tries", "1", "--medication-tries", "1", "--quiet"]
+SMALL_RUN = [
+    "--inquiry-turns",
+    "1",
+    "--max-redirections",
+    "0",
+    "--treatment-tries",
+    "1",
+    "--medication-tries",
+    "1",
+    "--quiet",
+]
 
 
-@pytest.mark.parametrize("url, redacted", [
-    ("postgresql://host/db?password=s3cret", "postgresql://host/db"),
-    ("https://llm.example/v1?api-key=s3cret", "https://llm.example/v1"),
-    ("http://user:pw@[::1]:8000/v1", "http://[::1]:8000/v1"),
-    ("http://[::1]:8000/v1", "http://[::1]:8000/v1"),
-    # Round-robin base URLs: each one redacted, the commas inside one URL kept.
-    ("http://a:s3cret@h1:8000/v1,https://h2/v1?X-Api-Key=s3cret&model=m", "http://h1:8000/v1,https://h2/v1?model=m"),
-    ("postgresql://u:s3cret@h1,h2/db?sslmode=require&sslpassword=s3cret", "postgresql://h1,h2/db?sslmode=require"),
-    ("postgresql:///db?host=/var/run/postgresql&Password=s3cret", "postgresql:///db?host=/var/run/postgresql"),
-    ("https://h/v1?ids=a,b&access_token=s3cret;sig=s3cret;v=2", "https://h/v1?ids=a,b&v=2"),
-    ("https://h/cb#id_token=s3cret&state=1", "https://h/cb#state=1"),
-    ("https://h/v1?api%5Fkey=s3cret&AUTH=s3cret&Signature=s3cret&credential=s3cret&pwd=s3cret&secret=s3cret", "https://h/v1"),
-    ("http://[::1/v1?token=s3cret", "<unparseable URL>"),
-    ("https://llm.example/v1", "https://llm.example/v1"),
-])
+@pytest.mark.parametrize(
+    "url, redacted",
+    [
+        ("postgresql://host/db?password=s3cret", "postgresql://host/db"),
+        ("https://llm.example/v1?api-key=s3cret", "https://llm.example/v1"),
+        ("http://user:pw@[::1]:8000/v1", "http://[::1]:8000/v1"),
+        ("http://[::1]:8000/v1", "http://[::1]:8000/v1"),
+        # Round-robin base URLs: each one redacted, the commas inside one URL kept.
+        (
+            "http://a:s3cret@h1:8000/v1,https://h2/v1?X-Api-Key=s3cret&model=m",
+            "http://h1:8000/v1,https://h2/v1?model=m",
+        ),
+        ("postgresql://u:s3cret@h1,h2/db?sslmode=require&sslpassword=s3cret", "postgresql://h1,h2/db?sslmode=require"),
+        ("postgresql:///db?host=/var/run/postgresql&Password=s3cret", "postgresql:///db?host=/var/run/postgresql"),
+        ("https://h/v1?ids=a,b&access_token=s3cret;sig=s3cret;v=2", "https://h/v1?ids=a,b&v=2"),
+        ("https://h/cb#id_token=s3cret&state=1", "https://h/cb#state=1"),
+        (
+            "https://h/v1?api%5Fkey=s3cret&AUTH=s3cret&Signature=s3cret&credential=s3cret&pwd=s3cret&secret=s3cret",
+            "https://h/v1",
+        ),
+        ("http://[::1/v1?token=s3cret", "<unparseable URL>"),
+        ("https://llm.example/v1", "https://llm.example/v1"),
+    ],
+)
 def test_redact_url_strips_userinfo_and_secret_parameters(url, redacted):
     assert redact_url(url) == redacted
 
 
-@pytest.mark.parametrize("options, named", [
-    (["--sessions", "-1"], "--sessions: -1 must be at least 1"),
-    (["--concurrency", "0"], "--concurrency: 0 must be at least 1"),
-    (["--model", "nosuch:model"], "--model: model spec 'nosuch:model': unknown provider 'nosuch'"),
-    (["--model", "/missing/folder"], "--model: model spec '/missing/folder': no such model folder"),
-    (["--model", "scripted", "--therapist-model", "./missing"], "--therapist-model: model spec './missing': no such model folder"),
-    (["--model", "scripted", "--checkpoint-url", "mysql://u:s3cret@h/db"], "--checkpoint-url: 'mysql://h/db' is not a postgresql:// URL"),
-    (["--model", "scripted", "--style", "shouting"], "Context.style: 'shouting' is not one of"),
-    (["--model", "scripted", "--structured-output", "json_object"], "--structured-output: 'json_object' names an OpenAI-compatible"),
-    (["--model", "scripted", "--structured-output", "xml"], "Context.structured_output: 'xml' is not one of"),
-])
+@pytest.mark.parametrize(
+    "options, named",
+    [
+        (["--sessions", "-1"], "--sessions: -1 must be at least 1"),
+        (["--concurrency", "0"], "--concurrency: 0 must be at least 1"),
+        (["--model", "nosuch:model"], "--model: model spec 'nosuch:model': unknown provider 'nosuch'"),
+        (["--model", "/missing/folder"], "--model: model spec '/missing/folder': no such model folder"),
+        (
+            ["--model", "scripted", "--therapist-model", "./missing"],
+            "--therapist-model: model spec './missing': no such model folder",
+        ),
+        (
+            ["--model", "scripted", "--checkpoint-url", "mysql://u:s3cret@h/db"],
+            "--checkpoint-url: 'mysql://h/db' is not a postgresql:// URL",
+        ),
+        (["--model", "scripted", "--style", "shouting"], "Context.style: 'shouting' is not one of"),
+        (
+            ["--model", "scripted", "--structured-output", "json_object"],
+            "--structured-output: 'json_object' names an OpenAI-compatible",
+        ),
+        (["--model", "scripted", "--structured-output", "xml"], "Context.structured_output: 'xml' is not one of"),
+    ],
+)
 def test_a_bad_option_exits_2_before_the_run_folder_exists(tmp_path, capsys, options, named):
     assert main(["run", "--out", str(tmp_path / "run"), "--quiet", *options]) == 2
     err = capsys.readouterr().err
@@ -177,7 +223,11 @@ def test_resume_retries_a_failed_session_once_and_keeps_one_line_for_it(scripted
     run = ["run", "--model", spec, "--out", str(tmp_path), "--sessions", "3", *SMALL_RUN]
     assert main(run) == 1
     first = records(tmp_path)
-    assert [(r["session_id"], r["status"]) for r in first] == [("0000-builtin-01", "done"), ("0001-builtin-02", "failed"), ("0002-builtin-03", "done")]
+    assert [(r["session_id"], r["status"]) for r in first] == [
+        ("0000-builtin-01", "done"),
+        ("0001-builtin-02", "failed"),
+        ("0002-builtin-03", "done"),
+    ]
     assert first[1]["error"] == "RuntimeError: upstream refused https://llm.example/v1"
     capsys.readouterr()
 
@@ -189,7 +239,11 @@ def test_resume_retries_a_failed_session_once_and_keeps_one_line_for_it(scripted
     assert main([*run, "--resume"]) == 0
     assert "1 done, 0 failed, 1 of them retried after failing before, 2 already finished" in capsys.readouterr().out
     final = records(tmp_path)
-    assert [(r["session_id"], r["status"]) for r in final] == [("0000-builtin-01", "done"), ("0001-builtin-02", "done"), ("0002-builtin-03", "done")]
+    assert [(r["session_id"], r["status"]) for r in final] == [
+        ("0000-builtin-01", "done"),
+        ("0001-builtin-02", "done"),
+        ("0002-builtin-03", "done"),
+    ]
     assert final[0] == first[0] and final[2] == first[2] and final[1]["treatment"]
     assert b"s3cret" not in (tmp_path / "records.jsonl").read_bytes()
 
@@ -200,7 +254,11 @@ def test_resume_retries_a_failed_session_once_and_keeps_one_line_for_it(scripted
 def test_settling_records_keeps_the_last_line_of_each_session(tmp_path):
     """A crash between a retry's append and the end of its run leaves two lines for one session."""
     path = tmp_path / "records.jsonl"
-    lines = [{"session_id": "a", "status": "failed"}, {"session_id": "b", "status": "done"}, {"session_id": "a", "status": "done", "n": 2}]
+    lines = [
+        {"session_id": "a", "status": "failed"},
+        {"session_id": "b", "status": "done"},
+        {"session_id": "a", "status": "done", "n": 2},
+    ]
     path.write_text("".join(json.dumps(line) + "\n" for line in lines) + '{"session_id": "c", "sta')
     assert settle_records(path) == {"a": "done", "b": "done"}
     assert [json.loads(line) for line in path.read_text().splitlines()] == [lines[2], lines[1]]

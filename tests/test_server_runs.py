@@ -15,8 +15,19 @@ from mentalarena.cli import main
 from mentalarena.graphs.remote import describe_difference, local_graph_signature, session_thread_id
 from mentalarena.graphs.run import session_plan
 
-SESSION_FLAGS = ["--model", "scripted", "--inquiry-turns", "1", "--max-redirections", "1", "--treatment-tries", "1",
-                 "--medication-tries", "1", "--quiet"]
+SESSION_FLAGS = [
+    "--model",
+    "scripted",
+    "--inquiry-turns",
+    "1",
+    "--max-redirections",
+    "1",
+    "--treatment-tries",
+    "1",
+    "--medication-tries",
+    "1",
+    "--quiet",
+]
 
 
 def mentalarena(*args: str) -> list[str]:
@@ -30,7 +41,9 @@ def read_records(folder) -> list[dict]:
 
 def test_a_killed_client_resumes_and_every_session_ends_exactly_once(langgraph_dev, tmp_path):
     out = tmp_path / "run"
-    command = mentalarena("run", "--server", langgraph_dev, "--sessions", "12", "--concurrency", "4", "--out", str(out), *SESSION_FLAGS)
+    command = mentalarena(
+        "run", "--server", langgraph_dev, "--sessions", "12", "--concurrency", "4", "--out", str(out), *SESSION_FLAGS
+    )
     client = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
     while len(read_records(out)) < 2 and client.poll() is None and time.monotonic() < deadline:
@@ -41,8 +54,24 @@ def test_a_killed_client_resumes_and_every_session_ends_exactly_once(langgraph_d
     ended_before_the_kill = len(read_records(out))
     assert 2 <= ended_before_the_kill < 12
 
-    resumed = subprocess.run(mentalarena("run", "--server", langgraph_dev, "--sessions", "12", "--concurrency", "4", "--out", str(out),
-                                         "--resume", *SESSION_FLAGS), capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        mentalarena(
+            "run",
+            "--server",
+            langgraph_dev,
+            "--sessions",
+            "12",
+            "--concurrency",
+            "4",
+            "--out",
+            str(out),
+            "--resume",
+            *SESSION_FLAGS,
+        ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert f"{ended_before_the_kill} already finished before this run" in resumed.stdout
 
@@ -61,8 +90,24 @@ def test_a_killed_client_resumes_and_every_session_ends_exactly_once(langgraph_d
 
 def test_a_run_that_errors_on_the_server_is_a_failed_session_with_the_servers_reason(langgraph_dev, tmp_path):
     dead_endpoint = f"http://127.0.0.1:{free_port()}/v1"
-    status = main(["run", "--server", langgraph_dev, "--sessions", "1", "--out", str(tmp_path), "--model", "openai:no-such-model",
-                   "--base-url", dead_endpoint, "--call-retries", "0", "--quiet"])
+    status = main(
+        [
+            "run",
+            "--server",
+            langgraph_dev,
+            "--sessions",
+            "1",
+            "--out",
+            str(tmp_path),
+            "--model",
+            "openai:no-such-model",
+            "--base-url",
+            dead_endpoint,
+            "--call-retries",
+            "0",
+            "--quiet",
+        ]
+    )
     assert status == 1
     [record] = read_records(tmp_path)
     assert record["status"] == "failed" and record["session_id"] == "0000-builtin-01"
@@ -79,23 +124,36 @@ def test_a_server_that_is_down_is_a_clear_error_before_anything_runs(tmp_path, c
 
 
 def test_an_unknown_assistant_is_a_clear_error(langgraph_dev, tmp_path, capsys):
-    assert main(["run", "--server", langgraph_dev, "--assistant", "arena-v2", "--out", str(tmp_path), *SESSION_FLAGS]) == 2
+    assert (
+        main(["run", "--server", langgraph_dev, "--assistant", "arena-v2", "--out", str(tmp_path), *SESSION_FLAGS]) == 2
+    )
     error = capsys.readouterr().err
     assert "--assistant: the server" in error and "'arena-v2'" in error and "arena, patient, therapist" in error
 
 
 def test_a_server_serving_another_graph_is_refused(langgraph_dev, tmp_path, capsys):
     # The patient chat graph stands in for an arena of another version: its nodes and schemas differ.
-    assert main(["run", "--server", langgraph_dev, "--assistant", "patient", "--out", str(tmp_path), *SESSION_FLAGS]) == 2
+    assert (
+        main(["run", "--server", langgraph_dev, "--assistant", "patient", "--out", str(tmp_path), *SESSION_FLAGS]) == 2
+    )
     error = capsys.readouterr().err
-    assert "is not the arena graph this client runs" in error and "nodes (only here: " in error and "symptom_decoder" in error
+    assert (
+        "is not the arena graph this client runs" in error
+        and "nodes (only here: " in error
+        and "symptom_decoder" in error
+    )
 
 
 def test_the_graph_signature_names_what_differs():
     ours = local_graph_signature()
-    theirs = {**ours, "context_schema": [name for name in ours["context_schema"] if name != "risk_screen"] + ["risk_policy"]}
+    theirs = {
+        **ours,
+        "context_schema": [name for name in ours["context_schema"] if name != "risk_screen"] + ["risk_policy"],
+    }
     assert describe_difference(ours, ours) == ""
-    assert describe_difference(ours, theirs) == "context schema (only here: risk_screen; only on the server: risk_policy)"
+    assert (
+        describe_difference(ours, theirs) == "context schema (only here: risk_screen; only on the server: risk_policy)"
+    )
 
 
 def test_thread_ids_are_the_same_for_the_same_run_and_session():

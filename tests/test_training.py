@@ -14,7 +14,9 @@ pytestmark = pytest.mark.real_model
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     folder = tmp_path_factory.mktemp("sft")
-    records = [make_record(f"s{i}", pid, symptom_summary=f"{pid}: summary {i}.") for i, pid in enumerate(list(PROFILES) * 2)]
+    records = [
+        make_record(f"s{i}", pid, symptom_summary=f"{pid}: summary {i}.") for i, pid in enumerate(list(PROFILES) * 2)
+    ]
     export(ExportArgs(records=[write(folder, records)], out=folder / "ds", validation_ratio=0.34))
     return folder / "ds"
 
@@ -26,15 +28,25 @@ def test_the_export_trains_with_a_plain_trl_sft_trainer(dataset, tmp_path):
 
     train_set = load_dataset("json", data_files=str(dataset / "train.jsonl"), split="train")
     assert set(train_set.column_names) == {"messages"}
-    config = SFTConfig(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=2, max_length=256,
-                       report_to="none", use_cpu=True, save_strategy="no", logging_steps=1)
+    config = SFTConfig(
+        output_dir=str(tmp_path),
+        max_steps=2,
+        per_device_train_batch_size=2,
+        max_length=256,
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        logging_steps=1,
+    )
     trainer = SFTTrainer(model=str(embedded_model_dir()), args=config, train_dataset=train_set)
     result = trainer.train()
     assert result.global_step == 2 and result.training_loss > 0
 
 
 def test_lora_lowers_the_loss_and_the_adapter_loads_back_into_the_arena(dataset, tmp_path):
-    metrics = train(TrainArgs(model="embedded", dataset=dataset, out=tmp_path, max_steps=8, overrides={"max_length": 384}))
+    metrics = train(
+        TrainArgs(model="embedded", dataset=dataset, out=tmp_path, max_steps=8, overrides={"max_length": 384})
+    )
     losses = [loss for _, loss in metrics["train_loss"]]
     assert len(losses) == 8
     assert sum(losses[-2:]) / 2 < 0.8 * sum(losses[:2]) / 2, losses
@@ -45,8 +57,22 @@ def test_lora_lowers_the_loss_and_the_adapter_loads_back_into_the_arena(dataset,
 
 
 def test_training_resumes_from_its_last_checkpoint(dataset, tmp_path):
-    train(TrainArgs(model="embedded", dataset=dataset, out=tmp_path, max_steps=2, merge=False, overrides={"max_length": 256}))
-    metrics = train(TrainArgs(model="embedded", dataset=dataset, out=tmp_path, max_steps=4, merge=False, resume=True, overrides={"max_length": 256}))
+    train(
+        TrainArgs(
+            model="embedded", dataset=dataset, out=tmp_path, max_steps=2, merge=False, overrides={"max_length": 256}
+        )
+    )
+    metrics = train(
+        TrainArgs(
+            model="embedded",
+            dataset=dataset,
+            out=tmp_path,
+            max_steps=4,
+            merge=False,
+            resume=True,
+            overrides={"max_length": 256},
+        )
+    )
     # Steps 1-2 came from the checkpoint; only 3-4 ran now.
     assert [step for step, _ in metrics["train_loss"]][-2:] == [3, 4]
     assert metrics["steps"] == 4
@@ -66,10 +92,35 @@ def test_two_iterations_of_the_loop_from_the_command_line(tmp_path):
     profiles = tmp_path / "profiles.json"  # two patients: one to train on, one held out
     profiles.write_text(json.dumps([p.to_patient_psi() for p in builtin_profiles()[:2]]))
     evaluation = ["--eval-tasks", "mmlu", "--eval-limit", "4"] if (SHARED_DATA / "mmlu").exists() else []
-    args = ["iterate", "--iterations", "2", "--sessions", "1", "--max-steps", "2", "--out", str(out), "--quiet",
-            "--profiles", str(profiles), "--heldout-ratio", "0.5",
-            "--inquiry-turns", "1", "--max-redirections", "0", "--treatment-tries", "1", "--medication-tries", "1",
-            "--max-new-tokens", "12", "--parse-retries", "0", *evaluation]
+    args = [
+        "iterate",
+        "--iterations",
+        "2",
+        "--sessions",
+        "1",
+        "--max-steps",
+        "2",
+        "--out",
+        str(out),
+        "--quiet",
+        "--profiles",
+        str(profiles),
+        "--heldout-ratio",
+        "0.5",
+        "--inquiry-turns",
+        "1",
+        "--max-redirections",
+        "0",
+        "--treatment-tries",
+        "1",
+        "--medication-tries",
+        "1",
+        "--max-new-tokens",
+        "12",
+        "--parse-retries",
+        "0",
+        *evaluation,
+    ]
     assert main(args) == 0
     report = json.loads((out / "report.json").read_text())
     history = report["iterations"]

@@ -15,14 +15,22 @@ def test_every_builtin_presentation_is_a_vocabulary_name():
     assert vocabulary_name("1. **PTSD**") == "Posttraumatic stress disorder"
     assert vocabulary_name("post-traumatic stress disorder") == "Posttraumatic stress disorder"
     assert vocabulary_name("What a beautiful journey, and this patient has shown incredible resilience.") is None
-    assert set(Diagnosis.json_schema()["properties"]["first"]["enum"]) >= {vocabulary_name(p.presentation) for p in builtin_profiles()}
+    assert set(Diagnosis.json_schema()["properties"]["first"]["enum"]) >= {
+        vocabulary_name(p.presentation) for p in builtin_profiles()
+    }
 
 
 def test_the_figures_count_what_the_records_hold(scripted, tmp_path):
     script = RoleScript(rating_reply="I cannot say.")  # every rating fails to parse
     spec, _ = scripted(script)
-    profiles = [p for p in builtin_profiles() if vocabulary_name(p.presentation) in ("Major depressive disorder", "Panic disorder")]
-    context = Context(model=spec, inquiry_turns=1, max_redirections=0, treatment_tries=1, medication_tries=1, parse_retries=0)
+    profiles = [
+        p
+        for p in builtin_profiles()
+        if vocabulary_name(p.presentation) in ("Major depressive disorder", "Panic disorder")
+    ]
+    context = Context(
+        model=spec, inquiry_turns=1, max_redirections=0, treatment_tries=1, medication_tries=1, parse_retries=0
+    )
     run_sessions(profiles, context, tmp_path, len(profiles), progress=False)
     records = [json.loads(line) for line in (tmp_path / RECORDS).read_text().splitlines()]
     figures = validity(records + [{"session_id": "x", "status": "failed", "error": "RuntimeError: boom"}])
@@ -36,7 +44,11 @@ def test_the_figures_count_what_the_records_hold(scripted, tmp_path):
     depressed = sum(vocabulary_name(p.presentation) == "Major depressive disorder" for p in profiles)
     assert figures["diagnosis_top1_agrees"]["k"] == figures["diagnosis_either_agrees"]["k"] == depressed
     assert figures["patient_pick_agrees"]["k"] == 0
-    assert figures["decoder_rounds_every_field_scored"]["k"] == figures["decoder_rounds_every_field_scored"]["n"] == len(profiles)
+    assert (
+        figures["decoder_rounds_every_field_scored"]["k"]
+        == figures["decoder_rounds_every_field_scored"]["n"]
+        == len(profiles)
+    )
     assert figures["failures_by_node"] == {"rate_treatment": len(profiles), "rate_medication": len(profiles)}
     assert figures["failed_sessions"] == ["RuntimeError: boom"]
     assert "| Sessions with no recorded failure | 0/" in markdown(figures)

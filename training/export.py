@@ -84,8 +84,14 @@ class ExportReport:
 
     def as_dict(self) -> dict:
         written = {f"{split}/{kind}": n for (split, kind), n in sorted(self.items_written.items())}
-        return {"sessions_read": self.sessions_read, "seed_records_read": self.seed_records_read, "items_written": written,
-                "removed": dict(self.removed), "patients": self.patients, "profiles": self.profiles}
+        return {
+            "sessions_read": self.sessions_read,
+            "seed_records_read": self.seed_records_read,
+            "items_written": written,
+            "removed": dict(self.removed),
+            "patients": self.patients,
+            "profiles": self.profiles,
+        }
 
 
 def iter_records(paths: list[Path], record_format: str = "records") -> Iterator[tuple[Path, dict]]:
@@ -117,9 +123,15 @@ def file_format(first_record: object, where: str) -> str:
         return "records"
     if isinstance(first_record, dict) and "symptom" in first_record:
         return "mentalarena"
-    found = ", ".join(map(repr, first_record)) if isinstance(first_record, dict) else f"a JSON {type(first_record).__name__}"
-    raise ExportError(f"{where}: field 'session_id': missing; neither a session record (with 'session_id') nor a MentalArena "
-                      f"seed record ({', '.join(SEED_FIELDS)}); found {found or 'an empty object'}")
+    found = (
+        ", ".join(map(repr, first_record))
+        if isinstance(first_record, dict)
+        else f"a JSON {type(first_record).__name__}"
+    )
+    raise ExportError(
+        f"{where}: field 'session_id': missing; neither a session record (with 'session_id') nor a MentalArena "
+        f"seed record ({', '.join(SEED_FIELDS)}); found {found or 'an empty object'}"
+    )
 
 
 def seed_session_record(seed: object, where: str) -> dict:
@@ -138,14 +150,21 @@ def seed_session_record(seed: object, where: str) -> dict:
             raise ExportError(f"{where}: field {name!r}: {json.dumps(seed[name])} is not a string")
     unknown = [name for name in seed if name not in SEED_FIELDS]
     if unknown:
-        raise ExportError(f"{where}: field {unknown[0]!r}: unknown in a MentalArena seed record (its fields: {', '.join(SEED_FIELDS)})")
+        raise ExportError(
+            f"{where}: field {unknown[0]!r}: unknown in a MentalArena seed record (its fields: {', '.join(SEED_FIELDS)})"
+        )
     history = SEED_HISTORY.match(seed["symptom"].strip())
     patient = "seed" + patient_identity({"history": history["history"].strip() if history else seed["symptom"].strip()})
     return {
-        "session_id": where, "profile_id": patient, "source_format": "mentalarena",
-        "symptom_summary": seed["symptom"], "illness": seed["illness"],
-        "treatment": seed["treatment"], "treatment_explanation": seed["explain_t"],
-        "medicine": "" if seed_refuses_medicine(seed["medicine"]) else seed["medicine"], "medicine_explanation": seed["explain_m"],
+        "session_id": where,
+        "profile_id": patient,
+        "source_format": "mentalarena",
+        "symptom_summary": seed["symptom"],
+        "illness": seed["illness"],
+        "treatment": seed["treatment"],
+        "treatment_explanation": seed["explain_t"],
+        "medicine": "" if seed_refuses_medicine(seed["medicine"]) else seed["medicine"],
+        "medicine_explanation": seed["explain_m"],
     }
 
 
@@ -176,13 +195,22 @@ def qa_items(record: dict) -> Iterator[tuple[str, list[dict]]]:
     if not summary:
         return
     if record.get("illness") and diagnosis_parsed(record):
-        yield "diagnosis", [_message("user", prompts.QA_DIAGNOSIS.format(summary=summary)), _message("assistant", record["illness"])]
+        yield (
+            "diagnosis",
+            [_message("user", prompts.QA_DIAGNOSIS.format(summary=summary)), _message("assistant", record["illness"])],
+        )
     if record.get("treatment"):
         answer = " ".join(part for part in (record["treatment"], record.get("treatment_explanation", "")) if part)
-        yield "treatment", [_message("user", prompts.QA_TREATMENT.format(summary=summary)), _message("assistant", answer)]
+        yield (
+            "treatment",
+            [_message("user", prompts.QA_TREATMENT.format(summary=summary)), _message("assistant", answer)],
+        )
     if record.get("medicine") and not is_refusal(record["medicine"]):
         answer = " ".join(part for part in (record["medicine"], record.get("medicine_explanation", "")) if part)
-        yield "medication", [_message("user", prompts.QA_MEDICATION.format(summary=summary)), _message("assistant", answer)]
+        yield (
+            "medication",
+            [_message("user", prompts.QA_MEDICATION.format(summary=summary)), _message("assistant", answer)],
+        )
 
 
 def structured_items(record: dict) -> Iterator[tuple[str, list[dict]]]:
@@ -217,7 +245,9 @@ def without_rejected_proposals(record: dict) -> list[dict]:
     kept_trial = {}
     for kind, kept_field in (("treatment", "treatment"), ("medication", "medicine")):
         trials = record.get(f"{kind}_trials", [])
-        kept_trial[kind] = next((i for i, t in enumerate(trials) if t.get("proposal") and t["proposal"] == record.get(kept_field)), None)
+        kept_trial[kind] = next(
+            (i for i, t in enumerate(trials) if t.get("proposal") and t["proposal"] == record.get(kept_field)), None
+        )
     seen: Counter = Counter()  # (phase, speaker) -> that speaker's turns in that phase so far
     kept = []
     for turn in record.get("transcript", []):
@@ -237,7 +267,9 @@ def dialogue_items(record: dict) -> Iterator[tuple[str, list[dict]]]:
     if therapist:
         yield "therapist_dialogue", therapist
     if record.get("profile"):
-        system = patient_system_prompt({"patient": record["profile"], "style": record["style"], "principles": record.get("principles", [])})
+        system = patient_system_prompt(
+            {"patient": record["profile"], "style": record["style"], "principles": record.get("principles", [])}
+        )
         patient = dialogue(system, transcript, "patient", opening=prompts.PATIENT_OPENING)
         if patient:
             yield "patient_dialogue", patient
@@ -301,7 +333,9 @@ def export(args: ExportArgs) -> ExportReport:
     if not 0 <= args.validation_ratio < 1:
         raise ExportError(f"validation_ratio: {args.validation_ratio!r} is not in [0, 1)")
     if args.record_format not in RECORD_FORMATS:
-        raise ExportError(f"record_format (--format): unknown {args.record_format!r}; choose from {', '.join(RECORD_FORMATS)}")
+        raise ExportError(
+            f"record_format (--format): unknown {args.record_format!r}; choose from {', '.join(RECORD_FORMATS)}"
+        )
     # The split is drawn among the sessions that pass, so a patient whose sessions are all left out
     # takes no place in either split.
     patients: set[str] = set()
@@ -315,12 +349,16 @@ def export(args: ExportArgs) -> ExportReport:
     split_of = assign_splits(patients, args.validation_ratio, args.seed)
     planned = Counter(split_of.values())
     if not planned["train"]:
-        raise ExportError(f"{', '.join(map(str, args.records))}: no session passes the filters (left out: {dict(left_out)}), "
-                          "so there is nothing to train on")
+        raise ExportError(
+            f"{', '.join(map(str, args.records))}: no session passes the filters (left out: {dict(left_out)}), "
+            "so there is nothing to train on"
+        )
     if args.validation_ratio > 0 and not planned["validation"] and not args.empty_validation_ok:
-        raise ExportError(f"validation_ratio {args.validation_ratio}: the sessions that pass come from {len(patients)} patient(s) "
-                          f"(left out: {dict(left_out)}), too few to hold one out; pass validation_ratio 0 (--validation-ratio 0) "
-                          "for no validation split")
+        raise ExportError(
+            f"validation_ratio {args.validation_ratio}: the sessions that pass come from {len(patients)} patient(s) "
+            f"(left out: {dict(left_out)}), too few to hold one out; pass validation_ratio 0 (--validation-ratio 0) "
+            "for no validation split"
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     report = ExportReport()
     profiles_of = {split: set() for split in SPLITS}
@@ -330,7 +368,9 @@ def export(args: ExportArgs) -> ExportReport:
     seen = sqlite3.connect(seen_path)
     seen.execute("CREATE TABLE seen (key BLOB PRIMARY KEY)")
     outputs = {s: open(args.out / f"{s}.jsonl", "w", encoding="utf-8") for s in SPLITS}
-    sharegpt = {s: open(args.out / f"{s}.sharegpt.jsonl", "w", encoding="utf-8") for s in SPLITS} if args.sharegpt else {}
+    sharegpt = (
+        {s: open(args.out / f"{s}.sharegpt.jsonl", "w", encoding="utf-8") for s in SPLITS} if args.sharegpt else {}
+    )
     try:
         for _, record in iter_records(args.records, args.record_format):
             report.sessions_read += 1
@@ -358,7 +398,9 @@ def export(args: ExportArgs) -> ExportReport:
                     continue
                 outputs[split].write(json.dumps({"messages": messages}, ensure_ascii=False) + "\n")
                 if sharegpt:
-                    sharegpt[split].write(json.dumps({"conversations": to_sharegpt(messages)}, ensure_ascii=False) + "\n")
+                    sharegpt[split].write(
+                        json.dumps({"conversations": to_sharegpt(messages)}, ensure_ascii=False) + "\n"
+                    )
                 report.items_written[(split, kind)] += 1
     finally:
         for handle in (*outputs.values(), *sharegpt.values()):
@@ -372,8 +414,10 @@ def export(args: ExportArgs) -> ExportReport:
     report.profiles = {split: sorted(profiles_of[split]) for split in SPLITS}
     for split in SPLITS:
         if planned[split] and not any(n for (s, _), n in report.items_written.items() if s == split):
-            raise ExportError(f"{args.out / f'{split}.jsonl'}: no item left after de-duplication and the garbled-text filter "
-                              f"(removed: {dict(report.removed)})")
+            raise ExportError(
+                f"{args.out / f'{split}.jsonl'}: no item left after de-duplication and the garbled-text filter "
+                f"(removed: {dict(report.removed)})"
+            )
     if args.hf_dataset:
         save_hf_dataset(args.out)
     write_card(args, report)
@@ -409,9 +453,12 @@ def write_card(args: ExportArgs, report: ExportReport) -> None:
         f"- source records: {', '.join(str(p) for p in args.records)}",
         f"- models: {'; '.join(models) or 'unknown (no manifest beside the records)'}",
         f"- sessions read: {report.sessions_read}"
-        + (f", of them {report.seed_records_read} MentalArena seed records (QA items only; split by the patient history "
-           "in their symptom; no failures log, safety flags or decoder rounds, so those filters pass them)"
-           if report.seed_records_read else ""),
+        + (
+            f", of them {report.seed_records_read} MentalArena seed records (QA items only; split by the patient history "
+            "in their symptom; no failures log, safety flags or decoder rounds, so those filters pass them)"
+            if report.seed_records_read
+            else ""
+        ),
         f"- split: by patient (a profile's `patient` key, else Patient-Psi's `<patient>-<n>` id, else name and history), "
         f"drawn among the sessions that pass; validation ratio {args.validation_ratio}, seed {args.seed}",
         f"- patients: {', '.join(f'{split} {n}' for split, n in report.patients.items())}; none is in two splits",
@@ -431,7 +478,17 @@ def write_card(args: ExportArgs, report: ExportReport) -> None:
         *[f"| {reason} | {n} |" for reason, n in sorted(report.removed.items())],
         "",
         "Files: `train.jsonl` / `validation.jsonl` (conversational `messages`), `hf/` (datasets.load_from_disk)"
-        + (", `*.sharegpt.jsonl`" if args.sharegpt else "") + ", `export.json` (these counts).",
+        + (", `*.sharegpt.jsonl`" if args.sharegpt else "")
+        + ", `export.json` (these counts).",
     ]
     (args.out / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    (args.out / "export.json").write_text(json.dumps({"args": {**asdict(args), "records": [str(p) for p in args.records], "out": str(args.out)}, **report.as_dict()}, indent=2), encoding="utf-8")
+    (args.out / "export.json").write_text(
+        json.dumps(
+            {
+                "args": {**asdict(args), "records": [str(p) for p in args.records], "out": str(args.out)},
+                **report.as_dict(),
+            },
+            indent=2,
+        ),
+        encoding="utf-8",
+    )

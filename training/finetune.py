@@ -31,11 +31,31 @@ CHATML_WITH_GENERATION = (
 
 PRESETS = {
     # MentalGPT's hyperparameters, for a GPU.
-    "mentalgpt": dict(lora_r=64, lora_alpha=16, lora_dropout=0.1, learning_rate=2e-4, epochs=5.0, max_grad_norm=0.3, warmup_ratio=0.03,
-                      batch_size=4, gradient_accumulation=4, max_length=2048),
+    "mentalgpt": dict(
+        lora_r=64,
+        lora_alpha=16,
+        lora_dropout=0.1,
+        learning_rate=2e-4,
+        epochs=5.0,
+        max_grad_norm=0.3,
+        warmup_ratio=0.03,
+        batch_size=4,
+        gradient_accumulation=4,
+        max_length=2048,
+    ),
     # Sized for the embedded 135M model on a CPU: small rank, short sequences, few steps.
-    "cpu-small": dict(lora_r=8, lora_alpha=16, lora_dropout=0.05, learning_rate=1e-3, epochs=1.0, max_grad_norm=1.0, warmup_ratio=0.03,
-                      batch_size=4, gradient_accumulation=1, max_length=512),
+    "cpu-small": dict(
+        lora_r=8,
+        lora_alpha=16,
+        lora_dropout=0.05,
+        learning_rate=1e-3,
+        epochs=1.0,
+        max_grad_norm=1.0,
+        warmup_ratio=0.03,
+        batch_size=4,
+        gradient_accumulation=1,
+        max_length=512,
+    ),
 }
 
 
@@ -82,7 +102,11 @@ def load_tokenizer(folder: str):
 def load_datasets(folder: Path):
     from datasets import load_dataset
 
-    files = {split: str(folder / f"{split}.jsonl") for split in ("train", "validation") if (folder / f"{split}.jsonl").exists() and (folder / f"{split}.jsonl").stat().st_size}
+    files = {
+        split: str(folder / f"{split}.jsonl")
+        for split in ("train", "validation")
+        if (folder / f"{split}.jsonl").exists() and (folder / f"{split}.jsonl").stat().st_size
+    }
     if "train" not in files:
         raise FileNotFoundError(f"{folder}/train.jsonl: missing or empty; export data first")
     data = load_dataset("json", data_files=files)
@@ -105,7 +129,11 @@ def build_trainer(args: TrainArgs):
             raise RuntimeError("qlora: 4-bit training needs a CUDA GPU (bitsandbytes); none is present")
         from transformers import BitsAndBytesConfig
 
-        model_kwargs = {"quantization_config": BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)}
+        model_kwargs = {
+            "quantization_config": BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
+            )
+        }
     model = AutoModelForCausalLM.from_pretrained(folder, **model_kwargs)
     config = SFTConfig(
         output_dir=str(args.out / "checkpoints"),
@@ -134,10 +162,20 @@ def build_trainer(args: TrainArgs):
         dataloader_num_workers=0,
     )
     peft_config = LoraConfig(
-        r=hp["lora_r"], lora_alpha=hp["lora_alpha"], lora_dropout=hp["lora_dropout"],
-        target_modules="all-linear", task_type="CAUSAL_LM",
+        r=hp["lora_r"],
+        lora_alpha=hp["lora_alpha"],
+        lora_dropout=hp["lora_dropout"],
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
     )
-    return SFTTrainer(model=model, args=config, train_dataset=train, eval_dataset=validation, processing_class=tokenizer, peft_config=peft_config)
+    return SFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=train,
+        eval_dataset=validation,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
 
 
 def last_checkpoint(out: Path) -> str | None:
@@ -172,7 +210,9 @@ def save_outputs(trainer, args: TrainArgs) -> dict:
         trainer.model.merge_and_unload().save_pretrained(str(merged))
         trainer.processing_class.save_pretrained(str(merged))
         paths["merged"] = str(merged)
-    card = MODEL_CARD.format(name=args.out.name, base=args.model, dataset=args.dataset, merged=", and the merged model" if args.merge else "")
+    card = MODEL_CARD.format(
+        name=args.out.name, base=args.model, dataset=args.dataset, merged=", and the merged model" if args.merge else ""
+    )
     for folder in folders:
         (folder / "README.md").write_text(card, encoding="utf-8")
     return paths

@@ -51,15 +51,19 @@ class HeldoutError(ValueError):
     pass
 
 
-def split_patients(profiles: list[PatientProfile], ratio: float = HELDOUT_RATIO, seed: int = 0) -> tuple[list[PatientProfile], list[PatientProfile]]:
+def split_patients(
+    profiles: list[PatientProfile], ratio: float = HELDOUT_RATIO, seed: int = 0
+) -> tuple[list[PatientProfile], list[PatientProfile]]:
     """(training profiles, held-out profiles): ``ratio`` of the patients set aside, each patient whole."""
     identity = {profile.id: patient_identity(profile.to_patient_psi()) for profile in profiles}
     side = assign_splits(set(identity.values()), ratio, seed)
     training = [p for p in profiles if side[identity[p.id]] == "train"]
     heldout = [p for p in profiles if side[identity[p.id]] == "validation"]
     if not heldout or not training:
-        raise HeldoutError(f"heldout_ratio: {ratio} of {len(set(identity.values()))} patient(s) leaves "
-                           f"{len(training)} profile(s) to train on and {len(heldout)} held out; both need at least one")
+        raise HeldoutError(
+            f"heldout_ratio: {ratio} of {len(set(identity.values()))} patient(s) leaves "
+            f"{len(training)} profile(s) to train on and {len(heldout)} held out; both need at least one"
+        )
     return training, heldout
 
 
@@ -88,19 +92,40 @@ def session_values(record: dict, unconstrained: dict | None) -> dict:
     return values
 
 
-def play_heldout(model: str, profiles: list[PatientProfile], context: Context, folder: Path, sessions_per_patient: int = 1,
-                 format_check: bool = True, concurrency: int = 1, progress: bool = False) -> dict[str, dict]:
+def play_heldout(
+    model: str,
+    profiles: list[PatientProfile],
+    context: Context,
+    folder: Path,
+    sessions_per_patient: int = 1,
+    format_check: bool = True,
+    concurrency: int = 1,
+    progress: bool = False,
+) -> dict[str, dict]:
     """Session id -> that session's values (:func:`session_values`). Runs resume: sessions whose
     records are in ``folder`` are not played again."""
     sessions = len(profiles) * sessions_per_patient
-    constrained = replace(context, model=model, structured_output="auto" if context.structured_output == "off" else context.structured_output)
+    constrained = replace(
+        context,
+        model=model,
+        structured_output="auto" if context.structured_output == "off" else context.structured_output,
+    )
     run_sessions(profiles, constrained, folder / "constrained", sessions, progress=progress, concurrency=concurrency)
     free: dict[str, dict] = {}
     if format_check:
-        run_sessions(profiles, replace(context, model=model, structured_output="off"), folder / "unconstrained", sessions,
-                     progress=progress, concurrency=concurrency)
+        run_sessions(
+            profiles,
+            replace(context, model=model, structured_output="off"),
+            folder / "unconstrained",
+            sessions,
+            progress=progress,
+            concurrency=concurrency,
+        )
         free = _records(folder / "unconstrained" / RECORDS)
-    return {sid: session_values(record, free.get(sid) if format_check else None) for sid, record in _records(folder / "constrained" / RECORDS).items()}
+    return {
+        sid: session_values(record, free.get(sid) if format_check else None)
+        for sid, record in _records(folder / "constrained" / RECORDS).items()
+    }
 
 
 def summarize(values: dict[str, dict], seed: int = 0) -> dict:
@@ -109,7 +134,9 @@ def summarize(values: dict[str, dict], seed: int = 0) -> dict:
     for metric in METRICS:
         measured = [v[metric.name] for v in values.values() if v.get(metric.name) is not None]
         if metric.name == "format_adherence":
-            summary[metric.name] = proportion(sum(k for k, _ in measured), sum(n for _, n in measured)) if measured else None
+            summary[metric.name] = (
+                proportion(sum(k for k, _ in measured), sum(n for _, n in measured)) if measured else None
+            )
         elif metric.kind == "proportion":
             summary[metric.name] = proportion(sum(measured), len(measured)) if measured else None
         else:
@@ -122,11 +149,18 @@ def compare(models: dict[str, dict[str, dict]], seed: int = 0) -> dict:
     later model's paired differences from the baseline, on the sessions both played."""
     labels = list(models)
     base = models[labels[0]]
-    report: dict = {"baseline": labels[0], "models": {label: summarize(values, seed) for label, values in models.items()}, "differences": {}}
+    report: dict = {
+        "baseline": labels[0],
+        "models": {label: summarize(values, seed) for label, values in models.items()},
+        "differences": {},
+    }
     for label in labels[1:]:
         shared = sorted(set(base) & set(models[label]))
         report["differences"][label] = {
-            metric.name: paired_difference([(_scalar(base[sid].get(metric.name)), _scalar(models[label][sid].get(metric.name))) for sid in shared], seed)
+            metric.name: paired_difference(
+                [(_scalar(base[sid].get(metric.name)), _scalar(models[label][sid].get(metric.name))) for sid in shared],
+                seed,
+            )
             for metric in METRICS
         }
     return report
@@ -144,17 +178,27 @@ def verdict(metric: Metric, difference: dict) -> str:
 
 def markdown(report: dict, title: str = "Held-out arena evaluation") -> str:
     labels = list(report["models"])
-    lines = [f"# {title}", "", f"95% intervals: Wilson for proportions, bootstrap for means. Differences are paired with "
-             f"`{report['baseline']}` on the same sessions.", "",
-             "| metric | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+    lines = [
+        f"# {title}",
+        "",
+        f"95% intervals: Wilson for proportions, bootstrap for means. Differences are paired with "
+        f"`{report['baseline']}` on the same sessions.",
+        "",
+        "| metric | " + " | ".join(labels) + " |",
+        "|---|" + "---|" * len(labels),
+    ]
     for metric in METRICS:
-        lines.append(f"| {metric.label} | " + " | ".join(_cell(report["models"][label][metric.name]) for label in labels) + " |")
+        lines.append(
+            f"| {metric.label} | " + " | ".join(_cell(report["models"][label][metric.name]) for label in labels) + " |"
+        )
     for label, differences in report["differences"].items():
         lines += ["", f"**{label} against {report['baseline']}** (difference, 95% interval):", ""]
         for metric in METRICS:
             d = differences[metric.name]
             if d["mean"] is not None:
-                lines.append(f"- {metric.label}: {d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]: {verdict(metric, d)}")
+                lines.append(
+                    f"- {metric.label}: {d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]: {verdict(metric, d)}"
+                )
             else:
                 lines.append(f"- {metric.label}: {verdict(metric, d)}")
     return "\n".join(lines) + "\n"
@@ -181,12 +225,14 @@ def plot(report: dict, path: Path) -> None:
     for ax, metric in zip(axes.flat, METRICS):
         points = [report["models"][label][metric.name] for label in labels]
         centres = [_centre(p) for p in points]
-        errors = [[c - p["ci_low"] if p and c is not None else 0 for p, c in zip(points, centres)],
-                  [p["ci_high"] - c if p and c is not None else 0 for p, c in zip(points, centres)]]
+        errors = [
+            [c - p["ci_low"] if p and c is not None else 0 for p, c in zip(points, centres)],
+            [p["ci_high"] - c if p and c is not None else 0 for p, c in zip(points, centres)],
+        ]
         ax.bar(range(len(labels)), [c or 0 for c in centres], yerr=errors, capsize=4, color="#8a7fd8")
         ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
         ax.set_title(metric.label, fontsize=8)
-    for ax in list(axes.flat)[len(METRICS):]:
+    for ax in list(axes.flat)[len(METRICS) :]:
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -24,7 +24,13 @@ from mentalarena.training import heldout
 from mentalarena.training.export import ExportArgs, export, last_mean_similarity
 from mentalarena.training.finetune import TrainArgs, plot_series, train
 
-REPORT_METRICS = ("mean_treatment_score", "mean_medicine_score", "mean_decoder_similarity", "failures_per_session", "final_train_loss")
+REPORT_METRICS = (
+    "mean_treatment_score",
+    "mean_medicine_score",
+    "mean_decoder_similarity",
+    "failures_per_session",
+    "final_train_loss",
+)
 BASE = "base"
 
 
@@ -45,7 +51,9 @@ class IterateArgs:
     # Scores each trained model ({metric: value}, e.g. MCQ accuracy as a forgetting guard); the
     # metrics join the iteration's. The CLI passes the evaluation layer's MCQ scorer.
     evaluate: Callable[[str], dict[str, float]] | None = None
-    heldout_profiles: list[PatientProfile] = field(default_factory=list)  # played by the base model and after each iteration
+    heldout_profiles: list[PatientProfile] = field(
+        default_factory=list
+    )  # played by the base model and after each iteration
     heldout_sessions_per_patient: int = 1
     format_check: bool = True  # also play the held-out patients with constraints off (format adherence)
     teacher: str = ""  # a model spec that plays the self-play instead of the student
@@ -75,19 +83,45 @@ def run_iteration(args: IterateArgs, k: int, model: str) -> dict:
     player = args.teacher or model
     # Failed sessions are retried only while their records can still reach this iteration's dataset.
     # Each iteration draws its own sessions (seed + k): a teacher would otherwise play the same ones again.
-    run_sessions(args.profiles, replace(args.context, model=player, seed=args.context.seed + k), selfplay, args.sessions,
-                 progress=args.progress, concurrency=args.concurrency, retry_failed=not (dataset / "export.json").exists())
+    run_sessions(
+        args.profiles,
+        replace(args.context, model=player, seed=args.context.seed + k),
+        selfplay,
+        args.sessions,
+        progress=args.progress,
+        concurrency=args.concurrency,
+        retry_failed=not (dataset / "export.json").exists(),
+    )
     if not (dataset / "export.json").exists():
         # A small model's sessions nearly all record some failure, and a few sessions may be one or
         # two patients: the loop trains on what there is (QA targets still come only from parsed
         # answers) and goes without a validation split when no patient can be held out.
-        export(ExportArgs(records=[selfplay / RECORDS], out=dataset, validation_ratio=args.validation_ratio, seed=args.context.seed,
-                          keep_failed=True, empty_validation_ok=True))
+        export(
+            ExportArgs(
+                records=[selfplay / RECORDS],
+                out=dataset,
+                validation_ratio=args.validation_ratio,
+                seed=args.context.seed,
+                keep_failed=True,
+                empty_validation_ok=True,
+            )
+        )
     if (trained / "metrics.json").exists():
         training = json.loads((trained / "metrics.json").read_text())
     else:
-        training = train(TrainArgs(model=model, dataset=dataset, out=trained, preset=args.preset, max_steps=args.max_steps,
-                                   qlora=args.qlora, resume=True, seed=args.context.seed, overrides=args.train_overrides))
+        training = train(
+            TrainArgs(
+                model=model,
+                dataset=dataset,
+                out=trained,
+                preset=args.preset,
+                max_steps=args.max_steps,
+                qlora=args.qlora,
+                resume=True,
+                seed=args.context.seed,
+                overrides=args.train_overrides,
+            )
+        )
     evaluation = evaluate_model(training["merged"], folder / "evaluation.json", args.evaluate) if args.evaluate else {}
     metrics = {
         "iteration": k,
@@ -112,8 +146,16 @@ def evaluate_model(model: str, results_path: Path, evaluate: Callable[[str], dic
 
 
 def play_heldout(args: IterateArgs, model: str, folder: Path) -> dict[str, dict]:
-    return heldout.play_heldout(model, args.heldout_profiles, args.context, folder, args.heldout_sessions_per_patient,
-                                format_check=args.format_check, concurrency=args.concurrency, progress=args.progress)
+    return heldout.play_heldout(
+        model,
+        args.heldout_profiles,
+        args.context,
+        folder,
+        args.heldout_sessions_per_patient,
+        format_check=args.format_check,
+        concurrency=args.concurrency,
+        progress=args.progress,
+    )
 
 
 def iterate(args: IterateArgs) -> dict:
@@ -145,13 +187,31 @@ def write_report(out: Path, report: dict) -> None:
     history = report["iterations"]
     names = [*REPORT_METRICS, *sorted({key for m in history for key in m if key.startswith("qa_")})]
     header = "| iteration | self-play by | " + " | ".join(names) + " |"
-    rows = [f"| {m['iteration']} | {m['selfplay_model']} | " + " | ".join(str(m.get(name)) for name in names) + " |" for m in history]
-    lines = ["# Self-play iterations", "", f"Student: `{report['student']}`. Self-play data generated by: {report['selfplay_model']}.", "",
-             "## Training (in-sample: the sessions each iteration trained on)", "", header, "|" + "---|" * (len(names) + 2), *rows, ""]
+    rows = [
+        f"| {m['iteration']} | {m['selfplay_model']} | " + " | ".join(str(m.get(name)) for name in names) + " |"
+        for m in history
+    ]
+    lines = [
+        "# Self-play iterations",
+        "",
+        f"Student: `{report['student']}`. Self-play data generated by: {report['selfplay_model']}.",
+        "",
+        "## Training (in-sample: the sessions each iteration trained on)",
+        "",
+        header,
+        "|" + "---|" * (len(names) + 2),
+        *rows,
+        "",
+    ]
     lines += [f"![{name}]({name}.png)" for name in names]
     if report["heldout"]:
-        lines += ["", heldout.markdown(report["heldout"], title="Held-out patients").replace("# Held-out", "## Held-out", 1),
-                  f"Held-out patients ({len(report['heldout_patients'])}): {', '.join(report['heldout_patients'])}.", "", "![held-out](heldout.png)"]
+        lines += [
+            "",
+            heldout.markdown(report["heldout"], title="Held-out patients").replace("# Held-out", "## Held-out", 1),
+            f"Held-out patients ({len(report['heldout_patients'])}): {', '.join(report['heldout_patients'])}.",
+            "",
+            "![held-out](heldout.png)",
+        ]
         heldout.plot(report["heldout"], out / "heldout.png")
     (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     (out / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")

@@ -67,9 +67,13 @@ def load_corpus(folder: Path) -> list[Example]:
                 if not isinstance(row.get(name), str) or not row[name].strip():
                     raise CorpusError(f"{path}, line {number}: field {name!r} is missing or empty")
             if row["category"] not in CATEGORIES:
-                raise CorpusError(f"{path}, line {number}: field 'category': {row['category']!r} is not one of {', '.join(CATEGORIES)}")
+                raise CorpusError(
+                    f"{path}, line {number}: field 'category': {row['category']!r} is not one of {', '.join(CATEGORIES)}"
+                )
             if families.setdefault(row["family"], row["category"]) != row["category"]:
-                raise CorpusError(f"{path}, line {number}: field 'family': {row['family']!r} already has category {families[row['family']]!r}")
+                raise CorpusError(
+                    f"{path}, line {number}: field 'family': {row['family']!r} already has category {families[row['family']]!r}"
+                )
             examples.append(Example(row["text"].strip(), row["category"], row["subtype"], row["family"]))
     return examples
 
@@ -104,11 +108,15 @@ def threshold_for_recall(probabilities: np.ndarray, at_risk: np.ndarray, target:
 
 
 def precision_recall(flagged: np.ndarray, at_risk: np.ndarray) -> dict:
-    return {"precision": proportion(int((flagged & at_risk).sum()), int(flagged.sum())),
-            "recall": proportion(int((flagged & at_risk).sum()), int(at_risk.sum()))}
+    return {
+        "precision": proportion(int((flagged & at_risk).sum()), int(flagged.sum())),
+        "recall": proportion(int((flagged & at_risk).sum()), int(at_risk.sum())),
+    }
 
 
-def train_risk_classifier(examples: list[Example], embedding_model: str = BUNDLED, target_recall: float = 0.95, seed: int = 0) -> RiskClassifier:
+def train_risk_classifier(
+    examples: list[Example], embedding_model: str = BUNDLED, target_recall: float = 0.95, seed: int = 0
+) -> RiskClassifier:
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import average_precision_score
 
@@ -118,11 +126,15 @@ def train_risk_classifier(examples: list[Example], embedding_model: str = BUNDLE
     at_risk = labels != NONE
 
     def fit(c: float, rows: list[int]):
-        return LogisticRegression(C=c, class_weight="balanced", max_iter=5000, random_state=seed).fit(vectors[rows], labels[rows])
+        return LogisticRegression(C=c, class_weight="balanced", max_iter=5000, random_state=seed).fit(
+            vectors[rows], labels[rows]
+        )
 
     validation, test = split["validation"], split["test"]
-    quality = {c: average_precision_score(at_risk[validation], risk_probability(fit(c, split["train"]), vectors[validation]))
-               for c in REGULARISATION}
+    quality = {
+        c: average_precision_score(at_risk[validation], risk_probability(fit(c, split["train"]), vectors[validation]))
+        for c in REGULARISATION
+    }
     best_c = max(REGULARISATION, key=lambda c: (round(quality[c], 6), -c))
     model = fit(best_c, split["train"])
     threshold = threshold_for_recall(risk_probability(model, vectors[validation]), at_risk[validation], target_recall)
@@ -131,38 +143,65 @@ def train_risk_classifier(examples: list[Example], embedding_model: str = BUNDLE
     ablation = {}
     for name, rows in (("validation", validation), ("test", test)):
         by_model = risk_probability(model, vectors[rows]) >= threshold
-        ablation[name] = {"classifier": precision_recall(by_model, at_risk[rows]),
-                          "classifier_or_phrases": precision_recall(by_model | phrase_flags[rows], at_risk[rows]),
-                          "phrases": precision_recall(phrase_flags[rows], at_risk[rows])}
+        ablation[name] = {
+            "classifier": precision_recall(by_model, at_risk[rows]),
+            "classifier_or_phrases": precision_recall(by_model | phrase_flags[rows], at_risk[rows]),
+            "phrases": precision_recall(phrase_flags[rows], at_risk[rows]),
+        }
     alone, both = ablation["validation"]["classifier"], ablation["validation"]["classifier_or_phrases"]
-    keep_phrases = both["recall"]["share"] > alone["recall"]["share"] and both["precision"]["share"] >= alone["precision"]["share"]
+    keep_phrases = (
+        both["recall"]["share"] > alone["recall"]["share"] and both["precision"]["share"] >= alone["precision"]["share"]
+    )
     card = {
         "trained_by": "python -m mentalarena.training.risk_classifier",
-        "corpus": {"examples": len(examples), "families": len({e.family for e in examples}), "digest": corpus_digest(examples),
-                   "split": {name: len(rows) for name, rows in split.items()}},
-        "model": "scikit-learn LogisticRegression (multinomial, class_weight=balanced)", "C": best_c,
+        "corpus": {
+            "examples": len(examples),
+            "families": len({e.family for e in examples}),
+            "digest": corpus_digest(examples),
+            "split": {name: len(rows) for name, rows in split.items()},
+        },
+        "model": "scikit-learn LogisticRegression (multinomial, class_weight=balanced)",
+        "C": best_c,
         "validation_average_precision": {str(c): round(q, 4) for c, q in quality.items()},
-        "target_recall": target_recall, "seed": seed,
-        "phrases": keep_phrases, "ablation": ablation,
+        "target_recall": target_recall,
+        "seed": seed,
+        "phrases": keep_phrases,
+        "ablation": ablation,
     }
-    return RiskClassifier(tuple(str(c) for c in model.classes_), model.coef_.astype(np.float32), model.intercept_.astype(np.float32),
-                          round(threshold, 4), embedding_model, card)
+    return RiskClassifier(
+        tuple(str(c) for c in model.classes_),
+        model.coef_.astype(np.float32),
+        model.intercept_.astype(np.float32),
+        round(threshold, 4),
+        embedding_model,
+        card,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpus", type=Path, default=None, help="folder of *.jsonl examples (default: the shipped corpus)")
-    parser.add_argument("--out", type=Path, required=True, help="folder for risk_classifier.npz and risk_classifier.json")
-    parser.add_argument("--embedding-model", default=BUNDLED, help="'minilm' (bundled) or a local sentence-transformers folder")
+    parser.add_argument(
+        "--corpus", type=Path, default=None, help="folder of *.jsonl examples (default: the shipped corpus)"
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, help="folder for risk_classifier.npz and risk_classifier.json"
+    )
+    parser.add_argument(
+        "--embedding-model", default=BUNDLED, help="'minilm' (bundled) or a local sentence-transformers folder"
+    )
     parser.add_argument("--target-recall", type=float, default=0.95)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    classifier = train_risk_classifier(load_corpus(args.corpus or default_corpus()), args.embedding_model, args.target_recall, args.seed)
+    classifier = train_risk_classifier(
+        load_corpus(args.corpus or default_corpus()), args.embedding_model, args.target_recall, args.seed
+    )
     classifier.save(args.out)
     for name, rows in classifier.card["ablation"].items():
         for variant, figures in rows.items():
             print(f"{name} {variant}: precision {figures['precision']['share']}, recall {figures['recall']['share']}")
-    print(f"threshold {classifier.threshold}, C {classifier.card['C']}, phrase layer kept: {classifier.card['phrases']}; wrote {args.out}")
+    print(
+        f"threshold {classifier.threshold}, C {classifier.card['C']}, phrase layer kept: {classifier.card['phrases']}; wrote {args.out}"
+    )
     return 0
 
 

@@ -24,7 +24,13 @@ def wilson_interval(successes: int, n: int, confidence: float = CONFIDENCE) -> t
 
 def proportion(successes: int, n: int) -> dict:
     low, high = wilson_interval(successes, n)
-    return {"k": successes, "n": n, "share": round(successes / n, 3) if n else None, "ci_low": round(low, 3), "ci_high": round(high, 3)}
+    return {
+        "k": successes,
+        "n": n,
+        "share": round(successes / n, 3) if n else None,
+        "ci_low": round(low, 3),
+        "ci_high": round(high, 3),
+    }
 
 
 def bootstrap_mean(values: Sequence[float], seed: int = 0) -> dict:
@@ -37,9 +43,15 @@ def bootstrap_mean(values: Sequence[float], seed: int = 0) -> dict:
         return {"n": len(values), "mean": round(mean, 3), "ci_low": round(mean, 3), "ci_high": round(mean, 3)}
     from scipy.stats import bootstrap
 
-    interval = bootstrap((values,), np.mean, confidence_level=CONFIDENCE, n_resamples=RESAMPLES, method="percentile",
-                         random_state=seed).confidence_interval
-    return {"n": len(values), "mean": round(mean, 3), "ci_low": round(float(interval.low), 3), "ci_high": round(float(interval.high), 3)}
+    interval = bootstrap(
+        (values,), np.mean, confidence_level=CONFIDENCE, n_resamples=RESAMPLES, method="percentile", random_state=seed
+    ).confidence_interval
+    return {
+        "n": len(values),
+        "mean": round(mean, 3),
+        "ci_low": round(float(interval.low), 3),
+        "ci_high": round(float(interval.high), 3),
+    }
 
 
 def paired_difference(pairs: Sequence[tuple[float | None, float | None]], seed: int = 0) -> dict:
@@ -52,4 +64,3 @@ def paired_difference(pairs: Sequence[tuple[float | None, float | None]], seed: 
     else:
         summary["outside_interval"] = summary["ci_low"] > 0 or summary["ci_high"] < 0
     return summary
-
