@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: install run test
+.PHONY: install run test lint typecheck
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,3 +40,16 @@ run: $(STAMP)
 
 test: $(TEST_STAMP)
 	$(BIN)/python -m pytest $(ARGS)
+
+# ruff (style, import order, docstrings on public names) and the layers contract (import-linter).
+lint: $(TEST_STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+
+# mypy on the package as it imports (mentalarena.agents, ...): the folders are linked under one name.
+MYPY_ROOT := build/mypy
+typecheck: $(TEST_STAMP)
+	mkdir -p $(MYPY_ROOT)/mentalarena
+	for layer in agents graphs training benchmarks cli; do ln -sfn ../../../$$layer $(MYPY_ROOT)/mentalarena/$$layer; done
+	MYPYPATH=$(MYPY_ROOT) $(BIN)/mypy -p mentalarena

@@ -1,0 +1,1 @@
+"""The agents: patient and therapist, symptom encoder and decoder, the chat models they run on, and risk screening."""

@@ -18,7 +18,10 @@ class Context:
     model: str = field(
         default="embedded",
         metadata={
-            "description": "Model spec for every role unless overridden: 'embedded' (SmolLM2-135M-Instruct), a local Hugging Face folder, 'openai:<model>', '<provider>:<model>', or a registered name."
+            "description": (
+                "Model spec for every role unless overridden: 'embedded' (SmolLM2-135M-Instruct), a local "
+                "Hugging Face folder, 'openai:<model>', '<provider>:<model>', or a registered name."
+            )
         },
     )
     patient_model: str = field(
@@ -36,13 +39,19 @@ class Context:
     base_url: str = field(
         default="",
         metadata={
-            "description": "Base URL of an OpenAI-compatible endpoint (vLLM, llama.cpp server); empty means OPENAI_BASE_URL or OpenAI."
+            "description": (
+                "Base URL of an OpenAI-compatible endpoint (vLLM, llama.cpp server); empty means "
+                "OPENAI_BASE_URL or OpenAI."
+            )
         },
     )
     embedding_model: str = field(
         default="minilm",
         metadata={
-            "description": "Sentence embeddings for the encoder and decoder: 'minilm' (bundled all-MiniLM-L6-v2) or a local sentence-transformers folder."
+            "description": (
+                "Sentence embeddings for the encoder and decoder: 'minilm' (bundled all-MiniLM-L6-v2) or a "
+                "local sentence-transformers folder."
+            )
         },
     )
     inquiry_turns: int = field(
@@ -81,7 +90,10 @@ class Context:
     call_retries: int = field(
         default=3,
         metadata={
-            "description": "Extra attempts, with exponential backoff, when a model call times out, loses its connection, is rate-limited or gets a server error."
+            "description": (
+                "Extra attempts, with exponential backoff, when a model call times out, loses its "
+                "connection, is rate-limited or gets a server error."
+            )
         },
     )
     retry_backoff_seconds: float = field(
@@ -94,13 +106,22 @@ class Context:
     local_dtype: str = field(
         default="auto",
         metadata={
-            "description": "Weights dtype of local models (embedded, model folders) when generating: 'auto' (bfloat16 where the CPU computes it natively, else float32), 'bfloat16' or 'float32'."
+            "description": (
+                "Weights dtype of local models (embedded, model folders) when generating: 'auto' (bfloat16 "
+                "where the CPU computes it natively, else float32), 'bfloat16' or 'float32'."
+            )
         },
     )
     structured_output: str = field(
         default="auto",
         metadata={
-            "description": "How machine-read answers (diagnosis, ratings, the decoder's inference, ...) are asked for: 'auto' constrains them to their schema wherever the backend can (grammar-constrained decoding for local models; the endpoint's response_format dialect, detected once, for OpenAI-compatible servers); 'json_schema' or 'json_object' names an endpoint's dialect; 'off' asks for free text and parses it leniently."
+            "description": (
+                "How machine-read answers (diagnosis, ratings, the decoder's inference, ...) are asked for: "
+                "'auto' constrains them to their schema wherever the backend can (grammar-constrained "
+                "decoding for local models; the endpoint's response_format dialect, detected once, for "
+                "OpenAI-compatible servers); 'json_schema' or 'json_object' names an endpoint's dialect; "
+                "'off' asks for free text and parses it leniently."
+            )
         },
     )
     temperature: float = field(default=0.7, metadata={"description": "Sampling temperature; 0 means greedy."})
@@ -111,38 +132,58 @@ class Context:
     style: str = field(
         default="",
         metadata={
-            "description": "Force a conversational style (plain, upset, verbose, reserved, tangent, pleasing); empty picks one of the profile's."
+            "description": (
+                "Force a conversational style (plain, upset, verbose, reserved, tangent, pleasing); empty "
+                "picks one of the profile's."
+            )
         },
     )
     risk_screen: str = field(
         default="exemplars",
         metadata={
-            "description": "Risk screening: 'exemplars' (phrases, then similarity to risk and safe exemplars; precision first) or 'classifier' (the trained classifier, its threshold chosen for recall; flags far more ordinary speech). See docs/safety.md."
+            "description": (
+                "Risk screening: 'exemplars' (phrases, then similarity to risk and safe exemplars; "
+                "precision first) or 'classifier' (the trained classifier, its threshold chosen for recall; "
+                "flags far more ordinary speech). See docs/safety.md."
+            )
         },
     )
     risk_threshold: float | None = field(
         default=None,
         metadata={
             "type": float,
-            "description": "Risk screening: the score at which a turn counts as a risk. Empty: the screen's own (exemplars: similarity 0.6; classifier: the probability chosen on validation data for recall).",
+            "description": (
+                "Risk screening: the score at which a turn counts as a risk. Empty: the screen's own "
+                "(exemplars: similarity 0.6; classifier: the probability chosen on validation data for "
+                "recall)."
+            ),
         },
     )
     risk_margin: float = field(
         default=EXEMPLAR_MARGIN,
         metadata={
-            "description": "Risk screening, exemplars: how much closer to a risk exemplar than to any safe exemplar a turn must be."
+            "description": (
+                "Risk screening, exemplars: how much closer to a risk exemplar than to any safe exemplar a "
+                "turn must be."
+            )
         },
     )
     risk_classifier: str = field(
         default="",
         metadata={
-            "description": "Risk screening, classifier: a folder with a retrained classifier (python -m mentalarena.training.risk_classifier); empty means the shipped one."
+            "description": (
+                "Risk screening, classifier: a folder with a retrained classifier (python -m "
+                "mentalarena.training.risk_classifier); empty means the shipped one."
+            )
         },
     )
     risk_guard_model: str = field(
         default="",
         metadata={
-            "description": "Risk screening: a model spec asked for a second opinion on every screened turn (e.g. Llama Guard served by vLLM); it can add a flag, never remove one. Empty: off."
+            "description": (
+                "Risk screening: a model spec asked for a second opinion on every screened turn (e.g. Llama "
+                "Guard served by vLLM); it can add a flag, never remove one. Empty: off."
+            )
         },
     )
     crisis_locale: str = field(
@@ -154,17 +195,24 @@ class Context:
     human_role: str = field(
         default="",
         metadata={
-            "description": "Let a person play 'patient' or 'therapist': the graph pauses at each of that role's turns and resumes with the person's text. Empty: models play both."
+            "description": (
+                "Let a person play 'patient' or 'therapist': the graph pauses at each of that role's turns "
+                "and resumes with the person's text. Empty: models play both."
+            )
         },
     )
     review_feedback: bool = field(
         default=False,
         metadata={
-            "description": "Pause before the decoder's feedback reaches the therapist, so a person can approve it (resume with it unchanged), edit it, or drop it (resume with '')."
+            "description": (
+                "Pause before the decoder's feedback reaches the therapist, so a person can approve it "
+                "(resume with it unchanged), edit it, or drop it (resume with '')."
+            )
         },
     )
 
     def __post_init__(self) -> None:
+        """Rejects out-of-range or unknown settings, and keeps a long style name as its short one."""
         bounds = {
             "inquiry_turns": (1, 50),
             "max_redirections": (0, 20),
@@ -207,14 +255,17 @@ class Context:
             style = canonical_style(self.style)
             if style not in CONVERSATIONAL_STYLES:
                 raise ValueError(
-                    f"Context.style: {self.style!r} is not one of {', '.join(CONVERSATIONAL_STYLES)} (or {', '.join(STYLE_ALIASES)})"
+                    f"Context.style: {self.style!r} is not one of {', '.join(CONVERSATIONAL_STYLES)} (or "
+                    f"{', '.join(STYLE_ALIASES)})"
                 )
             self.style = style
 
     def model_for(self, role: str) -> str:
+        """The model spec a role plays with: its own if set, else `model`."""
         return getattr(self, f"{role}_model") or self.model
 
     def generation(self) -> GenerationSettings:
+        """The sampling, endpoint and local-model settings every model call of the session uses."""
         return GenerationSettings(
             temperature=self.temperature,
             max_new_tokens=self.max_new_tokens,
@@ -226,4 +277,5 @@ class Context:
         )
 
     def as_dict(self) -> dict:
+        """Every setting, by field name."""
         return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -22,6 +22,7 @@ from mentalarena.agents.therapist import therapist_messages
 
 
 def write_feedback(similarities: dict[str, float], deviations: list[str], threshold: float) -> str:
+    """The therapist's feedback: one line per deviating field, saying what to ask about next."""
     wording = DecoderInference.feedback_wording
     return "\n".join(
         prompts.DECODER_FEEDBACK_LINE.format(
@@ -54,6 +55,7 @@ def score_inference(
 
 
 def symptom_decoder(state: ArenaState, runtime: Runtime[Context]) -> dict:
+    """Graph node: asks the therapist for its inference, scores it, and sends it back with feedback if it deviates."""
     context = runtime.context
     reply = answer(
         context,

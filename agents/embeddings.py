@@ -40,6 +40,7 @@ def _load_embeddings(spec: str) -> Embeddings:
 
 
 def unit_vectors(vectors: list[list[float]]) -> np.ndarray:
+    """The vectors as a matrix of rows scaled to length 1 (an all-zero row stays zero)."""
     matrix = np.asarray(vectors, dtype=np.float64)
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     return matrix / np.where(norms == 0, 1.0, norms)
@@ -58,7 +59,9 @@ def similarities_to_library(spec: str, text: str, texts: tuple[str, ...]) -> np.
 
 
 def pairwise_similarities(embeddings: Embeddings, left: list[str], right: list[str]) -> list[float]:
-    """Cosine similarity of left[i] with right[i], floored at 0 (the threshold lives in [0, 1]); an empty text scores 0."""
+    """Cosine similarity of left[i] with right[i], floored at 0 (the threshold lives in [0, 1]).
+
+    An empty text scores 0."""
     texts = [*left, *right]
     vectors = unit_vectors(embeddings.embed_documents([t or " " for t in texts]))
     n = len(left)

@@ -27,11 +27,13 @@ from mentalarena.agents.state import ArenaState
 
 @functools.lru_cache(maxsize=1)
 def principle_groups() -> tuple[dict, ...]:
+    """The behaviour-principle groups shipped with the package, each with an id, description and principles."""
     resource = importlib.resources.files("mentalarena.agents") / "data" / "behaviour_principles.json"
     return tuple(json.loads(resource.read_text(encoding="utf-8")))
 
 
 def resolve_profile(state: ArenaState) -> PatientProfile:
+    """The session's patient profile: the one given in the input, else the built-in one with the given id."""
     if state.get("profile"):
         from mentalarena.agents.profiles import parse_profiles
 
@@ -42,6 +44,7 @@ def resolve_profile(state: ArenaState) -> PatientProfile:
 
 
 def choose_style(profile: PatientProfile, context: Context, session_key: str) -> str:
+    """The patient's conversational style: the forced one, else one of the profile's, the same for the same seed."""
     if context.style:
         if context.style not in CONVERSATIONAL_STYLES:
             raise ValueError(f"Context.style: {context.style!r} is not one of {', '.join(CONVERSATIONAL_STYLES)}")
@@ -50,6 +53,7 @@ def choose_style(profile: PatientProfile, context: Context, session_key: str) ->
 
 
 def shortlist_groups(coping_strategies: str, embedding_model: str, size: int) -> list[dict]:
+    """The ``size`` principle groups whose description is closest to the coping strategies, closest first."""
     groups = principle_groups()
     scores = similarities_to_library(embedding_model, coping_strategies, tuple(g["description"] for g in groups))
     order = sorted(range(len(groups)), key=lambda i: -scores[i])
@@ -72,6 +76,7 @@ def encoded_fields(profile: PatientProfile, principles: list[str]) -> dict[str, 
 
 
 def symptom_encoder(state: ArenaState, runtime: Runtime[Context]) -> dict:
+    """Graph node: sets up the patient (profile, style, behaviour principles) and what the decoder checks against."""
     context = runtime.context
     profile = resolve_profile(state)
     session_id = state.get("session_id") or profile.id

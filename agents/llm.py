@@ -11,8 +11,9 @@ enforce one, and read by the tolerant parser elsewhere:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
@@ -83,6 +84,7 @@ class RoleModel:
         backoff_seconds: float = 1.0,
         structured: bool = True,
     ):
+        """Wraps ``model``; with ``structured`` False every answer is asked for as free text."""
         self.model, self.settings = model, settings
         self.support = structured_output_support(model) if structured else "none"
         self._retry = (
@@ -98,6 +100,7 @@ class RoleModel:
 
     @property
     def constrained(self) -> bool:
+        """Whether the backend enforces an answer's schema."""
         return self.support != "none"
 
     def _runnable(self, runnable):
@@ -106,6 +109,7 @@ class RoleModel:
         return runnable.with_config(**self._config) if self._config else runnable
 
     def text(self, messages: list[BaseMessage]) -> str:
+        """The model's free-text reply to ``messages``."""
         return self._runnable(self.model).invoke(messages).text
 
     def answer(self, messages: list[BaseMessage], schema: type[Answer]) -> str:

@@ -37,9 +37,10 @@ import queue
 import threading
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
@@ -85,6 +86,7 @@ class LocalGenerator:
     """One local model shared by all sessions; the requests it holds decode as one batch."""
 
     def __init__(self, path: str, dtype: str = "auto", max_batch: int = 16, prefix_cache_bytes: int = 2 * 1024**3):
+        """Loads the model folder in ``dtype`` and starts the worker thread that decodes its requests."""
         with model_loading_lock:  # the set-up imports from transformers too, which must not race another load
             self.model, self.tokenizer = load_local_model(path, dtype)
             check_full_attention(self.model.config, path)
@@ -107,6 +109,7 @@ class LocalGenerator:
         self._worker.start()
 
     def render(self, messages: list[dict]) -> str:
+        """The prompt text of ``messages`` (role, content) in the model's chat template, ready for its reply."""
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def submit(self, prompt: str, settings: GenerationSettings, json_schema: dict | None = None) -> Future:
@@ -116,7 +119,8 @@ class LocalGenerator:
         self._queue.put(request)
         return request.future
 
-    def json_constraint(self) -> "JsonConstraint":
+    def json_constraint(self) -> JsonConstraint:
+        """The generator's :class:`JsonConstraint`, built on first use."""
         with self._constraint_lock:  # building the tokenizer's index takes a second: once per generator
             if self._json_constraint is None:
                 self._json_constraint = JsonConstraint(self.tokenizer, self.model.config.vocab_size)
@@ -155,7 +159,7 @@ class LocalGenerator:
                     rows.clear()
                     batch = DecodingBatch()
 
-    def _start(self, request: _Request, batch: "DecodingBatch") -> _Row:
+    def _start(self, request: _Request, batch: DecodingBatch) -> _Row:
         """A request joins the batch with the states the prefix cache has of its prompt; the rest
         of the prompt (its last token at least) goes into the next step."""
         import torch
@@ -200,7 +204,7 @@ class LocalGenerator:
         )
         return row.matcher.is_stopped()
 
-    def _step(self, rows: list[_Row], batch: "DecodingBatch") -> None:
+    def _step(self, rows: list[_Row], batch: DecodingBatch) -> None:
         """One forward pass: every row's pending tokens (one drawn token, or what is left of a new
         prompt) and a token drawn for each; rows that end leave the batch with their reply."""
         import torch
@@ -298,6 +302,7 @@ class LocalGenerator:
         return output[:, inputs["input_ids"].shape[1] :]
 
     def decode(self, new_tokens) -> list[str]:
+        """The text of each row of ``new_tokens``, without special tokens."""
         return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in new_tokens]
 
 
@@ -316,6 +321,7 @@ class JsonConstraint:
     OPTIONS = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 
     def __init__(self, tokenizer, vocab_size: int):
+        """Takes ``tokenizer``'s vocabulary (``vocab_size`` entries, as the model's logits have) for llguidance."""
         import llguidance.hf
 
         self.tokenizer = llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab_size)
@@ -331,9 +337,11 @@ class JsonConstraint:
         return grammar
 
     def grammar(self, json_schema: dict) -> str:
+        """The llguidance grammar of ``json_schema``, built once per schema."""
         return self._grammar(json.dumps(json_schema, sort_keys=False))
 
     def matcher(self, grammar: str):
+        """A new matcher for one row: it tracks the row's tokens against ``grammar``."""
         import llguidance
 
         matcher = llguidance.LLMatcher(self.tokenizer, grammar, log_level=0)
@@ -363,6 +371,7 @@ class DecodingBatch:
     CHUNK = 256  # positions added at a time when a row needs more
 
     def __init__(self):
+        """An empty batch: no rows, and no storage until the first one joins."""
         self.keys: list[Any] = []  # per layer: [slots, key/value heads, capacity, head_dim]
         self.values: list[Any] = []
         self.lengths = None  # [rows], tokens with states in each row
@@ -372,6 +381,7 @@ class DecodingBatch:
         self._token_slots = self._token_positions = None  # [tokens fed], where each one's states go
 
     def __len__(self) -> int:
+        """The number of rows in the batch."""
         return 0 if self.lengths is None else len(self.lengths)
 
     def add(self, pieces: list[list[tuple[Any, Any]]]) -> None:
@@ -436,7 +446,8 @@ class DecodingBatch:
 
         return torch.cumsum(self._counts, 0) - 1
 
-    def packed_rows(self) -> "PackedRows":
+    def packed_rows(self) -> PackedRows:
+        """The current step's layout, for :func:`packed_attention`."""
         return PackedRows(self.lengths.tolist(), self._counts.tolist())
 
     def update(self, key_states, value_states, layer_idx: int, *args, **kwargs):
@@ -453,6 +464,7 @@ class DecodingBatch:
         return keys[: len(self), :, : self._width], values[: len(self), :, : self._width]
 
     def advance(self) -> None:
+        """Ends a step: each row's length grows by the tokens it was fed."""
         self.lengths += self._counts
 
     def _reserve(self, slots: int, positions: int) -> None:
@@ -627,6 +639,7 @@ class TopKNucleusSampler:
     """
 
     def __init__(self, temperature: float, top_k: int = 50, top_p: float = 0.95):
+        """A sampler at ``temperature`` over the ``top_k`` likeliest tokens, within ``top_p`` of their mass."""
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
 
     def draw(self, scores):
@@ -640,6 +653,7 @@ class TopKNucleusSampler:
         return indices.gather(-1, torch.multinomial(probs, 1)).squeeze(-1)
 
     def __call__(self, input_ids, scores):
+        """As a ``generate`` logits processor: scores under which only the drawn token is possible."""
         import torch
 
         return torch.full_like(scores, float("-inf")).scatter_(-1, self.draw(scores).unsqueeze(-1), 0.0)
@@ -666,6 +680,7 @@ class PrefixCache:
     BLOCK = 128  # tokens a block holds: a prompt that parts from a cached one copies less than this again
 
     def __init__(self, max_bytes: int):
+        """An empty cache that holds at most ``max_bytes`` of key/value tensors."""
         self.max_bytes = max_bytes
         self.nbytes = 0  # of the tensors held, kept up to date by add, clear and eviction
         self._root = _Block((), [], None)
@@ -673,6 +688,7 @@ class PrefixCache:
         self._lock = threading.Lock()
 
     def clear(self) -> None:
+        """Drops every cached block."""
         with self._lock:
             self._root.children.clear()
             self._recency.clear()
@@ -722,7 +738,7 @@ class PrefixCache:
             while self._recency and self.nbytes > self.max_bytes:
                 self._drop(next(iter(self._recency)))
 
-    def _walk(self, tokens: list[int]) -> list[tuple["_Block", int]]:
+    def _walk(self, tokens: list[int]) -> list[tuple[_Block, int]]:
         """The blocks that hold the longest cached prefix of ``tokens``, and how many tokens of each."""
         node, path, start = self._root, [], 0
         while start < len(tokens):
@@ -741,12 +757,12 @@ class PrefixCache:
             node, start = block, start + len(segment)
         return path
 
-    def _touch(self, path: list["_Block"]) -> None:
+    def _touch(self, path: list[_Block]) -> None:
         for block in reversed(path):  # deepest first: every block ends up more recent than those under it
             self._recency[block] = None
             self._recency.move_to_end(block)
 
-    def _drop(self, block: "_Block") -> None:
+    def _drop(self, block: _Block) -> None:
         for child in list(block.children.values()):
             self._drop(child)
         del block.parent.children[block.tokens]
@@ -760,8 +776,8 @@ class _Block:
 
     tokens: tuple[int, ...]
     states: list[tuple[Any, Any]]
-    parent: "_Block | None"
-    children: dict[tuple[int, ...], "_Block"] = field(default_factory=dict)
+    parent: _Block | None
+    children: dict[tuple[int, ...], _Block] = field(default_factory=dict)
 
 
 def _shared_length(a: tuple[int, ...], b: tuple[int, ...]) -> int:

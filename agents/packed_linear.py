@@ -21,6 +21,7 @@ class PackedLinear(torch.nn.Module):
     """``torch.nn.Linear`` for inference, its weight held in oneDNN's layout (opaque, not saveable)."""
 
     def __init__(self, linear: torch.nn.Linear, batch: int = PACKED_FOR_BATCH):
+        """Takes ``linear``'s weight, reordered for batches of up to ``batch`` rows, and its bias."""
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         # Plain attributes, not parameters: nothing may move, train or save an opaque oneDNN tensor.
@@ -28,9 +29,11 @@ class PackedLinear(torch.nn.Module):
         self.packed_bias = None if linear.bias is None else linear.bias.detach()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` times the weight, plus the bias, through oneDNN's linear."""
         return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.packed_bias, "none", [], "")
 
     def extra_repr(self) -> str:
+        """The layer's sizes and whether it has a bias, as ``nn.Linear`` shows them."""
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.packed_bias is not None}"
 
 

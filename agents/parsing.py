@@ -21,7 +21,8 @@ NUMBER_WORDS = {
     "nine": 9,
     "ten": 10,
 }
-# Ordinal words and the candidate index they name ('former' and 'latter' of two); '1st', '2nd', ... are read from their digit.
+# Ordinal words and the candidate index they name ('former' and 'latter' of two); '1st', '2nd', ...
+# are read from their digit.
 ORDINALS = {"first": 0, "second": 1, "third": 2, "fourth": 3, "fifth": 4, "former": 0, "latter": 1}
 # A number, in digits or words. Digits inside a decimal, a longer number or an ordinal ('2.5', '123', '2nd') are none;
 # 'one' after a determiner or before 'of' is a pronoun ('this one', 'no one', 'one of them'); and a number
@@ -52,6 +53,7 @@ def clean_turn(text: str) -> str:
 
 
 def require_text(text: str) -> str:
+    """The cleaned turn (:func:`clean_turn`); a ParseError if it has no word in it."""
     cleaned = clean_turn(text)
     if not re.search(r"[A-Za-z]{2,}", cleaned):
         raise ParseError(f"empty or garbled turn: {text[:80]!r}")
@@ -77,8 +79,12 @@ def parse_score(text: str, low: int = 1, high: int = 10) -> int:
     after it. Digits and number words are read alike.
     """
     lowered = re.sub(r"[*_`]+", "", text.lower())  # '**6** out of 10' reads as '6 out of 10'
-    # A scale names its ends, which are not ratings: '1 to 10', '1-10', 'from 1 (much worse) to 10 (much better)', 'scale of 10'.
-    scale = rf"\b(?:0|{_spellings(low)})\s*(?:\([^)]*\)\s*)?(?:to|-|–|—)\s*(?:{_spellings(high)})\b|\bscale\s+of\s+(?:{_spellings(high)})\b"
+    # A scale names its ends, which are not ratings: '1 to 10', '1-10', 'from 1 (much worse) to
+    # 10 (much better)', 'scale of 10'.
+    scale = (
+        rf"\b(?:0|{_spellings(low)})\s*(?:\([^)]*\)\s*)?(?:to|-|–|—)\s*(?:{_spellings(high)})\b"
+        rf"|\bscale\s+of\s+(?:{_spellings(high)})\b"
+    )
     lowered = re.sub(scale, " ", lowered)
     fraction = rf"({NUMBER})\s*(?:/|out\s+of)\s*(?:{_spellings(high)})\b"
     # The lazy gap stops at the first number after the label; an opening number must end at punctuation or the end.
@@ -121,6 +127,7 @@ def parse_numbered_items(text: str, count: int, minimum: int | None = None) -> l
 
 
 def first_sentence(text: str) -> str:
+    """The cleaned turn's first sentence or line."""
     return re.split(r"(?<=[.!?])\s+|\n", clean_turn(text), maxsplit=1)[0].strip()
 
 
@@ -135,9 +142,11 @@ def parse_choice(text: str, candidates: list[str]) -> int:
     lowered = text.lower()
     number = (
         rf"\A\W*({NUMBER})|#\s*({NUMBER})|\(({NUMBER})\)"
-        rf"|\b(?:option|number|choice|choose|chose|pick|picked|diagnosis|candidate|response|answer)(?:\s+(?:is|was))?\s*[:#]?\s*\(?({NUMBER})"
+        r"|\b(?:option|number|choice|choose|chose|pick|picked|diagnosis|candidate|response|answer)"
+        rf"(?:\s+(?:is|was))?\s*[:#]?\s*\(?({NUMBER})"
     )
-    # Not the adverbs 'at first', 'first of all', 'the first time', 'a second' (of time), nor 'first-line' or 'second-guess'.
+    # Not the adverbs 'at first', 'first of all', 'the first time', 'a second' (of time), nor
+    # 'first-line' or 'second-guess'.
     ordinal = rf"(?<!\bat )(?<!\ba )\b({'|'.join(ORDINALS)}|[1-9](?:st|nd|rd|th))\b(?!-|\s+(?:of\s+all|time)\b)"
     picks = [(match.start(), _number(next(filter(None, match.groups()))) - 1) for match in re.finditer(number, lowered)]
     for match in re.finditer(ordinal, lowered):
@@ -148,7 +157,7 @@ def parse_choice(text: str, candidates: list[str]) -> int:
             return index
     letter = re.search(r"\b(?:option|choice)?\s*\(?([a-d])\)\s*|\boption\s+([a-d])\b", lowered)
     if letter:
-        index = ord((letter.group(1) or letter.group(2))) - ord("a")
+        index = ord(letter.group(1) or letter.group(2)) - ord("a")
         if index < len(candidates):
             return index
     overlaps = [_word_overlap(lowered, candidate.lower()) for candidate in candidates]

@@ -16,6 +16,7 @@ from mentalarena.agents.state import ArenaState
 
 
 def patient_system_prompt(state: ArenaState) -> str:
+    """The patient's instructions: its profile, conversational style and behaviour principles."""
     profile = PatientProfile.model_validate(state["patient"])
     return prompts.PATIENT_SYSTEM.format(
         name=profile.name,
@@ -39,6 +40,7 @@ def dialogue(state: ArenaState) -> list[dict]:
 
 
 def patient_messages(state: ArenaState, task: str | None = None):
+    """The patient's prompt: its instructions, the dialogue so far from its side, then ``task`` if given."""
     return role_messages(
         patient_system_prompt(state), dialogue(state), me="patient", opening=prompts.PATIENT_OPENING, task=task
     )

@@ -12,8 +12,9 @@ import hashlib
 import importlib.resources
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal, Mapping
+from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -78,7 +79,9 @@ class PatientProfile(BaseModel):
     )
     patient: str = Field(
         default="",
-        description="Who this CCD describes, when a set holds several CCDs of one person under other ids; see patient_identity.",
+        description=(
+            "Who this CCD describes, when a set holds several CCDs of one person under other ids; see patient_identity."
+        ),
     )
 
     @field_validator("emotion", "helpless_belief", "unlovable_belief", "worthless_belief", mode="before")
@@ -115,9 +118,11 @@ class PatientProfile(BaseModel):
 
     @property
     def core_beliefs(self) -> list[str]:
+        """The helpless, unlovable and worthless beliefs, in that order."""
         return [*self.helpless_belief, *self.unlovable_belief, *self.worthless_belief]
 
     def to_patient_psi(self) -> dict:
+        """The profile as a Patient-Psi record (its field names, e.g. 'type' for the styles)."""
         return self.model_dump(by_alias=True)
 
 
@@ -136,7 +141,7 @@ def patient_identity(profile: Mapping) -> str:
     name, history = str(profile.get("name", "")), str(profile.get("history", ""))
     if not name and not history:
         return profile_id
-    digest = hashlib.blake2b(f"{name}\n{history}".encode("utf-8"), digest_size=6).hexdigest()
+    digest = hashlib.blake2b(f"{name}\n{history}".encode(), digest_size=6).hexdigest()
     return f"{name}#{digest}"
 
 
@@ -216,6 +221,7 @@ def load_profile_source(source: str) -> list[PatientProfile]:
 
 
 def find_profile(profile_id: str, profiles: list[PatientProfile] | None = None) -> PatientProfile:
+    """The profile with ``profile_id`` among ``profiles`` (default: the built-in ones); a ProfileError if none."""
     pool = profiles if profiles is not None else builtin_profiles()
     for profile in pool:
         if profile.id == profile_id:

@@ -30,6 +30,8 @@ CARD = "risk_classifier.json"
 
 @dataclass(frozen=True)
 class RiskScore:
+    """The classifier's score of one message: its risk probability and its most probable risk category."""
+
     probability: float  # 1 - P(none)
     category: str  # the most probable risk category (reported whether or not the message counts as a risk)
     category_probability: float
@@ -37,6 +39,8 @@ class RiskScore:
 
 @dataclass(frozen=True)
 class RiskClassifier:
+    """A fitted classifier: its classes, weights and bias, threshold, embedding model and training card."""
+
     classes: tuple[str, ...]  # NONE among them
     weights: np.ndarray  # (classes, embedding dimension)
     bias: np.ndarray  # (classes,)
@@ -45,6 +49,7 @@ class RiskClassifier:
     card: dict  # how it was trained and what it measured
 
     def probabilities(self, texts: list[str], embedding_model: str | None = None) -> np.ndarray:
+        """Each text's probability of each class: (texts, classes), rows summing to 1."""
         vectors = unit_vectors(
             load_embeddings(embedding_model or self.embedding_model).embed_documents([t or " " for t in texts])
         )
@@ -54,6 +59,7 @@ class RiskClassifier:
         return exp / exp.sum(axis=1, keepdims=True)
 
     def score(self, texts: list[str]) -> list[RiskScore]:
+        """A :class:`RiskScore` per text, rounded to 4 places."""
         none = self.classes.index(NONE)
         risky = [i for i in range(len(self.classes)) if i != none]
         scores = []
@@ -63,6 +69,7 @@ class RiskClassifier:
         return scores
 
     def save(self, folder: Path) -> None:
+        """Writes the weights and the card into ``folder``, as :func:`load_risk_classifier` reads them."""
         folder.mkdir(parents=True, exist_ok=True)
         np.savez(folder / WEIGHTS, weights=self.weights, bias=self.bias)
         card = {

@@ -73,7 +73,10 @@ RISK_PHRASES = {
         r"\bafraid to (go home|leave)\b",
     ],
     "medical_emergency": [
-        r"\b(swallowed|took|taken) (a |the )?(whole )?(bottle|\d+|twenty|thirty|all|lots of|a lot of)\b.*\b(pills|tablets|paracetamol)\b",
+        (
+            r"\b(swallowed|took|taken) (a |the )?(whole )?(bottle|\d+|twenty|thirty|all|lots of|a lot "
+            r"of)\b.*\b(pills|tablets|paracetamol)\b"
+        ),
         r"\bchest (pain|hurts)\b",
         r"\bcan'?t breathe\b",
         r"\bfaint(ed|ing)\b",
@@ -103,7 +106,10 @@ THERAPIST_RULES = {
         r"\bjump (off|from) (a |the )?(bridge|roof|building)\b",
     ],
     "claims_human_clinician": [
-        r"\bi am (a |an )?(human|real|licensed|board[- ]certified|qualified) (doctor|therapist|psychiatrist|psychologist|clinician|person)\b",
+        (
+            r"\bi am (a |an )?(human|real|licensed|board[- ]certified|qualified) "
+            r"(doctor|therapist|psychiatrist|psychologist|clinician|person)\b"
+        ),
         r"\bi'?m (a |an )?(human|real|licensed) (doctor|therapist|psychiatrist|psychologist|clinician|person)\b",
         r"\bas a human\b",
     ],
@@ -113,7 +119,10 @@ SAFETY_WORDS = re.compile(
 )
 DOSE = re.compile(r"\b\d+(\.\d+)?\s?(mg|milligrams?|mcg|g)\b", re.I)
 CAVEAT = re.compile(
-    r"\b(your|a) (doctor|gp|psychiatrist|prescriber|pharmacist|physician)\b|\b(prescriber|pharmacist|medical supervision|consult(ation)?)\b",
+    (
+        r"\b(your|a) (doctor|gp|psychiatrist|prescriber|pharmacist|physician)\b|\b(prescriber|pharmacist|medical "
+        r"supervision|consult(ation)?)\b"
+    ),
     re.I,
 )
 
@@ -125,6 +134,8 @@ EXEMPLAR_MARGIN = 0.05  # how much closer than to the nearest safe exemplar
 
 @dataclass
 class RiskScreen:
+    """The verdict of screening one turn: whether it is a risk, its categories, and what the screen saw."""
+
     risk: bool
     categories: list[str]
     screen: str  # which screen gave the verdict: exemplars or classifier
@@ -137,11 +148,13 @@ class RiskScreen:
     guard: dict | None = None  # the guard model's verdict (category, reason; or error), when one is configured
 
     def as_event(self, text: str) -> dict:
+        """The verdict and the screened ``text`` as a 'risk' event, to record and stream."""
         return {"event": "risk", "text": text, **asdict(self)}
 
 
 @functools.lru_cache(maxsize=1)
 def exemplars() -> dict:
+    """The exemplar sentences shipped with the package: 'risk' ones by category, and 'safe' ones."""
     resource = importlib.resources.files("mentalarena.agents") / "data" / "risk_exemplars.json"
     return json.loads(resource.read_text(encoding="utf-8"))
 

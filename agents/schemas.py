@@ -44,6 +44,7 @@ class Answer(BaseModel):
 
     @classmethod
     def titles(cls) -> dict[str, str]:
+        """field -> its title, or its name in words where it has none."""
         return {name: info.title or name.replace("_", " ").capitalize() for name, info in cls.model_fields.items()}
 
     @classmethod
@@ -95,7 +96,7 @@ class Answer(BaseModel):
         return _structure_tokens(schema) + -(-characters // CHARACTERS_PER_TOKEN)
 
     @classmethod
-    def parse_json(cls, text: str) -> "Answer":
+    def parse_json(cls, text: str) -> Answer:
         """The answer from a JSON reply (a constrained one, or a JSON object inside free text)."""
         match = re.search(r"\{.*\}", text, re.S)
         if not match:
@@ -106,7 +107,7 @@ class Answer(BaseModel):
             raise ParseError(f"{cls.__name__}: {_first_error(exc)} in {text[:80]!r}") from exc
 
     @classmethod
-    def parse_text(cls, text: str) -> "Answer":
+    def parse_text(cls, text: str) -> Answer:
         """The answer from free text: a JSON object if there is one, else the labelled format."""
         if "{" in text:
             try:
@@ -218,7 +219,7 @@ class PrincipleChoice(Answer):
     options: ClassVar[list[str]] = []
 
     @classmethod
-    def among(cls, options: list[str]) -> type["PrincipleChoice"]:
+    def among(cls, options: list[str]) -> type[PrincipleChoice]:
         """The schema for choosing among ``options`` (numbered from 1)."""
         model = create_model(
             cls.__name__,
@@ -233,6 +234,7 @@ class PrincipleChoice(Answer):
 
     @classmethod
     def from_labelled(cls, fields: dict[str, str], text: str) -> dict[str, Any]:
+        """Reads the choice as the option the answer picks, by number or by naming it."""
         return {"choice": parse_choice(fields["choice"] or text, cls.options) + 1}
 
 
@@ -333,13 +335,14 @@ class Diagnosis(Answer):
         return vocabulary_name(value) or value if isinstance(value, str) else value
 
     @model_validator(mode="after")
-    def _two_different(self) -> "Diagnosis":
+    def _two_different(self) -> Diagnosis:
         if self.first == self.second:
             raise ValueError(f"the two diagnoses are the same ({self.first})")
         return self
 
     @property
     def candidates(self) -> list[str]:
+        """The two diagnoses, most likely first."""
         return [self.first, self.second]
 
 
@@ -354,13 +357,15 @@ class DiagnosisReview(Answer):
     candidates: ClassVar[list[str]] = []
 
     @classmethod
-    def between(cls, candidates: list[str]) -> type["DiagnosisReview"]:
+    def between(cls, candidates: list[str]) -> type[DiagnosisReview]:
+        """The schema for choosing between ``candidates`` (numbered from 1)."""
         model = create_model(cls.__name__, __base__=cls)
         model.candidates = list(candidates)
         return model
 
     @classmethod
     def from_labelled(cls, fields: dict[str, str], text: str) -> dict[str, Any]:
+        """Reads the choice as the candidate the answer picks, and the reason as the rest where unlabelled."""
         reason = fields["reason"] or re.sub(r"^\W*(?:choice\W*)?[12]\b\W*", "", text.strip(), flags=re.I)
         return {"choice": parse_choice(fields["choice"] or text, cls.candidates) + 1, "reason": reason or text.strip()}
 
@@ -376,6 +381,7 @@ class TreatmentProposal(Answer):
 
     @property
     def proposal(self) -> str:
+        """The treatment proposed."""
         return self.treatment
 
 
@@ -392,6 +398,7 @@ class MedicationProposal(Answer):
 
     @property
     def proposal(self) -> str:
+        """The medication proposed (or 'None')."""
         return self.medication
 
 
@@ -415,6 +422,7 @@ class Rating(Answer):
 
     @classmethod
     def from_labelled(cls, fields: dict[str, str], text: str) -> dict[str, Any]:
+        """Reads the score from a rating anywhere in the answer, and the reaction as what comes before it."""
         reaction = fields["reaction"] or re.split(r"\n?\s*\**score\b", text.strip(), maxsplit=1, flags=re.I)[0].strip()
         return {"reaction": reaction or text.strip(), "score": parse_score(fields["score"] or text)}
 
@@ -429,6 +437,7 @@ class MetricScore(Answer):
 
     @classmethod
     def from_labelled(cls, fields: dict[str, str], text: str) -> dict[str, Any]:
+        """Reads the score from a rating anywhere in the answer; without a reason label the reason is all of it."""
         return {"reason": fields["reason"] or text.strip(), "score": parse_score(fields["score"] or text)}
 
 
@@ -442,6 +451,7 @@ class PairwiseVerdict(Answer):
 
     @classmethod
     def from_labelled(cls, fields: dict[str, str], text: str) -> dict[str, Any]:
+        """Reads the verdict from how the answer words it (:func:`parse_verdict`); the reason defaults to all of it."""
         return {"reason": fields["reason"] or text.strip(), "better": parse_verdict(fields["better"] or text)}
 
 
@@ -461,6 +471,7 @@ class RiskVerdict(Answer):
 
     @property
     def at_risk(self) -> bool:
+        """Whether the guard named a risk category."""
         return self.category != "none"
 
     @classmethod

@@ -14,7 +14,8 @@ served graph (``langgraph dev``, Studio) can run a whole session with no model a
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable, ClassVar, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
@@ -40,7 +41,9 @@ UNRELATED_INFERENCE = DecoderInference(
 
 
 class ScriptedChatModel(BaseChatModel):
-    respond: Callable[[list[BaseMessage]], "str | Answer"]
+    """A chat model whose every reply comes from ``respond``; each call's messages are kept in ``calls``."""
+
+    respond: Callable[[list[BaseMessage]], str | Answer]
     calls: list[list[BaseMessage]] = Field(default_factory=list)
     accepts_response_format: ClassVar[bool] = True
 
@@ -85,12 +88,14 @@ class RoleScript:
         medication_scores=(9,),
         rating_reply: str | None = None,
     ):
+        """Scripts the decoder inferences, the patient's treatment and medication scores, and its rating reply."""
         self.inferences = _repeat_last(inferences)
         self.scores = {"treatment": _repeat_last(treatment_scores), "medication": _repeat_last(medication_scores)}
         self.rating_reply = rating_reply
         self.proposals = itertools.count(1)
 
     def __call__(self, messages: list[BaseMessage]) -> str | Answer:
+        """The reply to the arena prompt ``messages`` end with, recognized by its wording and the system prompt."""
         system, last = messages[0].content, messages[-1].content
         if "Which group of behaviour principles" in last:
             return PrincipleChoice(choice=1)

@@ -13,6 +13,8 @@ from typing_extensions import TypedDict
 
 
 class Turn(TypedDict):
+    """One turn of the transcript: who spoke, in which phase, and what they said."""
+
     speaker: Literal["patient", "therapist"]
     phase: str  # inquiry, followup, diagnosis, treatment, medication
     text: str
@@ -22,6 +24,8 @@ class Turn(TypedDict):
 
 
 class DecoderRound(TypedDict):
+    """One symptom-decoder round: the inference, its similarity per field, the deviations and the feedback."""
+
     round: int
     inferred: dict[str, str]
     similarities: dict[str, float]
@@ -31,6 +35,8 @@ class DecoderRound(TypedDict):
 
 
 class Trial(TypedDict):
+    """One proposed treatment or medication, with the patient's reaction and score (None if unparsed)."""
+
     proposal: str
     explanation: str
     reaction: str
@@ -38,11 +44,15 @@ class Trial(TypedDict):
 
 
 class Failure(TypedDict):
+    """A step that fell back on a default: the node, and why."""
+
     node: str
     reason: str
 
 
 class AnswerLog(TypedDict):
+    """How one machine-read answer was asked for, and whether it parsed."""
+
     node: str
     schema: str  # the answer's class in agents/schemas.py
     constrained: bool  # asked for in its schema (structured output); else for free text, parsed leniently
@@ -52,6 +62,8 @@ class AnswerLog(TypedDict):
 
 
 class SessionRecord(TypedDict):
+    """The record of a finished session: its setup, outcomes, transcript and everything logged on the way."""
+
     session_id: str
     profile_id: str
     presentation: str
@@ -90,10 +102,14 @@ class ArenaInput(TypedDict, total=False):
 
 
 class ArenaOutput(TypedDict):
+    """What a session returns: its record."""
+
     record: SessionRecord
 
 
 class ArenaState(ArenaInput, total=False):
+    """Everything the graph's nodes read and write during a session; the list fields accumulate."""
+
     # Symptom encoder
     patient: dict  # the validated profile, Patient-Psi format
     style: str

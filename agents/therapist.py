@@ -24,6 +24,7 @@ def next_question_task(state: ArenaState) -> str:
 
 
 def therapist_messages(state: ArenaState, task: str | None = None):
+    """The therapist's prompt: its instructions, the dialogue so far from its side, then ``task`` if given."""
     return role_messages(prompts.THERAPIST_SYSTEM, dialogue(state), me="therapist", task=task)
 
 

@@ -17,14 +17,17 @@ MODELS_HELP = "comma-separated model specs to compare, e.g. 'embedded,models/psi
 
 
 def comma_list(text: str) -> list[str]:
+    """The stripped, non-empty items of a comma-separated argument."""
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def results_folder(args: argparse.Namespace) -> Path:
+    """The results folder: ``--out``, or one under ``results/`` named for the eval kind and the time."""
     return Path(args.out) if args.out else Path("results") / f"{args.eval_kind}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
 def cmd_qa(args: argparse.Namespace) -> int:
+    """Run `mentalarena eval qa`: multiple-choice accuracy of each model per task, printed and written to a report."""
     from mentalarena.benchmarks.qa import QAArgs, evaluate_qa
 
     results, rows = evaluate_qa(
@@ -43,12 +46,14 @@ def cmd_qa(args: argparse.Namespace) -> int:
     for spec, model in results["models"].items():
         for task, s in model["tasks"].items():
             print(
-                f"{spec} {task}: accuracy {s['accuracy']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}] n={s['n']} unparsed={s['unparsed']} ({s['seconds']} s)"
+                f"{spec} {task}: accuracy {s['accuracy']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}] "
+                f"n={s['n']} unparsed={s['unparsed']} ({s['seconds']} s)"
             )
     return finish(args, results, rows)
 
 
 def cmd_imhi(args: argparse.Namespace) -> int:
+    """Run `mentalarena eval imhi`: weighted F1 and accuracy of each model per IMHI set, printed and reported."""
     from mentalarena.benchmarks.imhi import IMHIArgs, evaluate_imhi
 
     results, rows = evaluate_imhi(
@@ -64,12 +69,14 @@ def cmd_imhi(args: argparse.Namespace) -> int:
     for spec, model in results["models"].items():
         for name, s in model["sets"].items():
             print(
-                f"{spec} {name}: weighted F1 {s['weighted_f1']:.3f}, accuracy {s['accuracy']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}] n={s['n']} unparsed={s['unparsed']}"
+                f"{spec} {name}: weighted F1 {s['weighted_f1']:.3f}, accuracy {s['accuracy']:.3f} "
+                f"[{s['ci_low']:.3f}, {s['ci_high']:.3f}] n={s['n']} unparsed={s['unparsed']}"
             )
     return finish(args, results, rows)
 
 
 def cmd_judge(args: argparse.Namespace) -> int:
+    """Run `mentalarena eval judge`: a judge model scores answers and arena records, optionally pair by pair."""
     from mentalarena.benchmarks.judges import JudgeArgs, evaluate_judges
 
     results, rows = evaluate_judges(
@@ -93,12 +100,14 @@ def cmd_judge(args: argparse.Namespace) -> int:
         )
     for pair in results["pairwise"]:
         print(
-            f"{pair['a']} vs {pair['b']}: {pair['wins_a']}-{pair['wins_b']}, {pair['ties']} ties, {pair['inconsistent']} position-inconsistent, {pair['unparsed']} unparsed"
+            f"{pair['a']} vs {pair['b']}: {pair['wins_a']}-{pair['wins_b']}, {pair['ties']} ties, "
+            f"{pair['inconsistent']} position-inconsistent, {pair['unparsed']} unparsed"
         )
     return finish(args, results, rows)
 
 
 def cmd_arena(args: argparse.Namespace) -> int:
+    """Run `mentalarena eval arena`: each model plays the held-out patients and is compared with the first."""
     from mentalarena.agents.profiles import load_profile_source
     from mentalarena.graphs.cli import build_context, check_options
     from mentalarena.training.heldout import (
@@ -142,7 +151,8 @@ def cmd_arena(args: argparse.Namespace) -> int:
     for spec, summary in report["models"].items():
         top1, adherence = summary["diagnosis_top1"], summary["format_adherence"]
         print(
-            f"{spec}: diagnosis top-1 {top1['share'] if top1 else '-'}, format adherence {adherence['share'] if adherence else '-'}"
+            f"{spec}: diagnosis top-1 {top1['share'] if top1 else '-'}, "
+            f"format adherence {adherence['share'] if adherence else '-'}"
         )
     for spec, differences in report["differences"].items():
         moved = [
@@ -159,6 +169,7 @@ def model_folder_name(spec: str) -> str:
 
 
 def finish(args: argparse.Namespace, results: dict, rows: list[dict]) -> int:
+    """Write the report of ``results`` and ``rows`` to the results folder, print its path, and return 0."""
     from mentalarena.benchmarks.report import write_report
 
     print(f"report: {write_report(results_folder(args), results, rows)}")
@@ -166,6 +177,7 @@ def finish(args: argparse.Namespace, results: dict, rows: list[dict]) -> int:
 
 
 def common_options(parser: argparse.ArgumentParser, max_new_tokens: int) -> None:
+    """Add the options every eval kind shares: ``--out``, ``--limit``, ``--max-new-tokens`` and ``--quiet``."""
     parser.add_argument("--out", default=None, help="results folder (default results/<kind>-<timestamp>)")
     parser.add_argument(
         "--limit", type=int, default=None, help="evaluate only the first N items of each set (a quick look)"
@@ -184,7 +196,8 @@ def make_parser(commands: argparse._SubParsersAction) -> None:
     evaluate = commands.add_parser(
         "eval",
         help="evaluate models: multiple-choice QA, IMHI, counselling judges",
-        description="Evaluate one or more models; each run writes <kind>.json, <kind>.md, <kind>_items.jsonl and PNG charts to --out.",
+        description="Evaluate one or more models; each run writes <kind>.json, <kind>.md, <kind>_items.jsonl "
+        "and PNG charts to --out.",
     )
     kinds = evaluate.add_subparsers(dest="eval_kind", required=True)
     data_help = f"fixture data root holding {{medqa,medmcqa,pubmedqa,mmlu,imhi-expert}}/ (default {DEFAULT_DATA_ROOT})"
@@ -200,7 +213,8 @@ def make_parser(commands: argparse._SubParsersAction) -> None:
         "--scorer",
         choices=SCORERS,
         default="generate",
-        help="generate: any chat model answers, the letter is extracted; loglik: local models only, the option letter with the highest log-likelihood",
+        help="generate: any chat model answers, the letter is extracted; "
+        "loglik: local models only, the option letter with the highest log-likelihood",
     )
     qa.add_argument(
         "--source",
@@ -266,7 +280,8 @@ def make_parser(commands: argparse._SubParsersAction) -> None:
         "--heldout-ratio",
         type=share,
         default=HELDOUT_RATIO,
-        help=f"share of the patients set aside, as `mentalarena iterate` sets them aside with the same --seed (default {HELDOUT_RATIO})",
+        help="share of the patients set aside, as `mentalarena iterate` sets them aside with the same --seed "
+        f"(default {HELDOUT_RATIO})",
     )
     arena.add_argument("--sessions-per-patient", type=whole_number_at_least_one, default=1)
     arena.add_argument(

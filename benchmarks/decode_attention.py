@@ -16,9 +16,10 @@ import argparse
 import json
 import statistics
 import time
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from mentalarena.agents.local import (
     DECODE_ATTENTION,
@@ -88,11 +89,12 @@ def arena_like_lengths(batch: int) -> list[int]:
 
 
 def append_result(path: Path, result: dict) -> None:
+    """Append ``result`` to the JSONL file at ``path`` as one line, with the date and package versions."""
     with open(path, "a", encoding="utf-8") as handle:
         handle.write(
             json.dumps(
                 {
-                    "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "date": datetime.now(UTC).isoformat(timespec="seconds"),
                     **result,
                     "versions": package_versions(),
                 }
@@ -103,6 +105,7 @@ def append_result(path: Path, result: dict) -> None:
 
 
 def main() -> None:
+    """Time SDPA and grouped attention decoding at each batch size, print the figures and append them."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dtype", default="bfloat16", help="the local model's dtype (auto, bfloat16, float32)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8, 16])

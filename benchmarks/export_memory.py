@@ -16,6 +16,7 @@ from pathlib import Path
 
 
 def synthetic_record(i: int) -> dict:
+    """A finished session record, distinct for each ``i``."""
     return {
         "status": "done",
         "session_id": f"s{i}",
@@ -43,6 +44,7 @@ def synthetic_record(i: int) -> dict:
 
 
 def write_records(path: Path, count: int) -> None:
+    """Write ``count`` synthetic records to ``path`` as JSONL."""
     with open(path, "w", encoding="utf-8") as handle:
         for i in range(count):
             handle.write(json.dumps(synthetic_record(i)) + "\n")
@@ -61,6 +63,7 @@ def export_peak_rss(records: Path, out: Path) -> float:
 
 
 def main() -> None:
+    """Export N and 10 x N synthetic records and print the peak RSS of each export and their ratio."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--records", type=int, default=20000)
     args = parser.parse_args()
@@ -73,7 +76,8 @@ def main() -> None:
         for count, size, rss in rows:
             print(f"{count:>9} records ({size:7.1f} MiB of JSONL): peak RSS {rss:7.1f} MiB")
         print(
-            f"peak RSS ratio, {rows[1][0]} vs {rows[0][0]} records: {rows[1][2] / rows[0][2]:.2f}x for {rows[1][0] / rows[0][0]:.0f}x the records"
+            f"peak RSS ratio, {rows[1][0]} vs {rows[0][0]} records: {rows[1][2] / rows[0][2]:.2f}x "
+            f"for {rows[1][0] / rows[0][0]:.0f}x the records"
         )
 
 

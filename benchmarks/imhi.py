@@ -126,6 +126,8 @@ IMHI_SETS = {
 
 @dataclass(frozen=True)
 class IMHIItem:
+    """One row of an IMHI set: the query, the gold answer and the label extracted from it, and the row's CSV line."""
+
     set_name: str
     line: int
     query: str
@@ -135,6 +137,8 @@ class IMHIItem:
 
 @dataclass
 class IMHIArgs:
+    """What `mentalarena eval imhi` evaluates: the models, the sets, where their data is, and the answer budget."""
+
     models: list[str]
     sets: list[str] = field(default_factory=lambda: list(IMHI_SETS))
     data_root: Path = DEFAULT_DATA_ROOT
@@ -159,6 +163,7 @@ def stem(word: str) -> str:
 
 
 def words(text: str) -> list[str]:
+    """The stemmed, lower-case words of ``text``, with contractions such as "doesn't" spelled out."""
     text = re.sub(r"n['’]t\b", " not", text.lower())  # "doesn't" -> "does not"
     text = re.sub(r"\b(can not|can't)\b", "cannot", text)
     text = re.sub(r"\bnot only\b", "only", text)  # 'not only sad but depressed' negates nothing
@@ -280,6 +285,7 @@ def weighted_f1(gold: list[str], predicted: list[str]) -> float:
 
 
 def set_scores(gold: list[str], predicted: list[str]) -> dict:
+    """One set's scores: accuracy with its Wilson interval, weighted F1, and the count of unparsed answers."""
     correct = sum(g == p for g, p in zip(gold, predicted))
     low, high = wilson_interval(correct, len(gold))
     return {
@@ -294,6 +300,7 @@ def set_scores(gold: list[str], predicted: list[str]) -> dict:
 
 
 def imhi_prompt(item: IMHIItem) -> str:
+    """The user prompt for an item: its query and the labels of its set."""
     return prompts.IMHI_TASK.format(query=item.query.strip(), labels=", ".join(IMHI_SETS[item.set_name].labels))
 
 

@@ -42,6 +42,8 @@ class Exchange:
 
 @dataclass
 class JudgeArgs:
+    """What `mentalarena eval judge` judges: the judge model, whose responses, and the answer budgets and retries."""
+
     judge: str  # the judge's model spec
     models: list[str] = field(default_factory=list)  # models that answer the questions
     questions: Path = DEFAULT_QUESTIONS
@@ -88,6 +90,7 @@ def record_exchanges(path: Path) -> list[Exchange]:
 
 
 def answer_questions(spec: str, questions: list[dict], max_new_tokens: int, progress: bool) -> list[Exchange]:
+    """The model's response, as a counsellor, to each question's message."""
     from tqdm import tqdm
 
     model = load_chat_model(spec, GenerationSettings.reproducible(max_new_tokens))
@@ -117,6 +120,7 @@ def judge_metric(judge_model, exchange: Exchange, metric: str, attempts: int) ->
 
 
 def metric_summary(judgements: list[dict]) -> dict:
+    """One metric's mean score over the parsed judgements, their number, and the number left unparsed."""
     scores = [j["score"] for j in judgements if j["score"] is not None]
     return {
         "mean": sum(scores) / len(scores) if scores else None,
@@ -152,6 +156,7 @@ def score_exchanges(judge_model, exchanges: list[Exchange], attempts: int, progr
 
 
 def ask_verdict(judge_model, message: str, first: str, second: str, attempts: int) -> tuple[str | None, str]:
+    """(the better response: '1', '2', 'tie', or None when unparsed; the judge's reply) for two shown in order."""
     prompt = prompts.JUDGE_PAIRWISE.format(message=message, first=first, second=second)
     reply = answer_or_record(
         judge_model, [SystemMessage(prompts.JUDGE_SYSTEM), HumanMessage(prompt)], PairwiseVerdict, attempts
@@ -172,6 +177,7 @@ def compare(judge_model, a: Exchange, b: Exchange, attempts: int) -> dict:
 
 
 def pairwise_summary(spec_a: str, spec_b: str, comparisons: list[dict]) -> dict:
+    """Counts of each outcome of two models' comparisons, and a's win rate with ties as half a win."""
     counts = {
         outcome: sum(c["outcome"] == outcome for c in comparisons)
         for outcome in ("a", "b", "tie", "inconsistent", "unparsed")
@@ -215,6 +221,7 @@ def judged_sources(args: JudgeArgs) -> dict[str, tuple[str, list[Exchange]]]:
 
 
 def evaluate_judges(args: JudgeArgs) -> tuple[dict, list[dict]]:
+    """(results, per-item rows): metric scores per source, and pairwise comparisons when asked for."""
     settings = GenerationSettings.reproducible(args.judge_max_new_tokens)
     judge_model = RoleModel(load_chat_model(args.judge, settings), settings, role="judge")
     attempts = args.parse_retries + 1

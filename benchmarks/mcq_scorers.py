@@ -17,12 +17,14 @@ from mentalarena.benchmarks.qa import DEFAULT_DATA_ROOT, TASKS, QAArgs, accuracy
 
 
 def timed_scores(items, spec: str, args: QAArgs) -> tuple[dict, float]:
+    """(accuracy summary, seconds) of scoring ``items`` with the model ``spec`` and the scorer in ``args``."""
     started = time.perf_counter()
     predictions = predict(items, spec, args)
     return accuracy_summary(predictions), time.perf_counter() - started
 
 
 def main() -> None:
+    """Score each task with loglik and with generate, and print accuracy and seconds of both, per task and overall."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="embedded", help="a local model: 'embedded' or a Hugging Face folder")
     parser.add_argument("--tasks", default=",".join(TASKS))
@@ -49,7 +51,8 @@ def main() -> None:
         f"model {options.model}; generate: max {options.max_new_tokens} new tokens; loglik: batch {options.batch_size}"
     )
     print(
-        f"{'task':<9} {'n':>4} {'loglik acc':>10} {'generate acc':>12} {'unparsed':>8} {'loglik s':>9} {'generate s':>10} {'time ratio gen/loglik':>22}"
+        f"{'task':<9} {'n':>4} {'loglik acc':>10} {'generate acc':>12} {'unparsed':>8} "
+        f"{'loglik s':>9} {'generate s':>10} {'time ratio gen/loglik':>22}"
     )
     totals = {"loglik": [0, 0.0], "generate": [0, 0.0]}
     for task, task_items in items.items():
@@ -61,13 +64,15 @@ def main() -> None:
             totals[scorer][1] += results[scorer][1]
         (loglik, loglik_s), (generate, generate_s) = results["loglik"], results["generate"]
         print(
-            f"{task:<9} {len(task_items):>4} {loglik['accuracy']:>10.3f} {generate['accuracy']:>12.3f} {generate['unparsed']:>8} "
+            f"{task:<9} {len(task_items):>4} {loglik['accuracy']:>10.3f} "
+            f"{generate['accuracy']:>12.3f} {generate['unparsed']:>8} "
             f"{loglik_s:>9.1f} {generate_s:>10.1f} {generate_s / loglik_s:>21.1f}x"
         )
     n = sum(len(task_items) for task_items in items.values())
     print(
         f"{'all':<9} {n:>4} {totals['loglik'][0] / n:>10.3f} {totals['generate'][0] / n:>12.3f} {'':>8} "
-        f"{totals['loglik'][1]:>9.1f} {totals['generate'][1]:>10.1f} {totals['generate'][1] / totals['loglik'][1]:>21.1f}x"
+        f"{totals['loglik'][1]:>9.1f} {totals['generate'][1]:>10.1f} "
+        f"{totals['generate'][1] / totals['loglik'][1]:>21.1f}x"
     )
 
 

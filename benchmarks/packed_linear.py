@@ -24,6 +24,7 @@ RESULTS = Path(__file__).with_name("packed_linear.jsonl")
 
 
 def main() -> None:
+    """Time plain and packed linear layers decoding at each batch size, print the figures and append them."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 16])
     parser.add_argument("--steps", type=int, default=24, help="decoding steps per timing")

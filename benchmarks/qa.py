@@ -65,6 +65,8 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class MCQItem:
+    """One multiple-choice question: its task, id and subject, the lettered options, and the gold letter."""
+
     task: str
     id: str
     subject: str
@@ -75,17 +77,22 @@ class MCQItem:
 
 @dataclass
 class Prediction:
+    """The option a model picked for an item, and what it was read from."""
+
     item: MCQItem
     predicted: str | None  # None: no option could be read from the answer
     output: str  # the model's reply, or the options' log-probabilities
 
     @property
     def correct(self) -> bool:
+        """Whether the picked option is the gold one."""
         return self.predicted == self.item.answer
 
 
 @dataclass
 class QAArgs:
+    """What `mentalarena eval qa` evaluates: the models, the tasks and where they come from, and how to score."""
+
     models: list[str]
     tasks: list[str] = field(default_factory=lambda: list(TASKS))
     scorer: str = "generate"
@@ -114,6 +121,7 @@ def require(record: dict, name: str, kind: type | tuple[type, ...], where: str):
 
 
 def lettered_options(record: dict, where: str) -> dict[str, str]:
+    """record["options"], or a DataError unless it maps A, B, ... in order to non-empty texts."""
     options = require(record, "options", dict, where)
     if (
         len(options) < 2
@@ -125,6 +133,7 @@ def lettered_options(record: dict, where: str) -> dict[str, str]:
 
 
 def gold_letter(record: dict, name: str, options: dict[str, str], where: str) -> str:
+    """record[name], or a DataError unless it is one of the option letters."""
     answer = require(record, name, str, where)
     if answer not in options:
         raise DataError(f"{where}: field {name!r} is {answer!r}, not one of the options {sorted(options)}")
@@ -132,6 +141,7 @@ def gold_letter(record: dict, name: str, options: dict[str, str], where: str) ->
 
 
 def medqa_item(record: dict, where: str, default_subject: str) -> MCQItem:
+    """The item of a MedQA record (lettered ``options`` and ``answer_idx``)."""
     options = lettered_options(record, where)
     return MCQItem(
         "medqa",
@@ -144,6 +154,7 @@ def medqa_item(record: dict, where: str, default_subject: str) -> MCQItem:
 
 
 def medmcqa_item(record: dict, where: str, default_subject: str) -> MCQItem:
+    """The item of a MedMCQA record (options ``opa`` to ``opd``, and ``cop`` the correct one's number from 1)."""
     options = {letter: require(record, f"op{letter.lower()}", str, where) for letter in "ABCD"}
     cop = require(record, "cop", int, where)
     if not 1 <= cop <= 4:
@@ -159,6 +170,7 @@ def medmcqa_item(record: dict, where: str, default_subject: str) -> MCQItem:
 
 
 def pubmedqa_item(record: dict, where: str, default_subject: str) -> MCQItem:
+    """The item of a PubMedQA record: the contexts and question, answered yes, no or maybe."""
     contexts = require(record, "CONTEXTS", list, where)
     if not all(isinstance(c, str) for c in contexts):
         raise DataError(f"{where}: field 'CONTEXTS' should be a list of strings")
@@ -180,6 +192,7 @@ def pubmedqa_item(record: dict, where: str, default_subject: str) -> MCQItem:
 
 
 def mmlu_item(record: dict, where: str, default_subject: str) -> MCQItem:
+    """The item of an MMLU record (lettered ``options`` and ``answer_idx``), under its subject."""
     options = lettered_options(record, where)
     return MCQItem(
         "mmlu",
@@ -200,6 +213,7 @@ def file_subject(path: Path) -> str:
 
 
 def read_jsonl_items(task: str, path: Path) -> list[MCQItem]:
+    """The items of one JSONL file of ``task``, skipping blank lines; a line that is not JSON is a DataError."""
     items = []
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
@@ -259,6 +273,7 @@ def load_hub_task(task: str) -> list[MCQItem]:
 
 
 def load_items(args: QAArgs) -> dict[str, list[MCQItem]]:
+    """task -> its items, from the local files or the hub, cut to ``args.limit``."""
     unknown = sorted(set(args.tasks) - set(TASKS))
     if unknown:
         raise ValueError(f"unknown QA task(s) {unknown}; choose from {', '.join(TASKS)}")
@@ -273,10 +288,12 @@ def load_items(args: QAArgs) -> dict[str, list[MCQItem]]:
 
 
 def options_text(options: dict[str, str]) -> str:
+    """The options as lines 'A. text'."""
     return "\n".join(f"{letter}. {text}" for letter, text in options.items())
 
 
 def normalized(text: str) -> str:
+    """Lower-case text without markdown emphasis, runs of whitespace or a final full stop, for matching."""
     return re.sub(r"\s+", " ", text.replace("*", "").replace("_", " ")).strip().lower().rstrip(".")
 
 
@@ -327,6 +344,7 @@ def extract_option(reply: str, options: dict[str, str]) -> str | None:
 def generate_predictions(
     items: list[MCQItem], spec: str, max_new_tokens: int, progress: bool = False
 ) -> list[Prediction]:
+    """A chat model answers each item in free text; the option letter is extracted from the reply."""
     from tqdm import tqdm
 
     model = load_chat_model(spec, GenerationSettings.reproducible(max_new_tokens))
@@ -342,6 +360,7 @@ def generate_predictions(
 
 
 def local_model_folder(spec: str) -> str:
+    """The model folder a spec names ('embedded' or a folder); any other spec is a ModelSpecError."""
     if spec.strip().lower() in EMBEDDED_SPECS:
         return str(embedded_model_dir())
     folder = Path(spec).expanduser()
@@ -361,6 +380,7 @@ class ScoringRow:
 
 
 def scoring_rows(context_ids: list[int], continuations: list[list[int]]) -> list[ScoringRow]:
+    """The sequences that score every continuation after the context: one row if all are one token, else one each."""
     if all(len(ids) == 1 for ids in continuations):
         # lm-evaluation-harness's shortcut: one pass over the context scores every one-token option.
         last = len(context_ids) - 1
@@ -416,6 +436,7 @@ def option_logprobs(
 
 
 def loglik_predictions(items: list[MCQItem], spec: str, batch_size: int, progress: bool = False) -> list[Prediction]:
+    """For each item, the option letter a local model gives the highest log-likelihood."""
     model, tokenizer = load_local_model(local_model_folder(spec))
     requests = [
         (
@@ -436,6 +457,7 @@ def loglik_predictions(items: list[MCQItem], spec: str, batch_size: int, progres
 
 
 def predict(items: list[MCQItem], spec: str, args: QAArgs) -> list[Prediction]:
+    """The model's predictions for ``items`` with the scorer ``args`` names."""
     if args.scorer == "loglik":
         return loglik_predictions(items, spec, args.batch_size, args.progress)
     if args.scorer == "generate":
@@ -447,6 +469,7 @@ def predict(items: list[MCQItem], spec: str, args: QAArgs) -> list[Prediction]:
 
 
 def accuracy_summary(predictions: list[Prediction]) -> dict:
+    """Accuracy with its Wilson interval, and the count of answers no option could be read from."""
     correct = sum(p.correct for p in predictions)
     low, high = wilson_interval(correct, len(predictions))
     return {
@@ -460,6 +483,7 @@ def accuracy_summary(predictions: list[Prediction]) -> dict:
 
 
 def task_scores(predictions: list[Prediction]) -> dict:
+    """A task's accuracy summary, overall and per subject."""
     subjects = sorted({p.item.subject for p in predictions})
     return {
         **accuracy_summary(predictions),
@@ -501,7 +525,8 @@ def evaluate_qa(args: QAArgs) -> tuple[dict, list[dict]]:
 
 
 def mcq_evaluator(tasks: list[str], limit: int | None) -> Callable[[str], dict[str, float]]:
-    """What scores one model on ``tasks`` by log-likelihood: ``{"qa_<task>": accuracy}`` (the loop's forgetting guard)."""
+    """What scores one model on ``tasks`` by log-likelihood: ``{"qa_<task>": accuracy}`` (the loop's
+    forgetting guard)."""
 
     def evaluate(model: str) -> dict[str, float]:
         results, _ = evaluate_qa(QAArgs(models=[model], tasks=tasks, scorer="loglik", limit=limit, progress=False))

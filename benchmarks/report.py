@@ -9,18 +9,22 @@ from pathlib import Path
 
 
 def percent(value: float | None) -> str:
+    """A share as a percentage with one decimal, or '-' for None."""
     return "-" if value is None else f"{100 * value:.1f}"
 
 
 def interval(summary: dict) -> str:
+    """A summary's confidence interval as '[low, high]' in percent."""
     return f"[{percent(summary['ci_low'])}, {percent(summary['ci_high'])}]"
 
 
 def number(value: float | None) -> str:
+    """A number with two decimals, or '-' for None."""
     return "-" if value is None else f"{value:.2f}"
 
 
 def table(header: list[str], rows: list[list]) -> list[str]:
+    """The lines of a Markdown table with this header and these rows."""
     return [
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
@@ -73,6 +77,7 @@ def model_label(key: str) -> str:
 
 
 def qa_markdown(results: dict) -> list[str]:
+    """The lines of the QA report: accuracy per model and task, then per subject."""
     rows, subject_rows = [], []
     for key, model in results["models"].items():
         for task, s in model["tasks"].items():
@@ -97,6 +102,7 @@ def qa_markdown(results: dict) -> list[str]:
 
 
 def qa_charts(results: dict, out: Path) -> None:
+    """Write ``qa_accuracy.png``: accuracy per task and model, with intervals."""
     models = {model_label(k): m["tasks"] for k, m in results["models"].items()}
     bar_chart(
         {m: {t: s["accuracy"] for t, s in tasks.items()} for m, tasks in models.items()},
@@ -108,6 +114,7 @@ def qa_charts(results: dict, out: Path) -> None:
 
 
 def imhi_markdown(results: dict) -> list[str]:
+    """The lines of the IMHI report: weighted F1 and accuracy per model and set."""
     rows = [
         [key, name, percent(s["weighted_f1"]), percent(s["accuracy"]), interval(s), s["n"], s["unparsed"]]
         for key, model in results["models"].items()
@@ -127,6 +134,7 @@ def imhi_markdown(results: dict) -> list[str]:
 
 
 def imhi_charts(results: dict, out: Path) -> None:
+    """Write ``imhi_weighted_f1.png`` and ``imhi_accuracy.png``: per set and model."""
     models = {model_label(k): m["sets"] for k, m in results["models"].items()}
     bar_chart(
         {m: {n: s["weighted_f1"] for n, s in sets.items()} for m, sets in models.items()},
@@ -144,6 +152,7 @@ def imhi_charts(results: dict, out: Path) -> None:
 
 
 def judge_markdown(results: dict) -> list[str]:
+    """The lines of the judge report: mean score per model and metric, and the pairwise table if any."""
     metrics = results["metrics"]
     rows = [
         [key, *(number(m["metrics"][name]["mean"]) for name in metrics), number(m["overall"]), m["n"], m["unparsed"]]
@@ -186,6 +195,7 @@ def judge_markdown(results: dict) -> list[str]:
 
 
 def judge_charts(results: dict, out: Path) -> None:
+    """Write ``judge_scores.png``: mean score per metric and model."""
     titles = results["metrics"]
     bar_chart(
         {

@@ -11,7 +11,8 @@ by side), with 95% Wilson intervals:
 
 Appends a line to ``benchmarks/results.jsonl``.
 
-    python -m mentalarena.benchmarks.risk_screening [--data ../shared/data] [--screens exemplars,classifier] [--classifier folder]
+    python -m mentalarena.benchmarks.risk_screening [--data ../shared/data] [--screens exemplars,classifier] \\
+        [--classifier folder]
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import json
 import os
 import platform
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,7 @@ SUICIDE, NO_DISORDER = "suicide or self-harm tendency", "no mental disorder"
 
 
 def risk_messages() -> list[dict]:
+    """The written messages of ``data/risk_messages.json``, each with its text and whether it shows risk."""
     resource = importlib.resources.files("mentalarena.benchmarks") / "data" / "risk_messages.json"
     return json.loads(resource.read_text(encoding="utf-8"))
 
@@ -63,17 +65,20 @@ def scores(texts: list[str], at_risk: list[bool], screen: str, classifier: str =
 
 
 def corpus_test_split(screen: str, classifier: str) -> dict:
+    """The screen's scores on the risk corpus's test split, once the corpus is checked to be the classifier's."""
     examples = load_corpus(default_corpus())
     card = load_risk_classifier(Path(classifier) if classifier else None).card
     if card["corpus"]["digest"] != corpus_digest(examples):
         raise SystemExit(
-            "the shipped corpus is not the one the classifier was trained on: retrain it (python -m mentalarena.training.risk_classifier)"
+            "the shipped corpus is not the one the classifier was trained on: "
+            "retrain it (python -m mentalarena.training.risk_classifier)"
         )
     test = [examples[i] for i in split_by_family(examples, card["seed"])["test"]]
     return scores([e.text for e in test], [e.category != "none" for e in test], screen, classifier)
 
 
 def t_sid(data_root: Path, screen: str, classifier: str) -> dict:
+    """The share of T-SID posts the screen flags per gold label, with suicide recall and no-disorder flag rate."""
     from mentalarena.benchmarks.imhi import load_imhi_set
 
     items = load_imhi_set("t-sid", data_root, collection="imhi-complete")
@@ -92,6 +97,7 @@ def t_sid(data_root: Path, screen: str, classifier: str) -> dict:
 
 
 def timing(screen: str, classifier: str) -> dict:
+    """Seconds the screen takes on 1,000 corpus messages in one batch, and one at a time."""
     texts = [e.text for e in load_corpus(default_corpus())]
     texts = (texts * (1000 // len(texts) + 1))[:1000]
     screen_risks(texts[:8], screen, classifier=classifier)  # loads the models
@@ -116,6 +122,7 @@ def _line(name: str, figures: dict) -> str:
 
 
 def evaluate_screen(screen: str, classifier: str, data: Path | None) -> dict:
+    """A screen's figures on the corpus test split, the written messages, T-SID when present, and its timing."""
     figures: dict = {"corpus_test": corpus_test_split(screen, classifier)}
     messages = risk_messages()
     figures["written_messages"] = scores(
@@ -128,6 +135,7 @@ def evaluate_screen(screen: str, classifier: str, data: Path | None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Evaluate each screen, append the result to ``benchmarks/results.jsonl`` and print a summary."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--data", type=Path, default=None, help="folder holding imhi-complete/t-sid.csv (T-SID is skipped without it)"
@@ -141,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     card = load_risk_classifier(Path(args.classifier) if args.classifier else None).card
     result: dict = {
         "kind": "risk_screening",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "processor": platform.processor()},
         "versions": package_versions(),
         "classifier": {
@@ -165,12 +173,15 @@ def main(argv: list[str] | None = None) -> int:
         if "t_sid" in figures:
             recall, flags = figures["t_sid"]["suicide_recall"], figures["t_sid"]["no_disorder_flag_rate"]
             print(
-                f"T-SID: suicide recall {recall['share']} [{recall['ci_low']}, {recall['ci_high']}] ({recall['k']}/{recall['n']}); "
-                f"no-disorder posts flagged {flags['share']} [{flags['ci_low']}, {flags['ci_high']}] ({flags['k']}/{flags['n']})"
+                f"T-SID: suicide recall {recall['share']} [{recall['ci_low']}, {recall['ci_high']}] "
+                f"({recall['k']}/{recall['n']}); "
+                f"no-disorder posts flagged {flags['share']} [{flags['ci_low']}, {flags['ci_high']}] "
+                f"({flags['k']}/{flags['n']})"
             )
         timed = figures["timing"]
         print(
-            f"{timed['messages']} messages: {timed['seconds_in_one_batch']} s in one batch, {timed['seconds_one_at_a_time']} s one at a time"
+            f"{timed['messages']} messages: {timed['seconds_in_one_batch']} s in one batch, "
+            f"{timed['seconds_one_at_a_time']} s one at a time"
         )
     print(f"appended to {RESULTS}")
     return 0

@@ -7,7 +7,8 @@ per session. The two sides alternate round by round, in one run, against one ser
 as many jobs as the concurrency: ``langgraph dev`` runs one at a time by default):
 
     langgraph dev --no-browser --no-reload --port 2024 --n-jobs-per-worker 4 &
-    python -m mentalarena.benchmarks.server_overhead --server http://127.0.0.1:2024 [--sessions 24 --concurrency 4 --rounds 2]
+    python -m mentalarena.benchmarks.server_overhead --server http://127.0.0.1:2024 \\
+        [--sessions 24 --concurrency 4 --rounds 2]
 
 Appends a line to ``benchmarks/results.jsonl``.
 """
@@ -20,11 +21,11 @@ import os
 import platform
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-from mentalarena.agents.profiles import builtin_profiles
 from mentalarena.agents.context import Context
+from mentalarena.agents.profiles import builtin_profiles
 from mentalarena.graphs.run import package_versions, redact_url, run_sessions
 
 RESULTS = Path(__file__).with_name("results.jsonl")
@@ -53,6 +54,7 @@ def timed_run(sessions: int, concurrency: int, server_url: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Time the same scripted sessions locally and on the server, round by round, then append and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--server", required=True, help="URL of a LangGraph server that serves this project's langgraph.json"
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     result = {
         "benchmark": "server_overhead",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "processor": platform.processor()},
         "versions": package_versions(),
         "server": redact_url(args.server),

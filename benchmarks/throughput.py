@@ -27,14 +27,14 @@ import platform
 import tempfile
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
+from mentalarena.agents.context import Context
 from mentalarena.agents.local import local_generator
 from mentalarena.agents.models import embedded_model_dir
 from mentalarena.agents.profiles import builtin_profiles
 from mentalarena.graphs.arena import build_arena_graph
-from mentalarena.agents.context import Context
 from mentalarena.graphs.run import RECORDS, package_versions, run_sessions
 
 RESULTS = Path(__file__).with_name("results.jsonl")
@@ -216,6 +216,7 @@ async def _overhead(sessions: int) -> dict:
 
 
 def main() -> None:
+    """Run self-play at concurrency 1 and 8, raw batched generation and the overhead runs; print and append them."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=2, help="concurrency-8 runs, each between two concurrency-1 runs")
     parser.add_argument("--sessions-1", type=int, default=1, help="sessions in each concurrency-1 run")
@@ -223,7 +224,8 @@ def main() -> None:
         "--sessions-8",
         type=int,
         default=24,
-        help="sessions in each concurrency-8 run (many more than 8, so the run's tail, with fewer sessions left to batch, weighs little)",
+        help="sessions in each concurrency-8 run "
+        "(many more than 8, so the run's tail, with fewer sessions left to batch, weighs little)",
     )
     parser.add_argument("--overhead-sessions", type=int, default=10)
     parser.add_argument(
@@ -281,7 +283,7 @@ def main() -> None:
             round(c / f, 3) for c, f in zip(by_run_8, by_run_8_free)
         ]
     result = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "processor": platform.processor()},
         "versions": package_versions(),
         "selfplay_concurrency_1": at_1,
@@ -303,8 +305,10 @@ def main() -> None:
     )
     if at_8["tokens_per_second_while_all_slots_taken"]:
         print(
-            f"while all 8 slots were taken ({at_8['share_of_run_with_all_slots_taken']:.0%} of the concurrency-8 runs): "
-            f"{at_8['tokens_per_second_while_all_slots_taken']} tokens/s; concurrency 1 from its first batch to its last: "
+            "while all 8 slots were taken "
+            f"({at_8['share_of_run_with_all_slots_taken']:.0%} of the concurrency-8 runs): "
+            f"{at_8['tokens_per_second_while_all_slots_taken']} tokens/s; "
+            "concurrency 1 from its first batch to its last: "
             f"{at_1['tokens_per_second_while_all_slots_taken']} tokens/s"
         )
     print(
@@ -314,30 +318,37 @@ def main() -> None:
     for at in (at_1, at_8):
         print(
             f"concurrency {at['concurrency']}: generator busy {at['generator_busy_fraction']:.0%} of the wall time, "
-            f"{at['prefill_step_fraction_of_busy']:.0%} of that in the {at['prefill_steps']} steps that prefilled a prompt"
+            f"{at['prefill_step_fraction_of_busy']:.0%} of that in the {at['prefill_steps']} steps "
+            "that prefilled a prompt"
         )
     print(f"raw generate, batch 8:    {raw['tokens_per_second']} tokens/s on {len(prompts)} arena prompts")
     print(f"concurrency 8 / raw batch 8 = {ratios['concurrency_8_vs_raw_batch_8']} (target >= 0.75)")
     print(
         f"concurrency 8 / concurrency 1 = {ratios['concurrency_8_vs_concurrency_1']} (target >= 3.5; "
-        f"by round, against the concurrency-1 runs on either side: {ratios['concurrency_8_vs_concurrency_1_by_round']}; "
+        "by round, against the concurrency-1 runs on either side: "
+        f"{ratios['concurrency_8_vs_concurrency_1_by_round']}; "
         f"while all slots were taken: {ratios['concurrency_8_vs_concurrency_1_while_all_slots_taken']})"
     )
     if at_8_free:
         print(
-            f"concurrency 8 with structured output off: {at_8_free['tokens_per_second']} tokens/s (by run: {at_8_free['tokens_per_second_by_run']}); "
-            f"constrained / unconstrained = {ratios['constrained_vs_unconstrained_concurrency_8']} (target >= 0.9; by round: "
+            f"concurrency 8 with structured output off: {at_8_free['tokens_per_second']} tokens/s "
+            f"(by run: {at_8_free['tokens_per_second_by_run']}); "
+            f"constrained / unconstrained = {ratios['constrained_vs_unconstrained_concurrency_8']} "
+            "(target >= 0.9; by round: "
             f"{ratios['constrained_vs_unconstrained_concurrency_8_by_round']})"
         )
         print(
-            f"constrained runs: the grammar's work took {at_8['constraint_fraction_of_busy']:.1%} of the generator's time; "
+            f"constrained runs: the grammar's work took {at_8['constraint_fraction_of_busy']:.1%} "
+            "of the generator's time; "
             f"{at_8['forced_token_share']:.0%} of the generated tokens were forced by it (fed, not drawn); "
             f"{at_8['generated_tokens']} tokens generated against {at_8_free['generated_tokens']} free, "
-            f"{at_8['prefill_step_fraction_of_busy']:.0%} of the time in prefilling steps against {at_8_free['prefill_step_fraction_of_busy']:.0%} free"
+            f"{at_8['prefill_step_fraction_of_busy']:.0%} of the time in prefilling steps "
+            f"against {at_8_free['prefill_step_fraction_of_busy']:.0%} free"
         )
     print(
         f"orchestration overhead: {overhead['ms_per_node_overhead']} ms per node outside node code "
-        f"({overhead['ms_per_node_total']} ms per node in all, scripted model, {overhead['nodes']} nodes; target <= 1 ms)"
+        f"({overhead['ms_per_node_total']} ms per node in all, scripted model, "
+        f"{overhead['nodes']} nodes; target <= 1 ms)"
     )
     print(f"appended to {RESULTS}")
 

@@ -19,7 +19,7 @@ import platform
 import shlex
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from mentalarena.agents.models import describe_model
@@ -40,9 +40,10 @@ def iterate_command(command: list[str]) -> int:
 
 
 def results_line(report: dict, command: list[str], seconds: float) -> dict:
+    """The line for ``benchmarks/results.jsonl``: the command, the machine, and the loop report's figures."""
     return {
         "kind": "training_effect",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "processor": platform.processor()},
         "versions": package_versions(),
         "command": shlex.join(["mentalarena", "iterate", *command]),
@@ -57,6 +58,7 @@ def results_line(report: dict, command: list[str], seconds: float) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run `mentalarena iterate` with the given arguments, then append its results line and print the held-out table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--results", type=Path, default=RESULTS, help=f"where the results line goes (default {RESULTS})"

@@ -22,15 +22,15 @@ import os
 import platform
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from statistics import mean
 
+from mentalarena.agents.context import Context
 from mentalarena.agents.models import describe_model
 from mentalarena.agents.profiles import builtin_profiles
 from mentalarena.agents.schemas import diagnosis_vocabulary, vocabulary_name
 from mentalarena.graphs.cli import SMALL_BUDGET
-from mentalarena.agents.context import Context
 from mentalarena.graphs.run import RECORDS, package_versions, run_sessions
 from mentalarena.training.statistics import proportion
 
@@ -88,6 +88,8 @@ def _count(items) -> dict[str, int]:
 
 
 def markdown(figures: dict) -> str:
+    """The validity figures as a two-column Markdown table."""
+
     def share(key: str) -> str:
         p = figures[key]
         return f"{p['k']}/{p['n']} ({p['share']:.0%}, 95% CI {p['ci_low']:.0%}-{p['ci_high']:.0%})" if p["n"] else "-"
@@ -110,6 +112,7 @@ def markdown(figures: dict) -> str:
 
 
 def main() -> None:
+    """Play one session on each built-in profile, append the validity figures and print them as a table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="embedded", help="model spec for every role")
     parser.add_argument(
@@ -139,7 +142,7 @@ def main() -> None:
     figures = validity(records)
     result = {
         "kind": "validity",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "processor": platform.processor()},
         "versions": package_versions(),
         "model": describe_model(args.model),
@@ -153,7 +156,8 @@ def main() -> None:
         handle.write(json.dumps(result) + "\n")
     print(markdown(figures))
     print(
-        f"{len(records)} sessions in {seconds:.0f} s; failures by node: {figures['failures_by_node']}; appended to {RESULTS}"
+        f"{len(records)} sessions in {seconds:.0f} s; failures by node: {figures['failures_by_node']}; "
+        f"appended to {RESULTS}"
     )
 
 

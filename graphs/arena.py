@@ -39,6 +39,8 @@ def after_decoder(state: ArenaState) -> str:
 
 
 def after_rating(kind: str, next_node: str):
+    """The router after a ``kind`` rating: another proposal, until one meets the target score or the tries run out."""
+
     def route(state: ArenaState, runtime: Runtime[Context]) -> str:
         trials = state.get(f"{kind}_trials", [])
         best = best_trial(trials)
@@ -53,6 +55,7 @@ def after_rating(kind: str, next_node: str):
 
 
 def build_arena_graph() -> StateGraph:
+    """The arena session graph, uncompiled: its nodes and edges as drawn in the module docstring."""
     builder = StateGraph(ArenaState, context_schema=Context, input_schema=ArenaInput, output_schema=ArenaOutput)
     builder.add_node("symptom_encoder", symptom_encoder)
     builder.add_node("patient", patient)

@@ -33,6 +33,8 @@ from mentalarena.agents.state import ArenaState
 
 
 class ChatInput(TypedDict, total=False):
+    """The person's message."""
+
     messages: Annotated[list[AnyMessage], add_messages]
 
 
@@ -44,10 +46,14 @@ class PatientChatInput(ChatInput, total=False):
 
 
 class PatientChatState(ArenaState, total=False):
+    """The arena's state for one simulated patient, plus the chat's messages."""
+
     messages: Annotated[list[AnyMessage], add_messages]
 
 
 class PatientChatOutput(TypedDict, total=False):
+    """The chat's messages, and the decoder's rounds so far."""
+
     messages: Annotated[list[AnyMessage], add_messages]
     decoder_rounds: list[dict]
 
@@ -57,12 +63,14 @@ def _last_text(state: PatientChatState | TherapistChatState) -> str:
 
 
 def after_start(state: PatientChatState) -> str:
+    """Encode the patient on the first message; after that, route as :func:`after_encoding` does."""
     if not state.get("encoded"):
         return "symptom_encoder"
     return after_encoding(state)
 
 
 def after_encoding(state: PatientChatState) -> str:
+    """A ``/decode`` message goes to the symptom decoder, any other to the patient."""
     return (
         "decode_inference"
         if _last_text(state).lstrip().startswith(prompts.PATIENT_CHAT_DECODE_COMMAND)
@@ -71,6 +79,7 @@ def after_encoding(state: PatientChatState) -> str:
 
 
 def patient_reply(state: PatientChatState, runtime: Runtime[Context]) -> dict:
+    """The simulated patient's answer to the person's last message."""
     # The person's messages are the therapist's turns; the model's replies are the patient's.
     turns = [
         {"speaker": "therapist" if isinstance(m, HumanMessage) else "patient", "phase": "inquiry", "text": m.content}
@@ -87,6 +96,7 @@ def patient_reply(state: PatientChatState, runtime: Runtime[Context]) -> dict:
 
 
 def decode_inference(state: PatientChatState, runtime: Runtime[Context]) -> dict:
+    """Score the person's ``/decode`` inference against the encoded patient and reply with the similarities."""
     body = _last_text(state).lstrip()[len(prompts.PATIENT_CHAT_DECODE_COMMAND) :]
     try:
         inferred = DecoderInference.partial(body)
@@ -106,6 +116,7 @@ def decode_inference(state: PatientChatState, runtime: Runtime[Context]) -> dict
 
 
 def build_patient_chat_graph() -> StateGraph:
+    """The patient chat graph, uncompiled: encode once, then a patient reply or a decoder score per message."""
     builder = StateGraph(
         PatientChatState, context_schema=Context, input_schema=PatientChatInput, output_schema=PatientChatOutput
     )
@@ -120,12 +131,16 @@ def build_patient_chat_graph() -> StateGraph:
 
 
 class TherapistChatState(TypedDict, total=False):
+    """The chat's messages, the risk events so far, and the last turn's screen."""
+
     messages: Annotated[list[AnyMessage], add_messages]
     risk_events: Annotated[list[dict], operator.add]
     last_screen: dict
 
 
 class TherapistChatOutput(TypedDict, total=False):
+    """The chat's messages, and the risk events so far."""
+
     messages: Annotated[list[AnyMessage], add_messages]
     risk_events: list[dict]
 
@@ -143,10 +158,12 @@ def screen_person(state: TherapistChatState, runtime: Runtime[Context]) -> dict:
 
 
 def after_screen(state: TherapistChatState) -> str:
+    """A turn flagged as a risk gets the safe reply, any other the therapist's."""
     return "safe_reply" if state["last_screen"]["risk"] else "therapist_reply"
 
 
 def therapist_reply(state: TherapistChatState, runtime: Runtime[Context]) -> dict:
+    """The therapist's answer to the conversation so far."""
     context = runtime.context
     messages = [SystemMessage(prompts.THERAPIST_CHAT_SYSTEM), *state["messages"]]
     text = ask(chat_model(context, "therapist"), messages, require_text, context.parse_retries + 1)
@@ -170,6 +187,7 @@ def safe_reply(state: TherapistChatState, runtime: Runtime[Context]) -> dict:
 
 
 def build_therapist_chat_graph() -> StateGraph:
+    """The therapist chat graph, uncompiled: screen each message for risk, then a safe or a therapist reply."""
     builder = StateGraph(
         TherapistChatState, context_schema=Context, input_schema=ChatInput, output_schema=TherapistChatOutput
     )

@@ -47,6 +47,7 @@ def share(text: str) -> float:
 
 
 def add_context_options(parser: argparse.ArgumentParser) -> None:
+    """Add an option per Context setting but ``model`` (``--inquiry-turns`` ...), unset by default."""
     group = parser.add_argument_group("session settings (see the Context)")
     for f in fields(Context):
         if f.name == "model":
@@ -71,6 +72,7 @@ def add_context_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_context(args: argparse.Namespace) -> Context:
+    """The Context of the parsed options, on top of the budget's defaults (small for the embedded model)."""
     embedded = args.model.strip().lower() in EMBEDDED_SPECS
     budget = args.budget or ("small" if embedded else "full")
     values = dict(SMALL_BUDGET) if budget == "small" else {}
@@ -94,6 +96,7 @@ def check_options(
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """`run`: self-play sessions into a run folder; exit code 0, 1 if a session failed, 2 for bad options."""
     from mentalarena.graphs.remote import ServerError
     from mentalarena.graphs.run import RECORDS, RunFolderError, run_sessions
 
@@ -131,6 +134,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
+    """`graph`: print the arena graph as a mermaid diagram."""
     from mentalarena.graphs.arena import graph
 
     print(graph.get_graph().draw_mermaid(), end="")
@@ -151,7 +155,10 @@ def make_parser(commands: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run in --out: finished sessions are skipped; unfinished and failed ones continue from their last checkpoint",
+        help=(
+            "continue the run in --out: finished sessions are skipped; unfinished and failed ones "
+            "continue from their last checkpoint"
+        ),
     )
     run.add_argument(
         "--no-retry-failed",
@@ -168,13 +175,19 @@ def make_parser(commands: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--checkpoint-url",
         default=os.environ.get("MENTALARENA_CHECKPOINT_URL", ""),
-        help="postgresql://... to keep checkpoints in Postgres (shared by many workers); default SQLite in the run folder",
+        help=(
+            "postgresql://... to keep checkpoints in Postgres (shared by many workers); default SQLite "
+            "in the run folder"
+        ),
     )
     run.add_argument(
         "--server",
         default="",
         metavar="URL",
-        help="run each session as a run on this LangGraph server (langgraph dev / up, a deployment); records still come here",
+        help=(
+            "run each session as a run on this LangGraph server (langgraph dev / up, a deployment); "
+            "records still come here"
+        ),
     )
     run.add_argument(
         "--assistant",

@@ -19,11 +19,14 @@ from mentalarena.graphs.arena import build_arena_graph
 
 
 class CohortState(TypedDict, total=False):
+    """The profile ids to run, and the records of the sessions that ended."""
+
     profile_ids: list[str]
     records: Annotated[list[dict], operator.add]
 
 
 def fan_out(state: CohortState) -> list[Send]:
+    """One arena session per profile id, each with its own numbered session id."""
     return [
         Send("arena_session", {"profile_id": pid, "session_id": f"{i:04d}-{pid}"})
         for i, pid in enumerate(state["profile_ids"])
@@ -31,6 +34,7 @@ def fan_out(state: CohortState) -> list[Send]:
 
 
 def build_cohort_graph() -> StateGraph:
+    """The parent graph, uncompiled: the arena as a subgraph run once per profile id, at the same time."""
     arena = build_arena_graph().compile()
 
     def arena_session(start: dict, runtime: Runtime[Context]) -> dict:

@@ -19,6 +19,7 @@ def best_trial(trials: list[dict]) -> dict | None:
 
 
 def build_record(state: ArenaState, runtime: Runtime[Context]) -> dict:
+    """Graph node: the session record, with the best-rated treatment and medication and the therapist's safety flags."""
     context = runtime.context
     treatment = best_trial(state.get("treatment_trials", [])) or {}
     medication = best_trial(state.get("medication_trials", [])) or {}

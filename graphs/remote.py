@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
 
 import httpx
 from langgraph_sdk import get_client
 from langgraph_sdk.errors import NotFoundError
+from langgraph_sdk.schema import ThreadState
 
 from mentalarena.agents.context import Context
 from mentalarena.agents.profiles import PatientProfile
@@ -70,6 +72,7 @@ def local_graph_signature() -> dict:
 
 
 def describe_difference(client_side: dict, server_side: dict) -> str:
+    """What differs between two graph signatures, part by part; '' when they match."""
     parts = []
     for key in client_side:
         ours, theirs = set(client_side[key]), set(server_side.get(key, []))
@@ -113,6 +116,7 @@ async def resolve_assistant(client, url: str, assistant: str) -> str:
 
 
 def is_uuid(text: str) -> bool:
+    """Whether ``text`` reads as a UUID."""
     try:
         uuid.UUID(text)
     except ValueError:
@@ -135,7 +139,13 @@ async def check_server(client, url: str, assistant: str) -> str:
     return assistant_id
 
 
-def failure_reason(run: dict, joined: object) -> str:
+def record_of(state: ThreadState) -> dict | None:
+    """The session record in a thread's state, if the session has ended."""
+    values = state["values"]
+    return values.get("record") if isinstance(values, dict) else None
+
+
+def failure_reason(run: Mapping[str, Any], joined: object) -> str:
     """The server's reason for a run that ended without a record."""
     error = joined.get("__error__") if isinstance(joined, dict) else None
     if isinstance(error, dict):
@@ -157,7 +167,7 @@ async def server_player(url: str, assistant: str, context: Context, run_id: str)
     """A coroutine that plays one session on the server and returns its record, once the server checks out."""
     # A deployment's key comes from LANGGRAPH_API_KEY (or LANGSMITH_API_KEY). No pool timeout: with a
     # high --concurrency, a request may wait for a free connection for as long as sessions take.
-    client = get_client(url=url, timeout=httpx.Timeout(connect=10, read=300, write=60, pool=None))
+    client = get_client(url=url, timeout=(10, 300, 60, None))  # connect, read, write, pool
     settings = context.as_dict()
     try:
         assistant_id = await check_server(client, url, assistant)
@@ -174,10 +184,12 @@ async def server_player(url: str, assistant: str, context: Context, run_id: str)
                 run = in_flight[0]
             else:
                 state = await client.threads.get_state(thread_id)
-                if state["values"] and state["values"].get("record"):
-                    return state["values"]["record"]  # finished while no client was waiting for it
+                if record := record_of(state):
+                    return record  # finished while no client was waiting for it
                 # Pending tasks, not `next`, tell an unfinished session (as in graphs.run.run_session).
-                start = None if state["tasks"] else {"profile": profile.to_patient_psi(), "session_id": session_id}
+                start: dict[str, Any] | None = None
+                if not state["tasks"]:
+                    start = {"profile": profile.to_patient_psi(), "session_id": session_id}
                 run = await client.runs.create(
                     thread_id,
                     assistant_id,
@@ -190,8 +202,8 @@ async def server_player(url: str, assistant: str, context: Context, run_id: str)
             run = await client.runs.get(thread_id, run["run_id"])
             if run["status"] == "success":
                 state = await client.threads.get_state(thread_id)
-                if state["values"].get("record"):
-                    return state["values"]["record"]
+                if record := record_of(state):
+                    return record
                 if state["tasks"]:
                     raise ServerRunError(
                         f"the run stopped before {', '.join(t['name'] for t in state['tasks'])} without a record "

@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import unquote_plus, urlsplit
 
@@ -68,12 +68,15 @@ class RunOptionError(ValueError):
     """A run setting that cannot work, found before anything is written; names the setting."""
 
     def __init__(self, option: str, reason: str):
+        """The setting's Context name (``option``) and what is wrong with it (``reason``)."""
         super().__init__(f"{option}: {reason}")
         self.option, self.reason = option, reason
 
 
 @dataclass
 class RunSummary:
+    """What a run came to: sessions done, failed, retried and skipped, its time, diagnoses and treatment scores."""
+
     folder: Path
     done: int = 0
     failed: int = 0
@@ -85,6 +88,7 @@ class RunSummary:
     treatment_scores: list[int] = field(default_factory=list)
 
     def add(self, record: dict) -> None:
+        """Count a finished session, with its diagnosis and best treatment score."""
         self.done += 1
         if record["illness"]:
             self.illnesses[record["illness"]] += 1
@@ -92,6 +96,7 @@ class RunSummary:
             self.treatment_scores.append(record["treatment_score"])
 
     def lines(self) -> list[str]:
+        """The summary as lines to print: folder, session counts, mean best treatment score, top diagnoses."""
         mean = sum(self.treatment_scores) / len(self.treatment_scores) if self.treatment_scores else None
         counts = [f"{self.done} done", f"{self.failed} failed"]
         if self.retried:
@@ -170,6 +175,7 @@ def _is_secret_parameter(name: str) -> bool:
 
 
 def package_versions() -> dict[str, str]:
+    """The installed version of each package the manifest records, or 'not installed'."""
     versions = {}
     for name in VERSIONED_PACKAGES:
         try:
@@ -189,11 +195,12 @@ def write_manifest(
     server_url: str = "",
     assistant: str = "arena",
 ) -> None:
+    """Write the run's ``manifest.json`` (URLs redacted), replacing any previous one in a single rename."""
     settings = context.as_dict()
     settings["base_url"] = redact_url(settings["base_url"])
     manifest = {
         "run_id": identity,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "settings": settings,
         "models": {role: describe_model(context.model_for(role)) for role in ("patient", "therapist", "decoder")},
         "profiles": profiles_source,
@@ -279,6 +286,7 @@ def append_record(records_path: Path, line: dict) -> None:
 
 
 def session_plan(profiles: list[PatientProfile], sessions: int) -> list[tuple[str, PatientProfile]]:
+    """(session id, profile) for each of ``sessions`` sessions, cycling through the profiles."""
     return [(f"{i:04d}-{profiles[i % len(profiles)].id}", profiles[i % len(profiles)]) for i in range(sessions)]
 
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 
-from mentalarena.graphs.arena import build_arena_graph
-from mentalarena.agents.context import Context
-
 from conftest import WRONG_INFERENCE, exact_inference
 from mentalarena.agents import prompts
+from mentalarena.agents.context import Context
 from mentalarena.agents.scripted import RoleScript
+from mentalarena.graphs.arena import build_arena_graph
 
 PROFILE = "builtin-01"
 

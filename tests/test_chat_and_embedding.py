@@ -2,12 +2,11 @@
 
 from langgraph.checkpoint.memory import InMemorySaver
 
+from conftest import exact_inference
+from mentalarena.agents.context import Context
 from mentalarena.agents.scripted import RoleScript
 from mentalarena.graphs.chat import build_patient_chat_graph, build_therapist_chat_graph
-from mentalarena.agents.context import Context
 from mentalarena.graphs.fan_out import build_cohort_graph
-
-from conftest import exact_inference
 
 
 def test_a_person_talks_with_the_simulated_patient_and_has_their_inference_scored(scripted):

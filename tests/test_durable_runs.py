@@ -10,9 +10,9 @@ import threading
 import time
 from pathlib import Path
 
+from mentalarena.agents.context import Context
 from mentalarena.agents.profiles import builtin_profiles
 from mentalarena.agents.scripted import RoleScript
-from mentalarena.agents.context import Context
 from mentalarena.graphs.run import run_sessions
 
 SESSIONS = 6

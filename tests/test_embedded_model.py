@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from mentalarena.agents.models import embedded_model_dir, load_chat_model, GenerationSettings
-from mentalarena.agents.profiles import builtin_profiles
 from mentalarena.agents.context import Context
+from mentalarena.agents.models import GenerationSettings, embedded_model_dir, load_chat_model
+from mentalarena.agents.profiles import builtin_profiles
 from mentalarena.graphs.run import run_sessions
 
 pytestmark = pytest.mark.real_model

@@ -4,8 +4,8 @@ import csv
 from collections import Counter
 
 import pytest
-from conftest import shared_file
 
+from conftest import shared_file
 from mentalarena.benchmarks.imhi import (
     IMHI_SETS,
     UNPARSED,

@@ -5,6 +5,7 @@ import re
 
 import pytest
 
+from mentalarena.agents.schemas import parse_verdict
 from mentalarena.benchmarks.judges import (
     DEFAULT_QUESTIONS,
     METRICS,
@@ -13,7 +14,6 @@ from mentalarena.benchmarks.judges import (
     load_questions,
     record_exchanges,
 )
-from mentalarena.agents.schemas import parse_verdict
 from mentalarena.benchmarks.qa import DataError
 from mentalarena.cli import main
 

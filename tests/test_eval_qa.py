@@ -4,8 +4,8 @@ import json
 import re
 
 import pytest
-from conftest import shared_file
 
+from conftest import shared_file
 from mentalarena.benchmarks.qa import (
     DataError,
     QAArgs,

@@ -67,7 +67,10 @@ def test_one_session_gives_exactly_the_expected_items(tmp_path):
     assert diagnosis == [
         {
             "role": "user",
-            "content": "builtin-01: low mood and poor sleep for months.\nBased on these symptoms, what is the most likely diagnosis?",
+            "content": (
+                "builtin-01: low mood and poor sleep for months.\nBased on these symptoms, what is the most "
+                "likely diagnosis?"
+            ),
         },
         {"role": "assistant", "content": "Major depressive disorder"},
     ]
@@ -419,11 +422,17 @@ def test_the_command_reads_the_seed_format_and_refuses_a_file_of_another(tmp_pat
             "line 3: field 'explain_m': missing from a MentalArena seed record",
         ),
         (
-            '{"symptom": "Low mood.", "illness": "MDD", "treatment": "CBT", "explain_t": "", "medicine": null, "explain_m": ""}',
+            (
+                '{"symptom": "Low mood.", "illness": "MDD", "treatment": "CBT", "explain_t": "", '
+                '"medicine": null, "explain_m": ""}'
+            ),
             "line 3: field 'medicine': null is not a string",
         ),
         (
-            '{"symptom": "Low mood.", "illness": "MDD", "treatment": "CBT", "explain_t": "", "medicine": "", "explain_m": "", "doctor": "1"}',
+            (
+                '{"symptom": "Low mood.", "illness": "MDD", "treatment": "CBT", "explain_t": "", '
+                '"medicine": "", "explain_m": "", "doctor": "1"}'
+            ),
             "line 3: field 'doctor': unknown in a MentalArena seed record",
         ),
     ],
@@ -452,10 +461,10 @@ def test_a_file_of_neither_format_names_its_fields(tmp_path):
 def test_a_sessions_parsed_answers_export_with_their_prompts_and_parse_back(scripted, tmp_path):
     """The structured_answers kind: each answer the arena read, after the prompt that asked for it,
     as the JSON the arena would read from a model with no constraints."""
+    from mentalarena.agents.context import Context
     from mentalarena.agents.schemas import DecoderInference, Diagnosis, Rating
     from mentalarena.agents.scripted import RoleScript
     from mentalarena.graphs.arena import build_arena_graph
-    from mentalarena.agents.context import Context
 
     spec, _ = scripted(RoleScript())
     context = Context(model=spec, inquiry_turns=1, max_redirections=0, treatment_tries=1, medication_tries=1)

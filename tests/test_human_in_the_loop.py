@@ -3,11 +3,10 @@
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
+from conftest import WRONG_INFERENCE, exact_inference
+from mentalarena.agents.context import Context
 from mentalarena.agents.scripted import RoleScript
 from mentalarena.graphs.arena import build_arena_graph
-from mentalarena.agents.context import Context
-
-from conftest import WRONG_INFERENCE, exact_inference
 
 PERSON_AS_PATIENT = {
     "turn": "I can't sleep and I avoid my friends.",

@@ -12,13 +12,12 @@ import sys
 
 import pytest
 
+from conftest import free_port, wait_until_up
+from mentalarena.agents.context import Context
 from mentalarena.agents.models import GenerationSettings, embedded_gguf_path, load_chat_model
 from mentalarena.agents.profiles import builtin_profiles
 from mentalarena.agents.schemas import Rating
-from mentalarena.agents.context import Context
 from mentalarena.graphs.run import run_sessions
-
-from conftest import free_port, wait_until_up
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from mentalarena.agents.profiles import builtin_profiles
-from mentalarena.agents.context import Context
-from mentalarena.graphs.run import run_sessions
-
 from conftest import free_port
+from mentalarena.agents.context import Context
+from mentalarena.agents.profiles import builtin_profiles
+from mentalarena.graphs.run import run_sessions
 
 INITDB = shutil.which("initdb") or next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))), None)
 

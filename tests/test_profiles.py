@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from conftest import shared_file
 from mentalarena.agents.profiles import (
     CONVERSATIONAL_STYLES,
     PatientProfile,
@@ -9,8 +10,6 @@ from mentalarena.agents.profiles import (
     builtin_profiles,
     load_profiles,
 )
-
-from conftest import shared_file
 
 
 def test_patient_psi_fixture_loads():

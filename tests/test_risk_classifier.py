@@ -5,16 +5,18 @@ import json
 import numpy as np
 import pytest
 
+from mentalarena.agents.context import Context
 from mentalarena.agents.risk_classifier import load_risk_classifier
 from mentalarena.agents.safety import RISK_PHRASES, screen_risk, screen_turn
 from mentalarena.agents.schemas import RISK_CATEGORIES, RiskVerdict
-from mentalarena.agents.context import Context
 from mentalarena.training.risk_classifier import (
     CorpusError,
     default_corpus,
     load_corpus,
-    main as train_main,
     split_by_family,
+)
+from mentalarena.training.risk_classifier import (
+    main as train_main,
 )
 
 AT_RISK = "I have been saving up my pills and I think tonight is the night."

@@ -4,16 +4,15 @@ import json
 
 import pytest
 
+from conftest import exact_inference
 from mentalarena.agents import prompts
+from mentalarena.agents.context import Context
 from mentalarena.agents.safety import check_therapist_turns, screen_risk
 from mentalarena.agents.scripted import RoleScript
 from mentalarena.benchmarks.risk_screening import risk_messages, scores
 from mentalarena.graphs.arena import build_arena_graph
 from mentalarena.graphs.chat import build_therapist_chat_graph
-from mentalarena.agents.context import Context
 from mentalarena.training.export import ExportArgs, export
-
-from conftest import exact_inference
 
 
 def test_the_message_set_screens_as_expected():

@@ -59,7 +59,8 @@ def test_prompts_end_with_the_format_their_schema_generates():
 
 def test_a_behaviour_line_inside_the_situation_stays_there_and_the_principles_are_kept():
     text = (
-        "Intermediate beliefs: I must never fail\nBeliefs during depression: if I fail, I am worthless\nCoping strategies: works late\n"
+        "Intermediate beliefs: I must never fail\nBeliefs during depression: if I fail, I am "
+        "worthless\nCoping strategies: works late\n"
         "Situation, thoughts, emotions and behaviour: Situation: a missed deadline\nBehaviour: stayed up all night\n"
         "Behaviour principles: guarded, answers briefly"
     )

@@ -1,12 +1,11 @@
 """Real fine-tuning on CPU with the embedded model: a few LoRA steps on a tiny export."""
 
 import pytest
+from test_export import PROFILES, make_record, write
 
 from mentalarena.agents.models import GenerationSettings, embedded_model_dir, load_chat_model
 from mentalarena.training.export import ExportArgs, export
 from mentalarena.training.finetune import TrainArgs, train
-
-from test_export import PROFILES, make_record, write
 
 pytestmark = pytest.mark.real_model
 
@@ -82,11 +81,9 @@ def test_two_iterations_of_the_loop_from_the_command_line(tmp_path):
     """Self-play with model k, export, train, play again with model k+1; then a resumed re-run."""
     import json
 
-    from mentalarena.cli import main
-
     from conftest import SHARED_DATA
-
     from mentalarena.agents.profiles import builtin_profiles
+    from mentalarena.cli import main
 
     out = tmp_path / "loop"
     profiles = tmp_path / "profiles.json"  # two patients: one to train on, one held out

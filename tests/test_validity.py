@@ -2,12 +2,12 @@
 
 import json
 
+from mentalarena.agents.context import Context
 from mentalarena.agents.profiles import builtin_profiles
 from mentalarena.agents.schemas import Diagnosis, vocabulary_name
-from mentalarena.benchmarks.validity import markdown, validity
-from mentalarena.agents.context import Context
-from mentalarena.graphs.run import RECORDS, run_sessions
 from mentalarena.agents.scripted import RoleScript
+from mentalarena.benchmarks.validity import markdown, validity
+from mentalarena.graphs.run import RECORDS, run_sessions
 
 
 def test_every_builtin_presentation_is_a_vocabulary_name():

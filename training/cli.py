@@ -24,6 +24,7 @@ MCQEvaluator = Callable[[list[str], "int | None"], Callable[[str], dict[str, flo
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    """Run `mentalarena export`: turn session records into an SFT dataset and print its report."""
     from mentalarena.training.export import ExportArgs, export
 
     report = export(
@@ -45,6 +46,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """Run `mentalarena train`: LoRA fine-tuning on an exported dataset; prints the loss and where the model went."""
     from mentalarena.training.finetune import TrainArgs, train
 
     metrics = train(
@@ -69,6 +71,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_iterate(args: argparse.Namespace) -> int:
+    """Run `mentalarena iterate`: the self-play, export and train loop, with held-out patients set aside."""
     from mentalarena.training.heldout import HeldoutError, split_patients
     from mentalarena.training.loop import IterateArgs, iterate
 
@@ -115,7 +118,8 @@ def cmd_iterate(args: argparse.Namespace) -> int:
     )
     for metrics in report["iterations"]:
         print(
-            f"iteration {metrics['iteration']}: treatment score {metrics['mean_treatment_score']}, loss {metrics['final_train_loss']}, next model {metrics['next_model']}"
+            f"iteration {metrics['iteration']}: treatment score {metrics['mean_treatment_score']}, "
+            f"loss {metrics['final_train_loss']}, next model {metrics['next_model']}"
         )
     print(f"report: {Path(args.out) / 'report.md'}")
     return 0
@@ -137,7 +141,8 @@ def make_parser(commands: argparse._SubParsersAction, mcq_evaluator: MCQEvaluato
         help="records.jsonl files of one or more runs, and/or MentalArena's released self-play records (JSONL with "
         "symptom, illness, treatment, explain_t, medicine, explain_m)",
     )
-    # The format is checked in export (mentalarena.training.export.RECORD_FORMATS), which this parser does not import: it is slow to load.
+    # The format is checked in export (mentalarena.training.export.RECORD_FORMATS), which this parser does not
+    # import: it is slow to load.
     export.add_argument(
         "--format",
         dest="record_format",
@@ -169,7 +174,8 @@ def make_parser(commands: argparse._SubParsersAction, mcq_evaluator: MCQEvaluato
     export.add_argument(
         "--keep-failed",
         action="store_true",
-        help="keep sessions with recorded failures, such as an unparsed answer (dropped by default); unparsed fields still give no item",
+        help="keep sessions with recorded failures, such as an unparsed answer (dropped by default); "
+        "unparsed fields still give no item",
     )
     export.set_defaults(func=cmd_export)
 
@@ -219,7 +225,8 @@ def make_parser(commands: argparse._SubParsersAction, mcq_evaluator: MCQEvaluato
         "--heldout-ratio",
         type=share,
         default=HELDOUT_RATIO,
-        help=f"share of the patients (grouped by identity) never trained on, played by the base model and after each iteration; "
+        help="share of the patients (grouped by identity) never trained on, "
+        "played by the base model and after each iteration; "
         f"0 turns the held-out evaluation off (default {HELDOUT_RATIO})",
     )
     loop.add_argument("--heldout-sessions-per-patient", type=whole_number_at_least_one, default=1)

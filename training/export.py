@@ -31,9 +31,9 @@ import random
 import re
 import sqlite3
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from mentalarena.agents import prompts
 from mentalarena.agents.parsing import is_refusal
@@ -59,13 +59,16 @@ class ExportError(ValueError):
 
 @dataclass
 class ExportArgs:
+    """What an export reads and writes: the records files, the dataset folder, the item kinds, split and filters."""
+
     records: list[Path]
     out: Path
     kinds: tuple[str, ...] = KINDS
     validation_ratio: float = 0.1
     similarity_floor: float = 0.0  # drop sessions whose last decoder round's mean similarity is lower
     keep_unsafe: bool = False  # keep sessions whose therapist turns failed the safety check
-    keep_failed: bool = False  # keep sessions with recorded failures (an unparsed answer, ...); their unparsed fields still give no item
+    # keep sessions with recorded failures (an unparsed answer, ...); their unparsed fields still give no item
+    keep_failed: bool = False
     empty_validation_ok: bool = False  # else a validation_ratio that leaves validation empty is an error
     seed: int = 0
     record_format: str = "auto"  # one of RECORD_FORMATS, for every file
@@ -75,6 +78,8 @@ class ExportArgs:
 
 @dataclass
 class ExportReport:
+    """What an export read, wrote per split and kind, and removed, and which patients and profiles each split holds."""
+
     sessions_read: int = 0
     seed_records_read: int = 0  # of sessions_read, MentalArena seed records
     items_written: Counter = field(default_factory=Counter)  # (split, kind) -> n, flattened below
@@ -83,6 +88,7 @@ class ExportReport:
     patients: dict = field(default_factory=dict)  # split -> how many patients
 
     def as_dict(self) -> dict:
+        """The report as JSON-ready data, with items written keyed 'split/kind'."""
         written = {f"{split}/{kind}": n for (split, kind), n in sorted(self.items_written.items())}
         return {
             "sessions_read": self.sessions_read,
@@ -151,7 +157,8 @@ def seed_session_record(seed: object, where: str) -> dict:
     unknown = [name for name in seed if name not in SEED_FIELDS]
     if unknown:
         raise ExportError(
-            f"{where}: field {unknown[0]!r}: unknown in a MentalArena seed record (its fields: {', '.join(SEED_FIELDS)})"
+            f"{where}: field {unknown[0]!r}: unknown in a MentalArena seed record "
+            f"(its fields: {', '.join(SEED_FIELDS)})"
         )
     history = SEED_HISTORY.match(seed["symptom"].strip())
     patient = "seed" + patient_identity({"history": history["history"].strip() if history else seed["symptom"].strip()})
@@ -262,6 +269,7 @@ def without_rejected_proposals(record: dict) -> list[dict]:
 
 
 def dialogue_items(record: dict) -> Iterator[tuple[str, list[dict]]]:
+    """The therapist's dialogue without rejected proposals and, when the record has a profile, the patient's."""
     transcript = record.get("transcript", [])
     therapist = dialogue(prompts.THERAPIST_DIALOGUE_SYSTEM, without_rejected_proposals(record), "therapist")
     if therapist:
@@ -276,10 +284,12 @@ def dialogue_items(record: dict) -> Iterator[tuple[str, list[dict]]]:
 
 
 def is_garbled(messages: list[dict]) -> bool:
+    """Whether any message has no word of two letters or more."""
     return any(not re.search(r"[A-Za-z]{2,}", m["content"]) for m in messages)
 
 
 def normalize(messages: list[dict]) -> str:
+    """The messages as a JSON key for near-duplicates: lower case, punctuation and spacing reduced to single spaces."""
     return json.dumps([[m["role"], re.sub(r"[^a-z0-9]+", " ", m["content"].lower()).strip()] for m in messages])
 
 
@@ -288,6 +298,7 @@ def _digest(text: str) -> bytes:
 
 
 def last_mean_similarity(record: dict) -> float | None:
+    """The mean similarity of the record's last decoder round, or None without a scored round."""
     rounds = record.get("decoder_rounds") or []
     if not rounds or not rounds[-1]["similarities"]:
         return None
@@ -327,6 +338,7 @@ def assign_splits(patients: set[str], ratio: float, seed: int) -> dict[str, str]
 
 
 def export(args: ExportArgs) -> ExportReport:
+    """Write the SFT dataset of the records that pass into ``args.out``, split by patient; returns its report."""
     unknown = set(args.kinds) - set(KINDS)
     if unknown:
         raise ExportError(f"kinds: unknown {sorted(unknown)}; choose from {', '.join(KINDS)}")
@@ -429,11 +441,13 @@ def _first_time(seen: sqlite3.Connection, key: bytes) -> bool:
 
 
 def to_sharegpt(messages: list[dict]) -> list[dict]:
+    """The messages in ShareGPT's shape: ``{"from": system, human or gpt, "value": text}``."""
     names = {"system": "system", "user": "human", "assistant": "gpt"}
     return [{"from": names[m["role"]], "value": m["content"]} for m in messages]
 
 
 def save_hf_dataset(out: Path) -> None:
+    """Save the non-empty split files of ``out`` as a Hugging Face dataset in ``out/hf``."""
     from datasets import DatasetDict, load_dataset
 
     files = {s: str(out / f"{s}.jsonl") for s in SPLITS if (out / f"{s}.jsonl").stat().st_size > 0}
@@ -442,6 +456,7 @@ def save_hf_dataset(out: Path) -> None:
 
 
 def write_card(args: ExportArgs, report: ExportReport) -> None:
+    """Write the dataset card (``README.md``) and ``export.json``: the export's arguments and counts."""
     manifests = [p.parent / "manifest.json" for p in args.records]
     models = sorted({json.dumps(json.loads(m.read_text())["models"]) for m in manifests if m.exists()})
     lines = [
@@ -454,19 +469,22 @@ def write_card(args: ExportArgs, report: ExportReport) -> None:
         f"- models: {'; '.join(models) or 'unknown (no manifest beside the records)'}",
         f"- sessions read: {report.sessions_read}"
         + (
-            f", of them {report.seed_records_read} MentalArena seed records (QA items only; split by the patient history "
+            f", of them {report.seed_records_read} MentalArena seed records "
+            "(QA items only; split by the patient history "
             "in their symptom; no failures log, safety flags or decoder rounds, so those filters pass them)"
             if report.seed_records_read
             else ""
         ),
-        f"- split: by patient (a profile's `patient` key, else Patient-Psi's `<patient>-<n>` id, else name and history), "
+        "- split: by patient (a profile's `patient` key, "
+        "else Patient-Psi's `<patient>-<n>` id, else name and history), "
         f"drawn among the sessions that pass; validation ratio {args.validation_ratio}, seed {args.seed}",
         f"- patients: {', '.join(f'{split} {n}' for split, n in report.patients.items())}; none is in two splits",
         f"- decoder similarity floor: {args.similarity_floor or 'off'}",
         f"- sessions whose therapist turns failed the safety check: {'kept' if args.keep_unsafe else 'dropped'}",
         f"- sessions with recorded failures (an unparsed answer, ...): {'kept' if args.keep_failed else 'dropped'}; "
         "QA targets come only from parsed answers either way",
-        "- therapist dialogues: only the kept (best-rated) treatment and medication proposal, with the patient's rating of it; "
+        "- therapist dialogues: only the kept (best-rated) treatment and medication proposal, "
+        "with the patient's rating of it; "
         "rejected proposals are left out, because every assistant turn of an item is trained",
         "",
         "| split | kind | items |",

@@ -21,7 +21,8 @@ CHATML_WITH_GENERATION = (
     "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
     "{%- endif %}"
     "{%- if message['role'] == 'assistant' %}"
-    "{{ '<|im_start|>assistant\n' }}{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}{{ '\n' }}"
+    "{{ '<|im_start|>assistant\n' }}{% generation %}"
+    "{{ message['content'] + '<|im_end|>' }}{% endgeneration %}{{ '\n' }}"
     "{%- else %}"
     "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
     "{%- endif %}"
@@ -61,6 +62,8 @@ PRESETS = {
 
 @dataclass
 class TrainArgs:
+    """What a fine-tuning run trains: the base model, the dataset, the output folder, the preset and its overrides."""
+
     model: str  # 'embedded' or a local Hugging Face folder
     dataset: Path  # an export folder (train.jsonl, validation.jsonl)
     out: Path
@@ -73,6 +76,7 @@ class TrainArgs:
     overrides: dict = field(default_factory=dict)  # any preset key
 
     def hyperparameters(self) -> dict:
+        """The preset's hyperparameters with the overrides applied; an unknown preset or key is a ValueError."""
         if self.preset not in PRESETS:
             raise ValueError(f"preset {self.preset!r}: choose from {', '.join(PRESETS)}")
         unknown = set(self.overrides) - set(PRESETS[self.preset])
@@ -82,6 +86,7 @@ class TrainArgs:
 
 
 def base_model_folder(spec: str) -> str:
+    """The folder of the model to fine-tune ('embedded' or a local Hugging Face folder); else a ModelSpecError."""
     if spec.strip().lower() in EMBEDDED_SPECS:
         return str(embedded_model_dir())
     if Path(spec, "config.json").exists():
@@ -90,6 +95,7 @@ def base_model_folder(spec: str) -> str:
 
 
 def load_tokenizer(folder: str):
+    """The folder's tokenizer with the ChatML template that marks assistant turns, and a pad token."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -100,6 +106,7 @@ def load_tokenizer(folder: str):
 
 
 def load_datasets(folder: Path):
+    """(train, validation or None) from an export folder; a missing or empty train.jsonl is a FileNotFoundError."""
     from datasets import load_dataset
 
     files = {
@@ -114,6 +121,7 @@ def load_datasets(folder: Path):
 
 
 def build_trainer(args: TrainArgs):
+    """An SFTTrainer with a LoRA adapter on the base model (4-bit with ``qlora``), set up from the preset."""
     import torch
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM
@@ -179,6 +187,7 @@ def build_trainer(args: TrainArgs):
 
 
 def last_checkpoint(out: Path) -> str | None:
+    """The last checkpoint in ``out/checkpoints``, or None."""
     from transformers.trainer_utils import get_last_checkpoint
 
     folder = out / "checkpoints"
@@ -199,6 +208,7 @@ crisis line (https://findahelpline.com).
 
 
 def save_outputs(trainer, args: TrainArgs) -> dict:
+    """Save the adapter, and the merged model when asked, each with a model card; returns their paths."""
     adapter = args.out / "adapter"
     folders = [adapter]
     trainer.model.save_pretrained(str(adapter))
@@ -219,6 +229,7 @@ def save_outputs(trainer, args: TrainArgs) -> dict:
 
 
 def write_metrics(trainer, args: TrainArgs, paths: dict) -> dict:
+    """Write ``metrics.json`` (arguments, hyperparameters, losses, paths) and ``loss.png``; returns the metrics."""
     history = trainer.state.log_history
     losses = [(h["step"], h["loss"]) for h in history if "loss" in h]
     evals = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
@@ -258,6 +269,7 @@ def plot_series(series: dict[str, list], path: Path, xlabel: str, ylabel: str) -
 
 
 def train(args: TrainArgs) -> dict:
+    """Fine-tune, optionally resuming from the last checkpoint, save the outputs, and return the metrics."""
     args.out.mkdir(parents=True, exist_ok=True)
     trainer = build_trainer(args)
     trainer.train(resume_from_checkpoint=last_checkpoint(args.out) if args.resume else None)

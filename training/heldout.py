@@ -15,9 +15,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from statistics import fmean
 
+from mentalarena.agents.context import Context
 from mentalarena.agents.profiles import PatientProfile, patient_identity
 from mentalarena.agents.schemas import vocabulary_name
-from mentalarena.agents.context import Context
 from mentalarena.graphs.run import RECORDS, run_sessions
 from mentalarena.training.export import assign_splits, iter_records
 from mentalarena.training.statistics import bootstrap_mean, paired_difference, proportion
@@ -27,6 +27,8 @@ HELDOUT_RATIO = 0.25
 
 @dataclass(frozen=True)
 class Metric:
+    """One held-out metric: its key, its label in reports, how its interval is drawn, and which way is better."""
+
     name: str
     label: str
     kind: str  # 'proportion' (Wilson interval) or 'mean' (bootstrap interval)
@@ -48,6 +50,8 @@ METRICS = (
 
 
 class HeldoutError(ValueError):
+    """A held-out ratio that leaves no profile to train on, or none held out."""
+
     pass
 
 
@@ -177,6 +181,7 @@ def verdict(metric: Metric, difference: dict) -> str:
 
 
 def markdown(report: dict, title: str = "Held-out arena evaluation") -> str:
+    """The report as Markdown: a table of each metric per model, then each model's differences from the baseline."""
     labels = list(report["models"])
     lines = [
         f"# {title}",
@@ -197,7 +202,8 @@ def markdown(report: dict, title: str = "Held-out arena evaluation") -> str:
             d = differences[metric.name]
             if d["mean"] is not None:
                 lines.append(
-                    f"- {metric.label}: {d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]: {verdict(metric, d)}"
+                    f"- {metric.label}: {d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]: "
+                    f"{verdict(metric, d)}"
                 )
             else:
                 lines.append(f"- {metric.label}: {verdict(metric, d)}")
@@ -214,6 +220,7 @@ def write_reports(report: dict, out: Path, title: str = "Held-out arena evaluati
 
 
 def plot(report: dict, path: Path) -> None:
+    """Save a PNG with one bar chart per metric: each model's value with its interval."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -36,6 +36,8 @@ BASE = "base"
 
 @dataclass
 class IterateArgs:
+    """What the loop runs: its folder, iterations, patients and context, the training settings and held-out play."""
+
     out: Path
     iterations: int
     profiles: list[PatientProfile]  # the training patients: self-play plays only these
@@ -60,6 +62,7 @@ class IterateArgs:
 
 
 def selfplay_metrics(records_path: Path) -> dict:
+    """Sessions done and failed in a records file, and the finished sessions' mean scores, similarity and failures."""
     done = [json.loads(line) for line in records_path.read_text(encoding="utf-8").splitlines() if line.strip()]
     finished = [r for r in done if r.get("status") == "done"]
 
@@ -78,6 +81,7 @@ def selfplay_metrics(records_path: Path) -> dict:
 
 
 def run_iteration(args: IterateArgs, k: int, model: str) -> dict:
+    """Iteration ``k``: self-play, export and training of ``model``, skipping finished steps; returns its metrics."""
     folder = args.out / f"iter-{k}"
     selfplay, dataset, trained = folder / "selfplay", folder / "dataset", folder / "model"
     player = args.teacher or model
@@ -146,6 +150,7 @@ def evaluate_model(model: str, results_path: Path, evaluate: Callable[[str], dic
 
 
 def play_heldout(args: IterateArgs, model: str, folder: Path) -> dict[str, dict]:
+    """The held-out patients played by ``model`` in ``folder``, with the loop's settings: session id -> values."""
     return heldout.play_heldout(
         model,
         args.heldout_profiles,
@@ -184,6 +189,7 @@ def iterate(args: IterateArgs) -> dict:
 
 
 def write_report(out: Path, report: dict) -> None:
+    """Write ``report.md``, ``report.json`` and a chart per metric over the iterations (and held-out) into ``out``."""
     history = report["iterations"]
     names = [*REPORT_METRICS, *sorted({key for m in history for key in m if key.startswith("qa_")})]
     header = "| iteration | self-play by | " + " | ".join(names) + " |"

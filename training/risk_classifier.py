@@ -34,11 +34,15 @@ REGULARISATION = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 
 
 class CorpusError(ValueError):
+    """A malformed risk corpus; the message names the file, the line and the field."""
+
     pass
 
 
 @dataclass(frozen=True)
 class Example:
+    """One corpus message, with its risk category, subtype and paraphrase family."""
+
     text: str
     category: str
     subtype: str
@@ -46,6 +50,7 @@ class Example:
 
 
 def default_corpus() -> Path:
+    """The folder of the shipped risk corpus."""
     return Path(str(importlib.resources.files("mentalarena.agents") / "data" / "risk_corpus"))
 
 
@@ -68,17 +73,20 @@ def load_corpus(folder: Path) -> list[Example]:
                     raise CorpusError(f"{path}, line {number}: field {name!r} is missing or empty")
             if row["category"] not in CATEGORIES:
                 raise CorpusError(
-                    f"{path}, line {number}: field 'category': {row['category']!r} is not one of {', '.join(CATEGORIES)}"
+                    f"{path}, line {number}: field 'category': {row['category']!r} "
+                    f"is not one of {', '.join(CATEGORIES)}"
                 )
             if families.setdefault(row["family"], row["category"]) != row["category"]:
                 raise CorpusError(
-                    f"{path}, line {number}: field 'family': {row['family']!r} already has category {families[row['family']]!r}"
+                    f"{path}, line {number}: field 'family': {row['family']!r} "
+                    f"already has category {families[row['family']]!r}"
                 )
             examples.append(Example(row["text"].strip(), row["category"], row["subtype"], row["family"]))
     return examples
 
 
 def corpus_digest(examples: list[Example]) -> str:
+    """A short hash of the examples' texts, categories and families, to tell one corpus from another."""
     return hashlib.sha256(json.dumps([(e.text, e.category, e.family) for e in examples]).encode()).hexdigest()[:16]
 
 
@@ -96,6 +104,7 @@ def split_by_family(examples: list[Example], seed: int) -> dict[str, list[int]]:
 
 
 def risk_probability(classifier, vectors: np.ndarray) -> np.ndarray:
+    """Each vector's probability of any risk category: one minus that of no risk."""
     none = list(classifier.classes_).index(NONE)
     return 1.0 - classifier.predict_proba(vectors)[:, none]
 
@@ -108,6 +117,7 @@ def threshold_for_recall(probabilities: np.ndarray, at_risk: np.ndarray, target:
 
 
 def precision_recall(flagged: np.ndarray, at_risk: np.ndarray) -> dict:
+    """Precision and recall of the flags against the labels, each a proportion with its Wilson interval."""
     return {
         "precision": proportion(int((flagged & at_risk).sum()), int(flagged.sum())),
         "recall": proportion(int((flagged & at_risk).sum()), int(at_risk.sum())),
@@ -117,6 +127,7 @@ def precision_recall(flagged: np.ndarray, at_risk: np.ndarray) -> dict:
 def train_risk_classifier(
     examples: list[Example], embedding_model: str = BUNDLED, target_recall: float = 0.95, seed: int = 0
 ) -> RiskClassifier:
+    """The classifier fitted on the training families; its C, threshold and phrase layer are chosen on validation."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import average_precision_score
 
@@ -179,6 +190,7 @@ def train_risk_classifier(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Train the risk classifier on the corpus, save it to ``--out``, and print its ablation and threshold."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--corpus", type=Path, default=None, help="folder of *.jsonl examples (default: the shipped corpus)"
@@ -200,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         for variant, figures in rows.items():
             print(f"{name} {variant}: precision {figures['precision']['share']}, recall {figures['recall']['share']}")
     print(
-        f"threshold {classifier.threshold}, C {classifier.card['C']}, phrase layer kept: {classifier.card['phrases']}; wrote {args.out}"
+        f"threshold {classifier.threshold}, C {classifier.card['C']}, "
+        f"phrase layer kept: {classifier.card['phrases']}; wrote {args.out}"
     )
     return 0
 

@@ -23,6 +23,7 @@ def wilson_interval(successes: int, n: int, confidence: float = CONFIDENCE) -> t
 
 
 def proportion(successes: int, n: int) -> dict:
+    """``successes`` of ``n`` as a share with its Wilson interval, rounded to three decimals (share None at n 0)."""
     low, high = wilson_interval(successes, n)
     return {
         "k": successes,
