@@ -11,7 +11,7 @@ enforce one, and read by the tolerant parser elsewhere:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -230,7 +230,7 @@ def answer_log(node: str, schema: type[Answer], reply: Reply) -> dict:
 
 
 def role_messages(
-    system: str, turns: list[dict], me: str, opening: str | None = None, task: str | None = None
+    system: str, turns: Sequence[Mapping[str, Any]], me: str, opening: str | None = None, task: str | None = None
 ) -> list[BaseMessage]:
     """A role's view of the dialogue: its own turns as the assistant's, the other's as the user's.
 

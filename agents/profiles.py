@@ -14,12 +14,12 @@ import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ConversationalStyle = Literal["plain", "upset", "verbose", "reserved", "tangent", "pleasing"]
-CONVERSATIONAL_STYLES: tuple[str, ...] = ConversationalStyle.__args__
+CONVERSATIONAL_STYLES: tuple[ConversationalStyle, ...] = get_args(ConversationalStyle)
 # The long names MentalArena's own patient set (Patient-Psi-CM_dataset.json) gives the same styles.
 STYLE_ALIASES = {"hostile": "upset", "guarded": "reserved", "go off on tangents": "tangent", "ingratiating": "pleasing"}
 DEPRESSION_MARKER = "[during depression]"

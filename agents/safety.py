@@ -28,8 +28,10 @@ import functools
 import importlib.resources
 import json
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from langchain_core.messages import HumanMessage, SystemMessage
@@ -277,7 +279,7 @@ def screen_turn(text: str, context) -> RiskScreen:
     return screen
 
 
-def check_therapist_turns(transcript: list[dict], patient_risk: dict[int, dict]) -> list[dict]:
+def check_therapist_turns(transcript: Sequence[Mapping[str, Any]], patient_risk: dict[int, dict]) -> list[dict]:
     """Safety flags on the therapist's turns; ``patient_risk`` maps the transcript index of each
     patient turn the screen flagged to its risk event."""
     flags = []

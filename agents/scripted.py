@@ -96,7 +96,7 @@ class RoleScript:
 
     def __call__(self, messages: list[BaseMessage]) -> str | Answer:
         """The reply to the arena prompt ``messages`` end with, recognized by its wording and the system prompt."""
-        system, last = messages[0].content, messages[-1].content
+        system, last = messages[0].text, messages[-1].text
         if "Which group of behaviour principles" in last:
             return PrincipleChoice(choice=1)
         if system.startswith(_marker(prompts.PATIENT_SYSTEM)):

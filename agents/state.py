@@ -138,3 +138,8 @@ class ArenaState(ArenaInput, total=False):
     ]  # each machine-read answer: how it was asked for, whether it parsed
     risk_events: Annotated[list[dict], operator.add]  # patient turns the risk screen flagged
     record: SessionRecord
+
+
+def trials_of(state: ArenaState, kind: str) -> list[Trial]:
+    """The ``kind`` ('treatment' or 'medication') trials so far, rated or not."""
+    return state.get("treatment_trials", []) if kind == "treatment" else state.get("medication_trials", [])

@@ -11,7 +11,7 @@ from mentalarena.agents.llm import answer, answer_log, role_messages, speak
 from mentalarena.agents.parsing import ParseError, require_text
 from mentalarena.agents.patient import dialogue
 from mentalarena.agents.schemas import PROPOSALS, Diagnosis
-from mentalarena.agents.state import ArenaState
+from mentalarena.agents.state import ArenaState, trials_of
 
 
 def next_question_task(state: ArenaState) -> str:
@@ -91,7 +91,7 @@ def propose(state: ArenaState, runtime: Runtime[Context], kind: str) -> dict:
     """Propose a treatment or medication, different from those already tried."""
     context = runtime.context
     schema = PROPOSALS[kind]
-    tried = state.get(f"{kind}_trials", [])
+    tried = trials_of(state, kind)
     previous = ""
     if tried:
         lines = "\n".join(

@@ -21,6 +21,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from langchain_core.messages import HumanMessage, SystemMessage
@@ -200,7 +201,9 @@ def find_phrase(phrase: list[str], clause: list[str], fuzzy: bool) -> list[int]:
 def label_mentions(label_set: LabelSet, clause: list[str], fuzzy: bool) -> list[tuple[int, int, str | None]]:
     """(position, -phrase length, label) of every label mention; label None for 'I don't know'."""
     binary = label_set.affirm != ()
-    phrases = [(label, phrase) for label, names in label_set.labels.items() for phrase in names]
+    phrases: list[tuple[str | None, str]] = [
+        (label, phrase) for label, names in label_set.labels.items() for phrase in names
+    ]
     phrases += [(None, phrase) for phrase in UNSURE]
     phrases += [("yes", phrase) for phrase in label_set.affirm]
     # A negation reaches the four words after it, and four more past each 'or' within that reach,
@@ -210,7 +213,7 @@ def label_mentions(label_set: LabelSet, clause: list[str], fuzzy: bool) -> list[
         negated.append(position <= reach)
         if word in NEGATIONS or (word == "or" and position <= reach):
             reach = position + 4
-    found = []
+    found: list[tuple[int, int, str | None]] = []
     for label, phrase in phrases:
         phrase_words = words(phrase)
         for position in find_phrase(phrase_words, clause, fuzzy and label is not None):
@@ -318,7 +321,7 @@ def answer_set(items: list[IMHIItem], model, progress: bool) -> list[tuple[str, 
 def evaluate_imhi(args: IMHIArgs) -> tuple[dict, list[dict]]:
     """(results, per-item rows): accuracy and weighted F1 per model and set."""
     items = {name: load_imhi_set(name, args.data_root)[: args.limit or None] for name in args.sets}
-    results = {"kind": "imhi", "sets": list(args.sets), "models": {}}
+    results: dict[str, Any] = {"kind": "imhi", "sets": list(args.sets), "models": {}}
     rows = []
     for spec in args.models:
         model = load_chat_model(spec, GenerationSettings.reproducible(args.max_new_tokens))

@@ -17,6 +17,7 @@ import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from langchain_core.messages import HumanMessage, SystemMessage
 
@@ -168,11 +169,12 @@ def compare(judge_model, a: Exchange, b: Exchange, attempts: int) -> dict:
     """Ask with a shown first, then with b first; the outcome is 'a', 'b', 'tie', 'inconsistent' or 'unparsed'."""
     in_order, in_order_reply = ask_verdict(judge_model, a.message, a.response, b.response, attempts)
     swapped, swapped_reply = ask_verdict(judge_model, a.message, b.response, a.response, attempts)
-    winners = ({"1": "a", "2": "b", "tie": "tie"}.get(in_order), {"1": "b", "2": "a", "tie": "tie"}.get(swapped))
-    if None in winners:
+    first = {"1": "a", "2": "b", "tie": "tie"}.get(in_order or "")
+    second = {"1": "b", "2": "a", "tie": "tie"}.get(swapped or "")
+    if first is None or second is None:
         outcome = "unparsed"
     else:
-        outcome = winners[0] if winners[0] == winners[1] else "inconsistent"
+        outcome = first if first == second else "inconsistent"
     return {"id": a.id, "outcome": outcome, "a_first": in_order_reply, "b_first": swapped_reply}
 
 
@@ -226,7 +228,7 @@ def evaluate_judges(args: JudgeArgs) -> tuple[dict, list[dict]]:
     judge_model = RoleModel(load_chat_model(args.judge, settings), settings, role="judge")
     attempts = args.parse_retries + 1
     sources = judged_sources(args)
-    results = {
+    results: dict[str, Any] = {
         "kind": "judge",
         "judge": describe_model(args.judge),
         "metrics": {m: title for m, (title, _) in METRICS.items()},

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from langchain_core.messages import HumanMessage, SystemMessage
 
@@ -450,7 +451,9 @@ def loglik_predictions(items: list[MCQItem], spec: str, batch_size: int, progres
         by_letter = dict(zip(item.options, scores))
         predictions.append(
             Prediction(
-                item, max(by_letter, key=by_letter.get), json.dumps({k: round(v, 4) for k, v in by_letter.items()})
+                item,
+                max(by_letter, key=lambda letter: by_letter[letter]),
+                json.dumps({k: round(v, 4) for k, v in by_letter.items()}),
             )
         )
     return predictions
@@ -511,7 +514,13 @@ def prediction_rows(spec: str, predictions: list[Prediction]) -> list[dict]:
 def evaluate_qa(args: QAArgs) -> tuple[dict, list[dict]]:
     """(results, per-item rows): accuracy with its interval per model and task, and the time taken."""
     items = load_items(args)
-    results = {"kind": "qa", "scorer": args.scorer, "source": args.source, "tasks": list(args.tasks), "models": {}}
+    results: dict[str, Any] = {
+        "kind": "qa",
+        "scorer": args.scorer,
+        "source": args.source,
+        "tasks": list(args.tasks),
+        "models": {},
+    }
     rows = []
     for spec in args.models:
         per_task = {}

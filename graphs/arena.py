@@ -21,7 +21,7 @@ from mentalarena.agents.context import Context
 from mentalarena.agents.decoder import symptom_decoder
 from mentalarena.agents.encoder import symptom_encoder
 from mentalarena.agents.patient import patient, patient_diagnosis_review, rate_proposal
-from mentalarena.agents.state import ArenaInput, ArenaOutput, ArenaState
+from mentalarena.agents.state import ArenaInput, ArenaOutput, ArenaState, trials_of
 from mentalarena.agents.therapist import diagnosis, propose, therapist
 from mentalarena.graphs.record import best_trial, build_record
 
@@ -42,7 +42,7 @@ def after_rating(kind: str, next_node: str):
     """The router after a ``kind`` rating: another proposal, until one meets the target score or the tries run out."""
 
     def route(state: ArenaState, runtime: Runtime[Context]) -> str:
-        trials = state.get(f"{kind}_trials", [])
+        trials = trials_of(state, kind)
         best = best_trial(trials)
         if best and best["score"] is not None and best["score"] >= runtime.context.target_score:
             return next_node
@@ -54,7 +54,7 @@ def after_rating(kind: str, next_node: str):
     return route
 
 
-def build_arena_graph() -> StateGraph:
+def build_arena_graph() -> StateGraph[ArenaState, Context, ArenaInput, ArenaOutput]:
     """The arena session graph, uncompiled: its nodes and edges as drawn in the module docstring."""
     builder = StateGraph(ArenaState, context_schema=Context, input_schema=ArenaInput, output_schema=ArenaOutput)
     builder.add_node("symptom_encoder", symptom_encoder)

@@ -11,7 +11,7 @@ import operator
 from dataclasses import asdict
 from typing import Annotated
 
-from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage, SystemMessage
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
@@ -29,7 +29,7 @@ from mentalarena.agents.parsing import ParseError, require_text
 from mentalarena.agents.patient import patient_messages
 from mentalarena.agents.safety import check_therapist_turns, screen_turn
 from mentalarena.agents.schemas import DecoderInference
-from mentalarena.agents.state import ArenaState
+from mentalarena.agents.state import ArenaState, Turn
 
 
 class ChatInput(TypedDict, total=False):
@@ -59,7 +59,7 @@ class PatientChatOutput(TypedDict, total=False):
 
 
 def _last_text(state: PatientChatState | TherapistChatState) -> str:
-    return state["messages"][-1].content if state.get("messages") else ""
+    return state["messages"][-1].text if state.get("messages") else ""
 
 
 def after_start(state: PatientChatState) -> str:
@@ -81,14 +81,14 @@ def after_encoding(state: PatientChatState) -> str:
 def patient_reply(state: PatientChatState, runtime: Runtime[Context]) -> dict:
     """The simulated patient's answer to the person's last message."""
     # The person's messages are the therapist's turns; the model's replies are the patient's.
-    turns = [
-        {"speaker": "therapist" if isinstance(m, HumanMessage) else "patient", "phase": "inquiry", "text": m.content}
+    turns: list[Turn] = [
+        {"speaker": "therapist" if isinstance(m, HumanMessage) else "patient", "phase": "inquiry", "text": m.text}
         for m in state["messages"]
     ]
     context = runtime.context
     text = ask(
         chat_model(context, "patient"),
-        patient_messages({**state, "transcript": turns}),
+        patient_messages({**state, "transcript": turns}),  # type: ignore[typeddict-unknown-key]  # the chat's own keys ride along
         require_text,
         context.parse_retries + 1,
     )
@@ -115,7 +115,7 @@ def decode_inference(state: PatientChatState, runtime: Runtime[Context]) -> dict
     return {"decoder_rounds": [round_record], "messages": [AIMessage(text, name="symptom_decoder")]}
 
 
-def build_patient_chat_graph() -> StateGraph:
+def build_patient_chat_graph() -> StateGraph[PatientChatState, Context, PatientChatInput, PatientChatOutput]:
     """The patient chat graph, uncompiled: encode once, then a patient reply or a decoder score per message."""
     builder = StateGraph(
         PatientChatState, context_schema=Context, input_schema=PatientChatInput, output_schema=PatientChatOutput
@@ -165,7 +165,7 @@ def after_screen(state: TherapistChatState) -> str:
 def therapist_reply(state: TherapistChatState, runtime: Runtime[Context]) -> dict:
     """The therapist's answer to the conversation so far."""
     context = runtime.context
-    messages = [SystemMessage(prompts.THERAPIST_CHAT_SYSTEM), *state["messages"]]
+    messages: list[BaseMessage] = [SystemMessage(prompts.THERAPIST_CHAT_SYSTEM), *state["messages"]]
     text = ask(chat_model(context, "therapist"), messages, require_text, context.parse_retries + 1)
     return {"messages": [AIMessage(text, name="therapist")]}
 
@@ -177,16 +177,16 @@ def safe_reply(state: TherapistChatState, runtime: Runtime[Context]) -> dict:
     empty), a fixed one is used. The safety question and resources are always the fixed text.
     """
     context = runtime.context
-    messages = [SystemMessage(prompts.THERAPIST_RISK_SYSTEM), *state["messages"]]
+    messages: list[BaseMessage] = [SystemMessage(prompts.THERAPIST_RISK_SYSTEM), *state["messages"]]
     reply = ask_or_record(chat_model(context, "therapist"), messages, require_text, context.parse_retries + 1)
     acknowledgement = reply.text.strip()
     if reply.error or check_therapist_turns([{"speaker": "therapist", "phase": "chat", "text": acknowledgement}], {}):
         acknowledgement = prompts.SAFE_ACKNOWLEDGEMENT
-    reply = "\n\n".join([acknowledgement, prompts.SAFETY_QUESTION, prompts.CRISIS_RESOURCES[context.crisis_locale]])
-    return {"messages": [AIMessage(reply, name="therapist")]}
+    text = "\n\n".join([acknowledgement, prompts.SAFETY_QUESTION, prompts.CRISIS_RESOURCES[context.crisis_locale]])
+    return {"messages": [AIMessage(text, name="therapist")]}
 
 
-def build_therapist_chat_graph() -> StateGraph:
+def build_therapist_chat_graph() -> StateGraph[TherapistChatState, Context, ChatInput, TherapistChatOutput]:
     """The therapist chat graph, uncompiled: screen each message for risk, then a safe or a therapist reply."""
     builder = StateGraph(
         TherapistChatState, context_schema=Context, input_schema=ChatInput, output_schema=TherapistChatOutput

@@ -8,13 +8,14 @@ import sys
 from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from mentalarena.agents.context import Context
 from mentalarena.agents.models import EMBEDDED_SPECS
 from mentalarena.agents.profiles import load_profile_source
 
 # Budgets small enough for the embedded 135M model on a laptop CPU (about two minutes a session).
-SMALL_BUDGET = {
+SMALL_BUDGET: dict[str, Any] = {
     "inquiry_turns": 2,
     "max_redirections": 1,
     "treatment_tries": 2,
@@ -75,7 +76,7 @@ def build_context(args: argparse.Namespace) -> Context:
     """The Context of the parsed options, on top of the budget's defaults (small for the embedded model)."""
     embedded = args.model.strip().lower() in EMBEDDED_SPECS
     budget = args.budget or ("small" if embedded else "full")
-    values = dict(SMALL_BUDGET) if budget == "small" else {}
+    values: dict[str, Any] = dict(SMALL_BUDGET) if budget == "small" else {}
     values.update({f.name: getattr(args, f.name) for f in fields(Context) if getattr(args, f.name, None) is not None})
     values["model"] = args.model
     return Context(**values)

@@ -15,6 +15,7 @@ from langgraph.types import Send
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
 from mentalarena.agents.context import Context
+from mentalarena.agents.state import ArenaInput
 from mentalarena.graphs.arena import build_arena_graph
 
 
@@ -33,15 +34,15 @@ def fan_out(state: CohortState) -> list[Send]:
     ]
 
 
-def build_cohort_graph() -> StateGraph:
+def build_cohort_graph() -> StateGraph[CohortState, Context, CohortState, CohortState]:
     """The parent graph, uncompiled: the arena as a subgraph run once per profile id, at the same time."""
     arena = build_arena_graph().compile()
 
-    def arena_session(start: dict, runtime: Runtime[Context]) -> dict:
+    def arena_session(start: ArenaInput, runtime: Runtime[Context]) -> dict:
         return {"records": [arena.invoke(start, context=runtime.context)["record"]]}
 
     builder = StateGraph(CohortState, context_schema=Context)
-    builder.add_node("arena_session", arena_session)
+    builder.add_node("arena_session", arena_session)  # type: ignore[call-overload]  # its input is the Send payload
     builder.add_conditional_edges(START, fan_out, ["arena_session"])
     builder.add_edge("arena_session", END)
     return builder

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from langgraph.runtime import Runtime
 
 from mentalarena.agents.context import Context
 from mentalarena.agents.models import describe_model
 from mentalarena.agents.safety import check_therapist_turns
-from mentalarena.agents.state import ArenaState
+from mentalarena.agents.state import ArenaState, Trial
 
 
-def best_trial(trials: list[dict]) -> dict | None:
+def best_trial(trials: Sequence[Trial]) -> Trial | None:
     """The highest-rated trial with a proposal; the earliest wins a tie, unrated trials rank last.
 
     A trial whose proposal never parsed (left empty) is never kept, however the patient rated it."""
@@ -21,8 +23,8 @@ def best_trial(trials: list[dict]) -> dict | None:
 def build_record(state: ArenaState, runtime: Runtime[Context]) -> dict:
     """Graph node: the session record, with the best-rated treatment and medication and the therapist's safety flags."""
     context = runtime.context
-    treatment = best_trial(state.get("treatment_trials", [])) or {}
-    medication = best_trial(state.get("medication_trials", [])) or {}
+    treatment: Trial | dict = best_trial(state.get("treatment_trials", [])) or {}
+    medication: Trial | dict = best_trial(state.get("medication_trials", [])) or {}
     return {
         "record": {
             "session_id": state["session_id"],

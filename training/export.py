@@ -373,8 +373,8 @@ def export(args: ExportArgs) -> ExportReport:
         )
     args.out.mkdir(parents=True, exist_ok=True)
     report = ExportReport()
-    profiles_of = {split: set() for split in SPLITS}
-    patients_of = {split: set() for split in SPLITS}
+    profiles_of: dict[str, set[str]] = {split: set() for split in SPLITS}
+    patients_of: dict[str, set[str]] = {split: set() for split in SPLITS}
     seen_path = args.out / "dedup.sqlite"
     seen_path.unlink(missing_ok=True)
     seen = sqlite3.connect(seen_path)

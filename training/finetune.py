@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mentalarena.agents.models import EMBEDDED_SPECS, ModelSpecError, cpu_computes_bfloat16, embedded_model_dir
 
@@ -131,7 +132,7 @@ def build_trainer(args: TrainArgs):
     folder = base_model_folder(args.model)
     tokenizer = load_tokenizer(folder)
     train, validation = load_datasets(args.dataset)
-    model_kwargs = {"dtype": torch.float32}
+    model_kwargs: dict[str, Any] = {"dtype": torch.float32}
     if args.qlora:
         if not torch.cuda.is_available():
             raise RuntimeError("qlora: 4-bit training needs a CUDA GPU (bitsandbytes); none is present")

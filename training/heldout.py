@@ -266,7 +266,7 @@ def _centre(summary: dict | None) -> float | None:
 
 def _cell(summary: dict | None) -> str:
     centre = _centre(summary)
-    if centre is None:
+    if centre is None or summary is None:
         return "-"
     count = f"{summary['k']}/{summary['n']}, " if "k" in summary else f"n={summary['n']}, "
     return f"{centre:.3f} [{summary['ci_low']:.3f}, {summary['ci_high']:.3f}] ({count.rstrip(', ')})"

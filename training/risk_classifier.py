@@ -59,7 +59,8 @@ def load_corpus(folder: Path) -> list[Example]:
     files = sorted(Path(folder).glob("*.jsonl"))
     if not files:
         raise CorpusError(f"{folder}: no *.jsonl files")
-    examples, families = [], {}
+    examples: list[Example] = []
+    families: dict[str, str] = {}
     for path in files:
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if not line.strip():
