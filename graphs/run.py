@@ -33,7 +33,7 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from tqdm import tqdm
 
 from mentalarena.agents.context import Context
-from mentalarena.agents.models import ModelSpecError, check_model_spec, describe_model
+from mentalarena.agents.models import ModelSpecError, check_model_spec, describe_model, package_versions
 from mentalarena.agents.profiles import PatientProfile
 from mentalarena.graphs.arena import build_arena_graph
 from mentalarena.graphs.remote import Play, server_player
@@ -41,16 +41,6 @@ from mentalarena.graphs.remote import Play, server_player
 RECORDS = "records.jsonl"
 MANIFEST = "manifest.json"
 CHECKPOINTS = "checkpoints.sqlite"
-VERSIONED_PACKAGES = (
-    "mentalarena",
-    "langgraph",
-    "langchain-core",
-    "transformers",
-    "torch",
-    "sentence-transformers",
-    "peft",
-    "trl",
-)
 MODEL_OPTIONS = (
     "model",
     "patient_model",
@@ -172,17 +162,6 @@ def _without_secret_parameters(text: str) -> str:
 def _is_secret_parameter(name: str) -> bool:
     name = unquote_plus(name).lower()
     return any(word in name for word in SECRET_PARAMETER_WORDS)
-
-
-def package_versions() -> dict[str, str]:
-    """The installed version of each package the manifest records, or 'not installed'."""
-    versions = {}
-    for name in VERSIONED_PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
 
 
 def write_manifest(

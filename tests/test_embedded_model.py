@@ -54,7 +54,7 @@ def test_a_smoke_session_on_the_embedded_model(tmp_path):
 def test_concurrent_requests_share_one_batch():
     from concurrent.futures import ThreadPoolExecutor
 
-    from mentalarena.agents.local import local_generator
+    from mentalarena.agents.engine.generator import local_generator
 
     model = load_chat_model("embedded", GenerationSettings.reproducible(max_new_tokens=6))
     generator = local_generator(str(embedded_model_dir()), "float32")

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from mentalarena.agents.local import PrefixCache, TopKNucleusSampler
+from mentalarena.agents.engine.generator import PrefixCache, TopKNucleusSampler
 from mentalarena.agents.schemas import diagnosis_vocabulary
 
 
@@ -97,7 +97,7 @@ def test_cached_prefill_generates_what_plain_generate_does():
     """Greedy decoding through the prefix cache and the decoding batch is token for token what
     ``model.generate`` gives each prompt alone, and prompts that repeat earlier ones prefill only
     their new tokens."""
-    from mentalarena.agents.local import local_generator
+    from mentalarena.agents.engine.generator import local_generator
     from mentalarena.agents.models import GenerationSettings, embedded_model_dir
 
     # float32: chunked and whole-prompt prefill then agree to the last bit, so outputs can be compared.
@@ -150,7 +150,7 @@ def test_cached_prefill_generates_what_plain_generate_does():
 def test_requests_join_and_leave_the_batch_between_steps_without_changing_a_reply():
     """A short request submitted after a long one is answered while the long one still decodes;
     requests that join mid-way, with another temperature or length, change no greedy reply."""
-    from mentalarena.agents.local import local_generator
+    from mentalarena.agents.engine.generator import local_generator
     from mentalarena.agents.models import GenerationSettings, embedded_model_dir
 
     generator = local_generator(str(embedded_model_dir()), "float32")
@@ -191,7 +191,7 @@ def test_constrained_rows_follow_their_schema_and_leave_the_free_rows_of_their_b
     """Grammar-constrained decoding is per row: answers in two schemas and a free reply decode in
     one batch; each answer validates, and the free reply is what it is alone. What the grammar
     alone allows (each answer's keys, at least) is fed, not drawn."""
-    from mentalarena.agents.local import local_generator
+    from mentalarena.agents.engine.generator import local_generator
     from mentalarena.agents.models import GenerationSettings, embedded_model_dir
     from mentalarena.agents.prompts import DIAGNOSIS, PATIENT_RATING
     from mentalarena.agents.schemas import Diagnosis, Rating
@@ -244,7 +244,7 @@ def test_constrained_rows_follow_their_schema_and_leave_the_free_rows_of_their_b
 
 @pytest.mark.real_model
 def test_a_request_cancelled_by_its_caller_does_not_stop_the_generator():
-    from mentalarena.agents.local import local_generator
+    from mentalarena.agents.engine.generator import local_generator
     from mentalarena.agents.models import GenerationSettings, embedded_model_dir
 
     generator = local_generator(str(embedded_model_dir()), "float32")
@@ -258,7 +258,7 @@ def test_a_request_cancelled_by_its_caller_does_not_stop_the_generator():
 
 
 def test_the_decoding_batch_writes_each_row_at_its_own_length_and_keeps_rows_when_one_leaves():
-    from mentalarena.agents.local import DecodingBatch
+    from mentalarena.agents.engine.generator import DecodingBatch
 
     batch = DecodingBatch()
     for pieces in ([states([1, 2]), states([3])], [states([4])], [states([5, 6])]):  # as the prefix cache gives them
@@ -291,7 +291,7 @@ def test_the_decoding_batch_writes_each_row_at_its_own_length_and_keeps_rows_whe
 
 
 def test_a_packed_step_writes_each_rows_tokens_from_its_length_and_draws_from_its_last():
-    from mentalarena.agents.local import DecodingBatch
+    from mentalarena.agents.engine.generator import DecodingBatch
 
     batch = DecodingBatch()
     for ids in ([1, 2], [3, 4, 5], []):
@@ -314,7 +314,7 @@ def test_a_packed_step_writes_each_rows_tokens_from_its_length_and_draws_from_it
 def test_packed_attention_attends_each_row_over_its_own_states_and_causally_among_its_new_tokens():
     from transformers.integrations.sdpa_attention import repeat_kv
 
-    from mentalarena.agents.local import PackedRows, packed_attention
+    from mentalarena.agents.engine.generator import PackedRows, packed_attention
 
     torch.manual_seed(0)
     lengths, counts = (
@@ -349,7 +349,7 @@ def test_packed_attention_attends_each_row_over_its_own_states_and_causally_amon
 def test_only_full_attention_models_are_decoded_locally():
     from transformers import Gemma3TextConfig, LlamaConfig, MistralConfig, Qwen2Config
 
-    from mentalarena.agents.local import check_full_attention
+    from mentalarena.agents.engine.generator import check_full_attention
 
     check_full_attention(LlamaConfig(), "llama")
     check_full_attention(Qwen2Config(), "qwen")  # has a window, but does not use it
@@ -362,7 +362,7 @@ def test_only_full_attention_models_are_decoded_locally():
 def test_grouped_attention_computes_attention_per_head_and_skips_masked_positions():
     from transformers.integrations.sdpa_attention import repeat_kv
 
-    from mentalarena.agents.local import grouped_attention
+    from mentalarena.agents.engine.generator import grouped_attention
 
     torch.manual_seed(0)
     query, key, value = (
@@ -397,7 +397,7 @@ def test_a_bfloat16_batch_decodes_through_the_grouped_attention():
     from transformers import DynamicCache
     from transformers.integrations import sdpa_attention
 
-    from mentalarena.agents import local
+    from mentalarena.agents.engine import generator as local
     from mentalarena.agents.models import embedded_model_dir
 
     generator = local.local_generator(str(embedded_model_dir()), "bfloat16")
@@ -447,7 +447,7 @@ def test_a_bfloat16_generator_decodes_its_batch_with_either_attention(native):
     tokens (bfloat16 rounds with the batch's shape, so not every token need agree)."""
     from unittest import mock
 
-    from mentalarena.agents import local
+    from mentalarena.agents.engine import generator as local
     from mentalarena.agents.models import GenerationSettings, embedded_model_dir
 
     generator = local.local_generator(str(embedded_model_dir()), "bfloat16")
@@ -485,7 +485,7 @@ packable = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="
 @packable
 @pytest.mark.parametrize("bias", [False, True])
 def test_a_packed_linear_computes_what_the_linear_does_at_every_batch_size(bias):
-    from mentalarena.agents.packed_linear import PACKED_FOR_BATCH, PackedLinear
+    from mentalarena.agents.engine.packed_linear import PACKED_FOR_BATCH, PackedLinear
 
     torch.manual_seed(0)
     linear = torch.nn.Linear(576, 1536, bias=bias)
@@ -504,7 +504,7 @@ def test_a_packed_linear_computes_what_the_linear_does_at_every_batch_size(bias)
 
 @packable
 def test_only_plain_float32_linear_layers_are_packed():
-    from mentalarena.agents.packed_linear import PackedLinear, pack_linear_layers
+    from mentalarena.agents.engine.packed_linear import PackedLinear, pack_linear_layers
 
     class Scaled(torch.nn.Linear):  # a subclass does more than a matmul (as LoRA layers do): kept
         def forward(self, x):
@@ -528,8 +528,8 @@ def test_only_plain_float32_linear_layers_are_packed():
 def test_the_float32_local_model_decodes_through_packed_layers_as_the_plain_model_does():
     from transformers import AutoModelForCausalLM
 
+    from mentalarena.agents.engine.packed_linear import PackedLinear
     from mentalarena.agents.models import embedded_model_dir, load_local_model
-    from mentalarena.agents.packed_linear import PackedLinear
 
     folder = str(embedded_model_dir())
     model, tokenizer = load_local_model(folder, "float32")

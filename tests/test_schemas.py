@@ -5,7 +5,7 @@ import json
 import pytest
 
 from mentalarena.agents import prompts
-from mentalarena.agents.local import json_schema_of
+from mentalarena.agents.engine.generator import json_schema_of
 from mentalarena.agents.openai_compatible import OpenAICompatibleChat
 from mentalarena.agents.parsing import ParseError
 from mentalarena.agents.schemas import (

@@ -543,7 +543,9 @@ def generation_options(settings: GenerationSettings, pad_token_id: int) -> dict[
 
 
 DECODE_ATTENTION = "mentalarena_grouped_decode"
-GROUPED_MIN_BATCH = 4  # from here up, grouped decoding steps measured faster (benchmarks/decode_attention.jsonl)
+GROUPED_MIN_BATCH = (
+    4  # from here up, grouped decoding steps measured faster (agents/engine/benchmarks/decode_attention.jsonl)
+)
 
 
 def grouped_decode_attention(

@@ -1,13 +1,13 @@
 """Decoding step time of the embedded model with torch's SDPA and with the local backend's
-:func:`~mentalarena.agents.local.grouped_attention` (at every batch size here, so the figures say
+:func:`~mentalarena.agents.engine.generator.grouped_attention` (at every batch size here, so the figures say
 from which batch the generator should use it), side by side.
 
 Each batch size decodes the same left-padded prompts (lengths spread like arena prompts) from the
 same cached prefill, alternating the two attentions round by round, so that a slow moment of this
 shared machine hits both. Prints the median milliseconds per step and the ratio, and appends them
-to ``benchmarks/decode_attention.jsonl``.
+to ``agents/engine/benchmarks/decode_attention.jsonl``.
 
-    python -m mentalarena.benchmarks.decode_attention [--dtype bfloat16 --batches 1 2 4 8 16]
+    python -m mentalarena.agents.engine.benchmarks.decode_attention [--dtype bfloat16 --batches 1 2 4 8 16]
 """
 
 from __future__ import annotations
@@ -21,15 +21,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mentalarena.agents.local import (
+from mentalarena.agents.engine.generator import (
     DECODE_ATTENTION,
     generation_options,
     grouped_attention,
     local_generator,
     register_attention,
 )
-from mentalarena.agents.models import GenerationSettings, embedded_model_dir
-from mentalarena.graphs.run import package_versions
+from mentalarena.agents.models import GenerationSettings, embedded_model_dir, package_versions
 
 RESULTS = Path(__file__).with_name("decode_attention.jsonl")
 GROUPED = "mentalarena_grouped_always"

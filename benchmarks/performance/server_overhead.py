@@ -7,10 +7,10 @@ per session. The two sides alternate round by round, in one run, against one ser
 as many jobs as the concurrency: ``langgraph dev`` runs one at a time by default):
 
     langgraph dev --no-browser --no-reload --port 2024 --n-jobs-per-worker 4 &
-    python -m mentalarena.benchmarks.server_overhead --server http://127.0.0.1:2024 \\
+    python -m mentalarena.benchmarks.performance.server_overhead --server http://127.0.0.1:2024 \\
         [--sessions 24 --concurrency 4 --rounds 2]
 
-Appends a line to ``benchmarks/results.jsonl``.
+Appends a line to ``benchmarks/performance/results.jsonl``.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mentalarena.agents.context import Context
+from mentalarena.agents.models import package_versions
 from mentalarena.agents.profiles import builtin_profiles
-from mentalarena.graphs.run import package_versions, redact_url, run_sessions
+from mentalarena.graphs.run import redact_url, run_sessions
 
 RESULTS = Path(__file__).with_name("results.jsonl")
 SCRIPTED = Context(model="scripted", inquiry_turns=2, max_redirections=1, treatment_tries=2, medication_tries=2)

@@ -12,9 +12,9 @@ the claim):
    sessions with ``structured_output='off'`` (free text, parsed leniently), in alternating order
    with the constrained run, and the tokens/s of the two are compared, beside the share of the
    generator's time the grammar's own work took and the share of tokens it forced.
-Prints the ratios against the targets and appends the figures to ``benchmarks/results.jsonl``.
+Prints the ratios against the targets and appends the figures to ``benchmarks/performance/results.jsonl``.
 
-    python -m mentalarena.benchmarks.throughput [--rounds 2 --sessions-1 1 --sessions-8 24]
+    python -m mentalarena.benchmarks.performance.throughput [--rounds 2 --sessions-1 1 --sessions-8 24]
 """
 
 from __future__ import annotations
@@ -32,12 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from mentalarena.agents.context import Context
-from mentalarena.agents.local import local_generator
-from mentalarena.agents.models import embedded_model_dir
+from mentalarena.agents.engine import local_generator
+from mentalarena.agents.models import embedded_model_dir, package_versions
 from mentalarena.agents.profiles import builtin_profiles
 from mentalarena.agents.state import ArenaInput
 from mentalarena.graphs.arena import build_arena_graph
-from mentalarena.graphs.run import RECORDS, package_versions, run_sessions
+from mentalarena.graphs.run import RECORDS, run_sessions
 
 RESULTS = Path(__file__).with_name("results.jsonl")
 SMALL: dict[str, Any] = dict(

@@ -1,14 +1,14 @@
 """Decoding step time of the embedded model in float32 with plain ``nn.Linear`` layers (MKL's
-sgemm) and with the local backend's oneDNN-packed ones (:mod:`mentalarena.agents.packed_linear`),
+sgemm) and with the local backend's oneDNN-packed ones (:mod:`mentalarena.agents.engine.packed_linear`),
 side by side.
 
 Both models come from the same folder. Each batch size decodes the same left-padded prompts
 (lengths spread like arena prompts) from the same cached prefill, the two models taking turns
 round by round, so that a slow moment of this shared machine hits both. Prints the median
 milliseconds per step, the ratio, and the batch-8 step over the batch-1 step of each (what bounds
-how much batching can gain), and appends them to ``benchmarks/packed_linear.jsonl``.
+how much batching can gain), and appends them to ``agents/engine/benchmarks/packed_linear.jsonl``.
 
-    python -m mentalarena.benchmarks.packed_linear [--batches 1 8 16]
+    python -m mentalarena.agents.engine.benchmarks.packed_linear [--batches 1 8 16]
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mentalarena.agents.engine.benchmarks.decode_attention import append_result, arena_like_lengths, step_milliseconds
+from mentalarena.agents.engine.packed_linear import PackedLinear, can_pack
 from mentalarena.agents.models import embedded_model_dir, load_local_model
-from mentalarena.agents.packed_linear import PackedLinear, can_pack
-from mentalarena.benchmarks.decode_attention import append_result, arena_like_lengths, step_milliseconds
 
 RESULTS = Path(__file__).with_name("packed_linear.jsonl")
 

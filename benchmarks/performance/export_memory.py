@@ -2,7 +2,7 @@
 
 Writes synthetic session records (every one distinct, so the de-duplication table grows too),
 exports N and 10 x N of them, each in a fresh subprocess, and prints peak RSS of both and their
-ratio. Run: python -m mentalarena.benchmarks.export_memory [--records 20000]
+ratio. Run: python -m mentalarena.benchmarks.performance.export_memory [--records 20000]
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Micro-benchmarks of the engine's own kernels; their results logs sit beside them."""

@@ -1,0 +1,1 @@
+"""Performance measurements (throughput, server overhead, export memory), apart from the model evaluations."""
