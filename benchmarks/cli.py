@@ -11,7 +11,7 @@ from pathlib import Path
 
 from mentalarena.benchmarks.imhi import IMHI_SETS
 from mentalarena.benchmarks.judges import DEFAULT_QUESTIONS
-from mentalarena.benchmarks.qa import DEFAULT_DATA_ROOT, SCORERS, TASKS
+from mentalarena.benchmarks.qa import SCORERS, TASKS
 
 MODELS_HELP = "comma-separated model specs to compare, e.g. 'embedded,models/psi/merged' (see `mentalarena run --help`)"
 
@@ -35,8 +35,8 @@ def cmd_qa(args: argparse.Namespace) -> int:
             models=args.models,
             tasks=args.tasks,
             scorer=args.scorer,
-            data_root=Path(args.data),
-            source=args.source,
+            data_root=Path(args.data) if args.data else None,
+            source=args.source or "",
             limit=args.limit,
             max_new_tokens=args.max_new_tokens,
             batch_size=args.batch_size,
@@ -200,7 +200,6 @@ def make_parser(commands: argparse._SubParsersAction) -> None:
         "and PNG charts to --out.",
     )
     kinds = evaluate.add_subparsers(dest="eval_kind", required=True)
-    data_help = f"fixture data root holding {{medqa,medmcqa,pubmedqa,mmlu,imhi-expert}}/ (default {DEFAULT_DATA_ROOT})"
 
     qa = kinds.add_parser(
         "qa", help="MedQA, MedMCQA, PubMedQA, MMLU medical: accuracy with 95%% Wilson intervals, per subject"
@@ -219,10 +218,11 @@ def make_parser(commands: argparse._SubParsersAction) -> None:
     qa.add_argument(
         "--source",
         choices=("local", "hub"),
-        default="local",
-        help="local JSONL under --data, or the full sets from the Hugging Face hub (network)",
+        default=None,
+        help="local JSONL under --data, or the full sets from the Hugging Face hub (network); "
+        "default: local when --data is given, else hub",
     )
-    qa.add_argument("--data", default=str(DEFAULT_DATA_ROOT), help=data_help)
+    qa.add_argument("--data", default=None, help="folder holding {medqa,medmcqa,pubmedqa,mmlu}/*.jsonl")
     qa.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass for --scorer loglik")
     common_options(qa, max_new_tokens=16)
     qa.set_defaults(func=cmd_qa)
@@ -235,7 +235,9 @@ def make_parser(commands: argparse._SubParsersAction) -> None:
         default=list(IMHI_SETS),
         help=f"comma-separated, from {', '.join(IMHI_SETS)} (default all)",
     )
-    imhi.add_argument("--data", default=str(DEFAULT_DATA_ROOT), help=data_help)
+    imhi.add_argument(
+        "--data", required=True, help="folder holding imhi-expert/<set>.csv (MentalLLaMA's IMHI test sets; see docs)"
+    )
     common_options(imhi, max_new_tokens=48)
     imhi.set_defaults(func=cmd_imhi)
 

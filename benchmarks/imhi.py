@@ -28,7 +28,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 
 from mentalarena.agents.models import GenerationSettings, describe_model, load_chat_model
 from mentalarena.benchmarks import prompts
-from mentalarena.benchmarks.qa import DEFAULT_DATA_ROOT, DataError
+from mentalarena.benchmarks.qa import DataError
 from mentalarena.training.statistics import wilson_interval
 
 QUERY, GOLD = "query", "gpt-3.5-turbo"
@@ -141,8 +141,8 @@ class IMHIArgs:
     """What `mentalarena eval imhi` evaluates: the models, the sets, where their data is, and the answer budget."""
 
     models: list[str]
+    data_root: Path  # holds imhi-expert/<set>.csv
     sets: list[str] = field(default_factory=lambda: list(IMHI_SETS))
-    data_root: Path = DEFAULT_DATA_ROOT
     limit: int | None = None  # first N rows of each set
     max_new_tokens: int = 48
     progress: bool = True

@@ -13,7 +13,7 @@ import argparse
 import time
 from pathlib import Path
 
-from mentalarena.benchmarks.qa import DEFAULT_DATA_ROOT, TASKS, QAArgs, accuracy_summary, load_items, predict
+from mentalarena.benchmarks.qa import TASKS, QAArgs, accuracy_summary, load_items, predict
 
 
 def timed_scores(items, spec: str, args: QAArgs) -> tuple[dict, float]:
@@ -28,7 +28,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="embedded", help="a local model: 'embedded' or a Hugging Face folder")
     parser.add_argument("--tasks", default=",".join(TASKS))
-    parser.add_argument("--data", default=str(DEFAULT_DATA_ROOT))
+    parser.add_argument("--data", default=None, help="folder holding <task>/*.jsonl; without it, the hub's sets")
     parser.add_argument("--limit", type=int, default=None, help="first N items of each task")
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=8)
@@ -36,7 +36,7 @@ def main() -> None:
     base = QAArgs(
         models=[options.model],
         tasks=options.tasks.split(","),
-        data_root=Path(options.data),
+        data_root=Path(options.data) if options.data else None,
         limit=options.limit,
         max_new_tokens=options.max_new_tokens,
         batch_size=options.batch_size,

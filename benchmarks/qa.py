@@ -47,8 +47,6 @@ MMLU_MEDICAL_SUBJECTS = (
     "medical_genetics",
     "professional_medicine",
 )
-# The repository is benchmarks/..; the workspace keeps its fixture data beside it, in shared/data.
-DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
 LETTERS = "ABCDEFGHIJ"
 PUBMEDQA_DECISIONS = ("yes", "no", "maybe")
 # (hub name, config, split) per task; MedMCQA's test split has no answers, so its validation split is used.
@@ -97,12 +95,17 @@ class QAArgs:
     models: list[str]
     tasks: list[str] = field(default_factory=lambda: list(TASKS))
     scorer: str = "generate"
-    data_root: Path = DEFAULT_DATA_ROOT
-    source: str = "local"  # or "hub" (needs the network)
+    data_root: Path | None = None  # local JSONL under <data_root>/<task>/; without it, the hub
+    source: str = ""  # "local" or "hub" (needs the network); empty: local with a data_root, else hub
     limit: int | None = None  # first N items of each task
     max_new_tokens: int = 16
     batch_size: int = 8
     progress: bool = True
+
+    @property
+    def data_source(self) -> str:
+        """Where the items come from: 'local' (under ``data_root``) or 'hub'."""
+        return self.source or ("local" if self.data_root else "hub")
 
 
 # --- loading -------------------------------------------------------------------------------
@@ -260,13 +263,19 @@ def hub_record(task: str, row: dict) -> dict:
 
 
 def load_hub_task(task: str) -> list[MCQItem]:
-    """The full set from the Hugging Face hub (needs the network; never used by the tests)."""
+    """The full set from the Hugging Face hub (needs the network, or the datasets cache)."""
     from datasets import load_dataset
 
     name, configs, split = HUB_DATASETS[task]
     items = []
     for config in configs if isinstance(configs, tuple) else (configs,):
-        rows = load_dataset(name, config, split=split)
+        try:
+            rows = load_dataset(name, config, split=split)
+        except (ConnectionError, OSError) as exc:  # offline: no network and nothing cached
+            raise DataError(
+                f"{task}: cannot load {name} from the Hugging Face hub ({type(exc).__name__}); "
+                "pass --data FOLDER holding the sets as local JSONL (docs/evaluation.md), or go online for --source hub"
+            ) from exc
         for number, row in enumerate(rows):
             where = f"{name}{'/' + config if config else ''} [{split}] row {number}"
             items.append(ITEM_READERS[task](hub_record(task, row), where, config or task))
@@ -278,8 +287,12 @@ def load_items(args: QAArgs) -> dict[str, list[MCQItem]]:
     unknown = sorted(set(args.tasks) - set(TASKS))
     if unknown:
         raise ValueError(f"unknown QA task(s) {unknown}; choose from {', '.join(TASKS)}")
+    if args.data_source == "local" and args.data_root is None:
+        raise DataError("--source local needs --data FOLDER holding <task>/*.jsonl; or use --source hub (network)")
     loaded = {
-        task: load_hub_task(task) if args.source == "hub" else load_local_task(task, args.data_root)
+        task: load_local_task(task, args.data_root)
+        if args.data_root and args.data_source == "local"
+        else load_hub_task(task)
         for task in args.tasks
     }
     return {task: items[: args.limit] if args.limit else items for task, items in loaded.items()}
@@ -517,7 +530,7 @@ def evaluate_qa(args: QAArgs) -> tuple[dict, list[dict]]:
     results: dict[str, Any] = {
         "kind": "qa",
         "scorer": args.scorer,
-        "source": args.source,
+        "source": args.data_source,
         "tasks": list(args.tasks),
         "models": {},
     }
@@ -533,12 +546,13 @@ def evaluate_qa(args: QAArgs) -> tuple[dict, list[dict]]:
     return results, rows
 
 
-def mcq_evaluator(tasks: list[str], limit: int | None) -> Callable[[str], dict[str, float]]:
+def mcq_evaluator(tasks: list[str], limit: int | None, data_root: Path | None) -> Callable[[str], dict[str, float]]:
     """What scores one model on ``tasks`` by log-likelihood: ``{"qa_<task>": accuracy}`` (the loop's
-    forgetting guard)."""
+    forgetting guard), from local JSONL under ``data_root`` or, without it, from the hub."""
 
     def evaluate(model: str) -> dict[str, float]:
-        results, _ = evaluate_qa(QAArgs(models=[model], tasks=tasks, scorer="loglik", limit=limit, progress=False))
+        qa = QAArgs(models=[model], tasks=tasks, scorer="loglik", data_root=data_root, limit=limit, progress=False)
+        results, _ = evaluate_qa(qa)
         return {
             f"qa_{task}": round(scores["accuracy"], 4) for task, scores in results["models"][model]["tasks"].items()
         }

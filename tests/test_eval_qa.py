@@ -1,7 +1,10 @@
 """Multiple-choice QA: loaders, answer extraction, Wilson intervals, both scorers, the eval command."""
 
 import json
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -360,3 +363,21 @@ def test_both_scorers_run_on_the_embedded_model():
         scores = json.loads(row["output"])
         assert list(scores) == ["A", "B", "C", "D"] and row["predicted"] == max(scores, key=scores.get)
         assert all(score < 0 for score in scores.values())
+
+
+def test_without_data_the_hub_is_the_source_and_offline_that_is_a_clear_error(tmp_path):
+    offline = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "mentalarena.cli", "eval", "qa", "--tasks", "medqa", "--limit", "1"]
+    done = subprocess.run(
+        [*command, "--out", str(tmp_path / "r")], env=offline, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "cannot load GBaker/MedQA-USMLE-4-options from the Hugging Face hub" in done.stderr
+    assert "--data FOLDER" in done.stderr and "--source hub" in done.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_local_source_without_data_names_both_options(tmp_path, capsys):
+    assert main(["eval", "qa", "--source", "local", "--tasks", "medqa", "--out", str(tmp_path / "r")]) == 2
+    error = capsys.readouterr().err
+    assert "--source local needs --data FOLDER" in error and "--source hub" in error

@@ -88,7 +88,11 @@ def test_two_iterations_of_the_loop_from_the_command_line(tmp_path):
     out = tmp_path / "loop"
     profiles = tmp_path / "profiles.json"  # two patients: one to train on, one held out
     profiles.write_text(json.dumps([p.to_patient_psi() for p in builtin_profiles()[:2]]))
-    evaluation = ["--eval-tasks", "mmlu", "--eval-limit", "4"] if (SHARED_DATA / "mmlu").exists() else []
+    evaluation = (
+        ["--eval-tasks", "mmlu", "--eval-limit", "4", "--eval-data", str(SHARED_DATA)]
+        if (SHARED_DATA / "mmlu").exists()
+        else []
+    )
     args = [
         "iterate",
         "--iterations",

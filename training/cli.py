@@ -19,8 +19,9 @@ from mentalarena.graphs.cli import (
     whole_number_at_least_one,
 )
 
-# Given the MCQ set names and an item limit, returns what scores one model on them: {metric: value}.
-MCQEvaluator = Callable[[list[str], "int | None"], Callable[[str], dict[str, float]]]
+# Given the MCQ set names, an item limit and a local data folder (None: the hub), returns what
+# scores one model on them: {metric: value}.
+MCQEvaluator = Callable[[list[str], "int | None", "Path | None"], Callable[[str], dict[str, float]]]
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -109,7 +110,9 @@ def cmd_iterate(args: argparse.Namespace) -> int:
             qlora=args.qlora,
             progress=not args.quiet,
             concurrency=args.concurrency,
-            evaluate=args.mcq_evaluator(eval_tasks, args.eval_limit) if eval_tasks else None,
+            evaluate=args.mcq_evaluator(eval_tasks, args.eval_limit, Path(args.eval_data) if args.eval_data else None)
+            if eval_tasks
+            else None,
             heldout_profiles=heldout,
             heldout_sessions_per_patient=args.heldout_sessions_per_patient,
             format_check=args.format_check,
@@ -220,6 +223,9 @@ def make_parser(commands: argparse._SubParsersAction, mcq_evaluator: MCQEvaluato
     )
     loop.add_argument(
         "--eval-limit", type=whole_number_at_least_one, default=None, help="first N items of each evaluation set"
+    )
+    loop.add_argument(
+        "--eval-data", default=None, help="folder holding <task>/*.jsonl for --eval-tasks; without it, the hub's sets"
     )
     loop.add_argument(
         "--heldout-ratio",
