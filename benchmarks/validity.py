@@ -31,7 +31,8 @@ from mentalarena.agents.models import describe_model, package_versions
 from mentalarena.agents.profiles import builtin_profiles
 from mentalarena.agents.schemas import diagnosis_vocabulary, vocabulary_name
 from mentalarena.graphs.cli import SMALL_BUDGET
-from mentalarena.graphs.run import RECORDS, run_sessions
+from mentalarena.graphs.run import run_sessions
+from mentalarena.graphs.run_folder import read_records
 from mentalarena.training.statistics import proportion
 
 RESULTS = Path(__file__).with_name("results.jsonl")
@@ -138,7 +139,7 @@ def main() -> None:
         started = time.perf_counter()
         run_sessions(profiles, context, folder, len(profiles), progress=True, concurrency=args.concurrency)
         seconds = time.perf_counter() - started
-        records = [json.loads(line) for line in (folder / RECORDS).read_text(encoding="utf-8").splitlines()]
+        records = read_records(folder)
     figures = validity(records)
     result = {
         "kind": "validity",

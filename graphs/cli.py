@@ -99,7 +99,8 @@ def check_options(
 def cmd_run(args: argparse.Namespace) -> int:
     """`run`: self-play sessions into a run folder; exit code 0, 1 if a session failed, 2 for bad options."""
     from mentalarena.graphs.remote import ServerError
-    from mentalarena.graphs.run import RECORDS, RunFolderError, run_sessions
+    from mentalarena.graphs.run import run_sessions
+    from mentalarena.graphs.run_folder import RECORDS, RunFolderError
 
     context = build_context(args)
     profiles = load_profile_source(args.profiles)

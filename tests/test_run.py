@@ -8,7 +8,8 @@ from mentalarena.agents.context import Context
 from mentalarena.agents.profiles import builtin_profiles
 from mentalarena.agents.scripted import RoleScript
 from mentalarena.cli import main
-from mentalarena.graphs.run import redact_url, run_sessions, settle_records
+from mentalarena.graphs.run import run_sessions
+from mentalarena.graphs.run_folder import redact_url, settle_records
 
 
 def records(folder):

@@ -7,7 +7,8 @@ from mentalarena.agents.profiles import builtin_profiles
 from mentalarena.agents.schemas import Diagnosis, vocabulary_name
 from mentalarena.agents.scripted import RoleScript
 from mentalarena.benchmarks.validity import markdown, validity
-from mentalarena.graphs.run import RECORDS, run_sessions
+from mentalarena.graphs.run import run_sessions
+from mentalarena.graphs.run_folder import RECORDS
 
 
 def test_every_builtin_presentation_is_a_vocabulary_name():

@@ -18,8 +18,9 @@ from statistics import fmean
 from mentalarena.agents.context import Context
 from mentalarena.agents.profiles import PatientProfile, patient_identity
 from mentalarena.agents.schemas import vocabulary_name
-from mentalarena.graphs.run import RECORDS, run_sessions
-from mentalarena.training.export import assign_splits, iter_records
+from mentalarena.graphs.run import run_sessions
+from mentalarena.graphs.run_folder import read_records
+from mentalarena.training.export import assign_splits
 from mentalarena.training.statistics import bootstrap_mean, paired_difference, proportion
 
 HELDOUT_RATIO = 0.25
@@ -125,10 +126,10 @@ def play_heldout(
             progress=progress,
             concurrency=concurrency,
         )
-        free = _records(folder / "unconstrained" / RECORDS)
+        free = _records(folder / "unconstrained")
     return {
         sid: session_values(record, free.get(sid) if format_check else None)
-        for sid, record in _records(folder / "constrained" / RECORDS).items()
+        for sid, record in _records(folder / "constrained").items()
     }
 
 
@@ -246,8 +247,8 @@ def plot(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def _records(path: Path) -> dict[str, dict]:
-    return {record["session_id"]: record for _, record in iter_records([path])} if path.exists() else {}
+def _records(folder: Path) -> dict[str, dict]:
+    return {record["session_id"]: record for record in read_records(folder)}
 
 
 def _scalar(value):

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from mentalarena.agents.context import Context
 from mentalarena.agents.profiles import PatientProfile
-from mentalarena.graphs.run import RECORDS, run_sessions
+from mentalarena.graphs.run import run_sessions
+from mentalarena.graphs.run_folder import RECORDS, read_records
 from mentalarena.training import heldout
 from mentalarena.training.export import ExportArgs, export, last_mean_similarity
 from mentalarena.training.finetune import TrainArgs, plot_series, train
@@ -61,9 +62,9 @@ class IterateArgs:
     teacher: str = ""  # a model spec that plays the self-play instead of the student
 
 
-def selfplay_metrics(records_path: Path) -> dict:
-    """Sessions done and failed in a records file, and the finished sessions' mean scores, similarity and failures."""
-    done = [json.loads(line) for line in records_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+def selfplay_metrics(folder: Path) -> dict:
+    """Sessions done and failed in a run folder, and the finished sessions' mean scores, similarity and failures."""
+    done = read_records(folder)
     finished = [r for r in done if r.get("status") == "done"]
 
     def mean(values):
@@ -131,7 +132,7 @@ def run_iteration(args: IterateArgs, k: int, model: str) -> dict:
         "iteration": k,
         "model": model,
         "selfplay_model": player,
-        **selfplay_metrics(selfplay / RECORDS),
+        **selfplay_metrics(selfplay),
         "items": json.loads((dataset / "export.json").read_text())["items_written"],
         "first_train_loss": training["first_loss"],
         "final_train_loss": training["final_loss"],

@@ -27,7 +27,8 @@ from pathlib import Path
 from mentalarena.agents.context import Context
 from mentalarena.agents.models import package_versions
 from mentalarena.agents.profiles import builtin_profiles
-from mentalarena.graphs.run import redact_url, run_sessions
+from mentalarena.graphs.run import run_sessions
+from mentalarena.graphs.run_folder import redact_url
 
 RESULTS = Path(__file__).with_name("results.jsonl")
 SCRIPTED = Context(model="scripted", inquiry_turns=2, max_redirections=1, treatment_tries=2, medication_tries=2)

@@ -37,7 +37,8 @@ from mentalarena.agents.models import embedded_model_dir, package_versions
 from mentalarena.agents.profiles import builtin_profiles
 from mentalarena.agents.state import ArenaInput
 from mentalarena.graphs.arena import build_arena_graph
-from mentalarena.graphs.run import RECORDS, run_sessions
+from mentalarena.graphs.run import run_sessions
+from mentalarena.graphs.run_folder import read_records
 
 RESULTS = Path(__file__).with_name("results.jsonl")
 SMALL: dict[str, Any] = dict(
@@ -107,10 +108,7 @@ def selfplay(
             )
             seconds = time.perf_counter() - started
             if summary.failed:  # a broken backend must not pass for a fast one
-                with open(Path(folder) / RECORDS, encoding="utf-8") as records:
-                    reasons = Counter(
-                        record["error"] for record in map(json.loads, records) if record["status"] == "failed"
-                    )
+                reasons = Counter(r["error"] for r in read_records(Path(folder)) if r["status"] == "failed")
                 raise RuntimeError(
                     f"{summary.failed} of {sessions} sessions failed at concurrency {concurrency}: {dict(reasons)}"
                 )
