@@ -18,6 +18,8 @@ from typing import Literal, get_args
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mentalarena.agents.jsonl import read_json_lines
+
 ConversationalStyle = Literal["plain", "upset", "verbose", "reserved", "tangent", "pleasing"]
 CONVERSATIONAL_STYLES: tuple[ConversationalStyle, ...] = get_args(ConversationalStyle)
 # The long names MentalArena's own patient set (Patient-Psi-CM_dataset.json) gives the same styles.
@@ -184,14 +186,7 @@ def load_profiles(path: str | Path) -> list[PatientProfile]:
     except OSError as exc:
         raise ProfileError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     if path.suffix == ".jsonl":
-        records: list[object] = []
-        for line_number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise ProfileError(f"{path}: line {line_number}: not valid JSON: {exc.msg}") from exc
+        records: list[object] = [record for _, record in read_json_lines(path, ProfileError)]
     else:
         try:
             data = json.loads(text)

@@ -24,6 +24,7 @@ from typing import Any
 
 from langchain_core.messages import HumanMessage, SystemMessage
 
+from mentalarena.agents.jsonl import read_json_lines
 from mentalarena.agents.models import (
     EMBEDDED_SPECS,
     GenerationSettings,
@@ -218,18 +219,7 @@ def file_subject(path: Path) -> str:
 
 def read_jsonl_items(task: str, path: Path) -> list[MCQItem]:
     """The items of one JSONL file of ``task``, skipping blank lines; a line that is not JSON is a DataError."""
-    items = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}, line {number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{where}: not valid JSON ({exc.msg})") from exc
-            items.append(ITEM_READERS[task](record, where, file_subject(path)))
-    return items
+    return [ITEM_READERS[task](record, where, file_subject(path)) for where, record in read_json_lines(path, DataError)]
 
 
 def load_local_task(task: str, data_root: Path) -> list[MCQItem]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import unquote_plus, urlsplit
 
 from mentalarena.agents.context import Context
+from mentalarena.agents.jsonl import read_json_lines
 from mentalarena.agents.models import describe_model, package_versions
 
 RECORDS = "records.jsonl"
@@ -190,16 +191,4 @@ def append_record(records_path: Path, line: dict) -> None:
 def read_records(folder: Path) -> list[dict]:
     """The session records of the run folder ``folder``, in the order they were written; none before the first."""
     path = folder / RECORDS
-    if not path.exists():
-        return []
-    records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise RunFolderError(
-                f"{path}: line {number}: not a session record ({exc.msg}); fix or move the file"
-            ) from None
-    return records
+    return [record for _, record in read_json_lines(path, RunFolderError)] if path.exists() else []

@@ -170,13 +170,13 @@ def test_a_malformed_record_names_file_line_and_field(tmp_path, task, line, fiel
     path.write_text((good + "\n\n" if good else "") + line + "\n")
     with pytest.raises(DataError) as error:
         load_local_task(task, tmp_path)
-    assert f"{path}, line {3 if good else 1}: field '{field}'" in str(error.value)
+    assert f"{path}: line {3 if good else 1}: field '{field}'" in str(error.value)
 
 
 def test_broken_json_and_a_missing_folder_are_data_errors(tmp_path):
     write_jsonl(tmp_path / "medqa" / "a.jsonl", [medqa_record(1, "A")])
     (tmp_path / "medqa" / "a.jsonl").write_text((tmp_path / "medqa" / "a.jsonl").read_text() + '{"question": \n')
-    with pytest.raises(DataError, match=r"a\.jsonl, line 2: not valid JSON"):
+    with pytest.raises(DataError, match=r"a\.jsonl: line 2: not valid JSON"):
         load_local_task("medqa", tmp_path)
     with pytest.raises(DataError, match="no \\*.jsonl files for mmlu"):
         load_local_task("mmlu", tmp_path)

@@ -102,13 +102,13 @@ def test_the_corpus_split_keeps_families_whole():
     [
         ('{"text": "x", "category": "sadness", "subtype": "a", "family": "f1"}', "field 'category'"),
         ('{"text": "", "category": "none", "subtype": "a", "family": "f1"}', "field 'text'"),
-        ("not json", "not JSON"),
+        ("not json", "not valid JSON"),
     ],
 )
 def test_a_bad_corpus_line_is_refused_by_file_line_and_field(tmp_path, line, reason):
     good = '{"text": "I like tea.", "category": "none", "subtype": "ordinary", "family": "f0"}'
     (tmp_path / "corpus.jsonl").write_text(good + "\n" + line + "\n")
-    with pytest.raises(CorpusError, match=rf"corpus.jsonl, line 2: .*{reason}|corpus.jsonl, line 2: {reason}"):
+    with pytest.raises(CorpusError, match=rf"corpus.jsonl: line 2: .*{reason}|corpus.jsonl: line 2: {reason}"):
         load_corpus(tmp_path)
 
 

@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mentalarena.agents import prompts
+from mentalarena.agents.jsonl import read_json_lines
 from mentalarena.agents.parsing import is_refusal
 from mentalarena.agents.patient import patient_system_prompt
 from mentalarena.agents.profiles import patient_identity
@@ -104,22 +105,14 @@ def iter_records(paths: list[Path], record_format: str = "records") -> Iterator[
     """Session records, line by line; a MentalArena seed record comes out as a session record (seed_session_record)."""
     for path in paths:
         format_of_file = None if record_format == "auto" else record_format
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                where = f"{path}: line {number}"
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ExportError(f"{where}: not valid JSON: {exc.msg}") from exc
-                format_of_file = format_of_file or file_format(record, where)
-                if format_of_file == "mentalarena":
-                    yield path, seed_session_record(record, where)
-                    continue
-                if not isinstance(record, dict) or "session_id" not in record:
-                    raise ExportError(f"{where}: field 'session_id': missing, not a session record")
-                yield path, record
+        for where, record in read_json_lines(path, ExportError):
+            format_of_file = format_of_file or file_format(record, where)
+            if format_of_file == "mentalarena":
+                yield path, seed_session_record(record, where)
+                continue
+            if not isinstance(record, dict) or "session_id" not in record:
+                raise ExportError(f"{where}: field 'session_id': missing, not a session record")
+            yield path, record
 
 
 def file_format(first_record: object, where: str) -> str:

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from mentalarena.agents.embeddings import BUNDLED, load_embeddings, unit_vectors
+from mentalarena.agents.jsonl import read_json_lines
 from mentalarena.agents.risk_classifier import NONE, RiskClassifier
 from mentalarena.agents.safety import phrase_hits
 from mentalarena.agents.schemas import RISK_CATEGORIES
@@ -62,25 +63,17 @@ def load_corpus(folder: Path) -> list[Example]:
     examples: list[Example] = []
     families: dict[str, str] = {}
     for path in files:
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise CorpusError(f"{path}, line {number}: not JSON ({exc.msg})") from None
+        for where, row in read_json_lines(path, CorpusError):
             for name in ("text", "category", "subtype", "family"):
                 if not isinstance(row.get(name), str) or not row[name].strip():
-                    raise CorpusError(f"{path}, line {number}: field {name!r} is missing or empty")
+                    raise CorpusError(f"{where}: field {name!r} is missing or empty")
             if row["category"] not in CATEGORIES:
                 raise CorpusError(
-                    f"{path}, line {number}: field 'category': {row['category']!r} "
-                    f"is not one of {', '.join(CATEGORIES)}"
+                    f"{where}: field 'category': {row['category']!r} is not one of {', '.join(CATEGORIES)}"
                 )
             if families.setdefault(row["family"], row["category"]) != row["category"]:
                 raise CorpusError(
-                    f"{path}, line {number}: field 'family': {row['family']!r} "
-                    f"already has category {families[row['family']]!r}"
+                    f"{where}: field 'family': {row['family']!r} already has category {families[row['family']]!r}"
                 )
             examples.append(Example(row["text"].strip(), row["category"], row["subtype"], row["family"]))
     return examples
