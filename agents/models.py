@@ -262,10 +262,10 @@ def load_chat_model(spec: str, settings: GenerationSettings | None = None) -> Ba
         from mentalarena.agents.scripted import RoleScript, ScriptedChatModel
 
         return ScriptedChatModel(respond=RoleScript())
-    if spec.lower() in EMBEDDED_SPECS or Path(spec).expanduser().is_dir():
+    folder = local_model_folder(spec)
+    if folder is not None:
         from mentalarena.agents.engine import LocalChatModel
 
-        folder = embedded_model_dir() if spec.lower() in EMBEDDED_SPECS else Path(spec).expanduser().resolve()
         return LocalChatModel(path=str(folder), settings=settings)
     provider, sep, model_name = spec.partition(":")
     if not sep or not model_name:
@@ -352,6 +352,16 @@ def package_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             versions[name] = "not installed"
     return versions
+
+
+def local_model_folder(spec: str) -> Path | None:
+    """The folder of a local model spec: the embedded model's (converted on first use), or an existing
+    folder's; None for any other spec."""
+    spec = spec.strip()
+    if spec.lower() in EMBEDDED_SPECS:
+        return embedded_model_dir()
+    folder = Path(spec).expanduser()
+    return folder.resolve() if folder.is_dir() else None
 
 
 def describe_model(spec: str) -> str:

@@ -26,13 +26,12 @@ from langchain_core.messages import HumanMessage, SystemMessage
 
 from mentalarena.agents.jsonl import read_json_lines
 from mentalarena.agents.models import (
-    EMBEDDED_SPECS,
     GenerationSettings,
     ModelSpecError,
     describe_model,
-    embedded_model_dir,
     load_chat_model,
     load_local_model,
+    local_model_folder,
 )
 from mentalarena.benchmarks import prompts
 from mentalarena.training.statistics import wilson_interval
@@ -363,13 +362,11 @@ def generate_predictions(
 # --- log-likelihood ----------------------------------------------------------------------------
 
 
-def local_model_folder(spec: str) -> str:
+def loglik_model_folder(spec: str) -> str:
     """The model folder a spec names ('embedded' or a folder); any other spec is a ModelSpecError."""
-    if spec.strip().lower() in EMBEDDED_SPECS:
-        return str(embedded_model_dir())
-    folder = Path(spec).expanduser()
-    if folder.is_dir():
-        return str(folder.resolve())
+    folder = local_model_folder(spec)
+    if folder is not None:
+        return str(folder)
     raise ModelSpecError(
         f"model spec {spec!r}: log-likelihood scoring needs a local model ('embedded' or a model folder)"
     )
@@ -441,7 +438,7 @@ def option_logprobs(
 
 def loglik_predictions(items: list[MCQItem], spec: str, batch_size: int, progress: bool = False) -> list[Prediction]:
     """For each item, the option letter a local model gives the highest log-likelihood."""
-    model, tokenizer = load_local_model(local_model_folder(spec))
+    model, tokenizer = load_local_model(loglik_model_folder(spec))
     requests = [
         (
             prompts.LOGLIK_CONTEXT.format(question=item.question, options=options_text(item.options)),

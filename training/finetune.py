@@ -13,7 +13,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mentalarena.agents.models import EMBEDDED_SPECS, ModelSpecError, cpu_computes_bfloat16, embedded_model_dir
+from mentalarena.agents.models import (
+    ModelSpecError,
+    cpu_computes_bfloat16,
+    local_model_folder,
+)
 
 # ChatML as SmolLM2 renders it, with the assistant's content marked for assistant-only loss.
 CHATML_WITH_GENERATION = (
@@ -88,10 +92,9 @@ class TrainArgs:
 
 def base_model_folder(spec: str) -> str:
     """The folder of the model to fine-tune ('embedded' or a local Hugging Face folder); else a ModelSpecError."""
-    if spec.strip().lower() in EMBEDDED_SPECS:
-        return str(embedded_model_dir())
-    if Path(spec, "config.json").exists():
-        return spec
+    folder = local_model_folder(spec)
+    if folder is not None and (folder / "config.json").exists():
+        return str(folder)
     raise ModelSpecError(f"model {spec!r}: fine-tuning needs 'embedded' or a local Hugging Face folder")
 
 
