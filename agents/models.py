@@ -152,10 +152,9 @@ def cpu_computes_bfloat16() -> bool:
 def resolve_local_dtype(name: str) -> str:
     """'auto' is bfloat16 where this CPU computes it natively, else float32.
 
-    On such a CPU bfloat16 generates the embedded model about 1.7x faster per decoding step and
-    prefills about 3x faster than float32. On an AVX2-only CPU, emulated bfloat16 took a batch-1
-    step in 53 ms against float32's 81 (half the bytes to read) but a batch-8 step in 177 ms
-    against 172, and it rounds worse, so there 'auto' keeps float32.
+    Native bfloat16 decodes and prefills faster than float32. Emulated bfloat16 gains nothing at
+    the batch sizes self-play runs and rounds worse, so there 'auto' keeps float32 (the figures
+    are in docs/performance.md).
     """
     if name not in LOCAL_DTYPES:
         raise ModelSpecError(f"local dtype {name!r}: expected one of {', '.join(LOCAL_DTYPES)}")

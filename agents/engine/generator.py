@@ -10,8 +10,8 @@ continuous (iteration-level) batching.
 
 Written here rather than taken from a library: langchain-huggingface's ``ChatHuggingFace`` over a
 local pipeline has no async and generates one request at a time. transformers' own continuous
-batching (``generate_batch``, paged attention) took 1.25x as long as a plain padded ``generate``
-for 8 arena-length prompts on this CPU, and has no place for the prefix cache below.
+batching (``generate_batch``, paged attention) was slower than a plain padded ``generate`` on
+arena prompts on a CPU, and has no place for the prefix cache below (docs/performance.md).
 
 Prompts are prefilled through a :class:`PrefixCache`. Long prompts make CPU generation
 prefill-bound, and nearly every arena prompt repeats one seen before (the same session's last
@@ -318,9 +318,8 @@ class JsonConstraint:
     """Grammar-constrained decoding of JSON-schema answers, a matcher per constrained row.
 
     Built on llguidance (Microsoft's Guidance engine, also behind llama.cpp's and vLLM's
-    structured output): its masks are computed for one row at a time on the CPU in about 0.5 ms
-    (against ~60 ms for a decoding step), it installs as one small wheel, and it takes a JSON
-    schema as it is. xgrammar also installs but pulls in triton; outlines-core compiles each
+    structured output): it computes each row's mask on the CPU in a small fraction of a decoding
+    step, it installs as one small wheel, and it takes a JSON schema as it is. xgrammar also installs but pulls in triton; outlines-core compiles each
     schema into a token index, slow for the diagnosis vocabulary's long enum.
 
     JSON is compact (no free whitespace): a small model left free whitespace can pad forever.
@@ -555,12 +554,10 @@ def grouped_decode_attention(
     natively, which goes to :func:`grouped_attention`, and for a packed step of a
     :class:`DecodingBatch`, which goes to :func:`packed_attention`.
 
-    On such a CPU, torch's flash kernel for bfloat16 is slower there as the batch grows. With the
-    grouped matmuls a whole decoding step was 1.04x faster at batch 4, 1.1-1.4x at batch 8 and
-    1.2-1.35x at batch 16, and 0.96-0.99x at batch 1 (``benchmarks/decode_attention.py``). In
-    float32 the kernel was as fast or faster (0.95x at batch 8 on an AVX2-only CPU), and where
-    bfloat16 is emulated the grouped matmuls took twice as long at batch 8. Models whose attention
-    has extras (soft-capping, sinks, position bias) keep SDPA throughout.
+    On such a CPU, torch's flash kernel for bfloat16 falls behind grouped matmuls as the batch
+    grows; in float32, or where bfloat16 is emulated, it does not (the figures:
+    ``benchmarks/decode_attention.py`` and docs/performance.md). Models whose attention has extras
+    (soft-capping, sinks, position bias) keep SDPA throughout.
     """
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward

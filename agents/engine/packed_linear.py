@@ -1,10 +1,8 @@
 """float32 linear layers whose weights are laid out once for oneDNN, for generating on a CPU.
 
-torch's float32 ``linear`` on a CPU calls MKL's sgemm. From two rows up it took twice as long as
-at one row for the same weights, most likely because GEMM packs the weight matrix at every call.
-oneDNN's linear can take a weight reordered once up front. With the embedded model's
-layer shapes on an AVX2-only CPU, all of a decoding step's linear layers took 69 ms at batch 8
-against sgemm's 103 ms, and 43 ms against 54 at batch 1.
+torch's float32 ``linear`` on a CPU calls MKL's sgemm, which packs the weight matrix at every
+call. oneDNN's linear can take a weight reordered once up front, which makes a decoding step's
+linear layers cheaper at every batch size (``benchmarks/packed_linear.py``, docs/performance.md).
 This pair of ops is what ``torch.compile`` itself emits for a float32 linear on a CPU when the
 batch size varies (``torch/_inductor/fx_passes/mkldnn_fusion.py``); calling them directly gets
 the same without compiling the model for every batch shape.
