@@ -319,8 +319,9 @@ class JsonConstraint:
 
     Built on llguidance (Microsoft's Guidance engine, also behind llama.cpp's and vLLM's
     structured output): it computes each row's mask on the CPU in a small fraction of a decoding
-    step, it installs as one small wheel, and it takes a JSON schema as it is. xgrammar also installs but pulls in triton; outlines-core compiles each
-    schema into a token index, slow for the diagnosis vocabulary's long enum.
+    step, it installs as one small wheel, and it takes a JSON schema as it is. xgrammar also
+    installs but pulls in triton; outlines-core compiles each schema into a token index, slow for
+    the diagnosis vocabulary's long enum.
 
     JSON is compact (no free whitespace): a small model left free whitespace can pad forever.
     """
