@@ -1,0 +1,54 @@
+"""`--config FILE.yaml`: any command's options from a file, checked as their flags are; flags win."""
+
+import json
+
+import pytest
+
+from mentalarena.cli import apply_config, command_parser, main, make_parser
+
+SESSION = "model: scripted\ninquiry-turns: 1\ntreatment_tries: 1\nmedication_tries: 1\nquiet: true\n"
+
+
+def test_a_run_takes_its_options_from_the_file_and_a_flag_wins(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(SESSION + f"sessions: 1\nout: {tmp_path / 'run'}\n")
+    assert main(["run", "--config", str(config), "--sessions", "2"]) == 0
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["sessions"] == 2  # the flag
+    assert (manifest["settings"]["model"], manifest["settings"]["inquiry_turns"]) == ("scripted", 1)  # the file
+    assert len((tmp_path / "run" / "records.jsonl").read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("sessionz: 2\n", "field 'sessionz': not an option of `mentalarena run`"),
+        ("sessions: 0\n", "field 'sessions': 0 must be at least 1"),
+        ("budget: tiny\n", "field 'budget': 'tiny' is not one of small, full"),
+        ("- sessions\n", "expected option names and their values, found a list"),
+        ("sessions: [1\n", "not valid YAML"),
+    ],
+)
+def test_a_bad_file_is_refused_naming_file_and_field(tmp_path, capsys, text, reason):
+    config = tmp_path / "run.yaml"
+    config.write_text(text)
+    assert main(["run", "--config", str(config), "--out", str(tmp_path / "run")]) == 2
+    assert f"error: --config: {config}: {reason}" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_required_options_and_nested_commands_can_come_from_the_file(tmp_path):
+    parser = make_parser()
+    config = tmp_path / "train.yaml"
+    config.write_text("dataset: data/psi\nout: models/psi\nmax_steps: 5\n")
+    argv = ["train", "--config", str(config)]
+    apply_config(command_parser(parser, argv), str(config))
+    args = parser.parse_args(argv)
+    assert (args.dataset, args.out, args.max_steps) == ("data/psi", "models/psi", 5)
+
+    parser = make_parser()
+    config.write_text("tasks: [medqa, mmlu]\nlimit: 3\n")
+    argv = ["eval", "qa", "--config", str(config)]
+    apply_config(command_parser(parser, argv), str(config))
+    args = parser.parse_args(argv)
+    assert (args.tasks, args.limit, args.eval_kind) == (["medqa", "mmlu"], 3, "qa")
