@@ -110,12 +110,15 @@ def apply_config(parser: argparse.ArgumentParser, path: str) -> None:
 
 def _option_value(action: argparse.Action, value: object) -> object:
     """``value`` from a config file, converted and checked as the option's flag would be."""
-    if value is None or action.type is None:
+    convert = action.type
+    if value is None or not callable(convert):
         converted = value
+    elif isinstance(value, dict):  # a FIELD=VALUE option given as a mapping ('sft: {max_length: 256}')
+        converted = [convert(f"{key}={item}") for key, item in value.items()]
     elif action.nargs in ("+", "*"):
-        converted = [action.type(str(item)) for item in (value if isinstance(value, list) else [value])]
+        converted = [convert(str(item)) for item in (value if isinstance(value, list) else [value])]
     else:  # a list for a comma-separated option ('tasks: [medqa, mmlu]') reads as its flag would
-        converted = action.type(",".join(map(str, value)) if isinstance(value, list) else str(value))
+        converted = convert(",".join(map(str, value)) if isinstance(value, list) else str(value))
     if action.choices is not None and converted is not None and converted not in action.choices:
         raise ValueError(f"{converted!r} is not one of {', '.join(map(str, action.choices))}")
     return converted

@@ -52,3 +52,34 @@ def test_required_options_and_nested_commands_can_come_from_the_file(tmp_path):
     apply_config(command_parser(parser, argv), str(config))
     args = parser.parse_args(argv)
     assert (args.tasks, args.limit, args.eval_kind) == (["medqa", "mmlu"], 3, "qa")
+
+
+def test_presets_are_sft_and_lora_fields_and_runs_override_them(tmp_path):
+    from mentalarena.training.finetune import PRESETS, PresetError, TrainArgs, load_preset
+
+    assert set(PRESETS) == {"cpu-small", "mentalgpt"}
+    assert load_preset("mentalgpt")["lora"]["r"] == 64
+    args = TrainArgs(model="embedded", dataset=tmp_path, out=tmp_path, sft={"max_length": 256}, lora={"r": 4})
+    hyperparameters = args.hyperparameters()
+    assert hyperparameters["sft"]["max_length"] == 256 and hyperparameters["sft"]["learning_rate"] == 1e-3
+    assert hyperparameters["lora"]["r"] == 4 and hyperparameters["lora"]["target_modules"] == "all-linear"
+
+    with pytest.raises(PresetError, match="field sft.warmup_ratio_typo: not a field of TRL's SFTConfig"):
+        TrainArgs(model="embedded", dataset=tmp_path, out=tmp_path, sft={"warmup_ratio_typo": 0.1}).hyperparameters()
+    own = tmp_path / "mine.yaml"
+    own.write_text("sft:\n  learning_rate: 5.0e-5\nlora:\n  rank: 2\n")
+    with pytest.raises(PresetError, match="field lora.rank: not a field of PEFT's LoraConfig"):
+        TrainArgs(model="embedded", dataset=tmp_path, out=tmp_path, preset=str(own)).hyperparameters()
+    with pytest.raises(PresetError, match="neither one of cpu-small, mentalgpt nor a YAML file"):
+        load_preset("gpu-huge")
+
+
+def test_sft_and_lora_fields_from_flags_and_from_a_config_file(tmp_path):
+    parser = make_parser()
+    args = parser.parse_args(["train", "--dataset", "d", "--out", "o", "--sft", "learning_rate=2e-4", "--lora", "r=16"])
+    assert (dict(args.sft), dict(args.lora)) == ({"learning_rate": 2e-4}, {"r": 16})
+    config = tmp_path / "train.yaml"
+    config.write_text("dataset: d\nout: o\nsft:\n  max_length: 256\n  num_train_epochs: 2\n")
+    argv = ["train", "--config", str(config)]
+    apply_config(command_parser(parser := make_parser(), argv), str(config))
+    assert dict(parser.parse_args(argv).sft) == {"max_length": 256, "num_train_epochs": 2}

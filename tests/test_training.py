@@ -43,9 +43,7 @@ def test_the_export_trains_with_a_plain_trl_sft_trainer(dataset, tmp_path):
 
 
 def test_lora_lowers_the_loss_and_the_adapter_loads_back_into_the_arena(dataset, tmp_path):
-    metrics = train(
-        TrainArgs(model="embedded", dataset=dataset, out=tmp_path, max_steps=8, overrides={"max_length": 384})
-    )
+    metrics = train(TrainArgs(model="embedded", dataset=dataset, out=tmp_path, max_steps=8, sft={"max_length": 384}))
     losses = [loss for _, loss in metrics["train_loss"]]
     assert len(losses) == 8
     assert sum(losses[-2:]) / 2 < 0.8 * sum(losses[:2]) / 2, losses
@@ -56,11 +54,7 @@ def test_lora_lowers_the_loss_and_the_adapter_loads_back_into_the_arena(dataset,
 
 
 def test_training_resumes_from_its_last_checkpoint(dataset, tmp_path):
-    train(
-        TrainArgs(
-            model="embedded", dataset=dataset, out=tmp_path, max_steps=2, merge=False, overrides={"max_length": 256}
-        )
-    )
+    train(TrainArgs(model="embedded", dataset=dataset, out=tmp_path, max_steps=2, merge=False, sft={"max_length": 256}))
     metrics = train(
         TrainArgs(
             model="embedded",
@@ -69,7 +63,7 @@ def test_training_resumes_from_its_last_checkpoint(dataset, tmp_path):
             max_steps=4,
             merge=False,
             resume=True,
-            overrides={"max_length": 256},
+            sft={"max_length": 256},
         )
     )
     # Steps 1-2 came from the checkpoint; only 3-4 ran now.

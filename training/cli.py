@@ -8,6 +8,9 @@ import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from mentalarena.agents.profiles import load_profile_source
 from mentalarena.graphs.cli import (
@@ -61,6 +64,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             merge=not args.no_merge,
             resume=args.resume,
             seed=args.seed,
+            sft=dict(args.sft or []),
+            lora=dict(args.lora or []),
         )
     )
     print(f"loss {metrics['first_loss']:.3f} -> {metrics['final_loss']:.3f} over {metrics['steps']} steps")
@@ -106,6 +111,8 @@ def cmd_iterate(args: argparse.Namespace) -> int:
             context=context,
             sessions=args.sessions,
             preset=args.preset,
+            train_sft=dict(args.sft or []),
+            train_lora=dict(args.lora or []),
             max_steps=args.max_steps,
             qlora=args.qlora,
             progress=not args.quiet,
@@ -126,6 +133,46 @@ def cmd_iterate(args: argparse.Namespace) -> int:
         )
     print(f"report: {Path(args.out) / 'report.md'}")
     return 0
+
+
+def field_value(text: str) -> tuple[str, Any]:
+    """argparse type of ``FIELD=VALUE``: the value read as YAML ('2e-4', 'true', '[q_proj, v_proj]')."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not FIELD=VALUE")
+    parsed = yaml.safe_load(value)
+    if isinstance(parsed, str):  # YAML 1.1 reads '2e-4' (no dot) as text; a number is meant
+        try:
+            parsed = float(parsed)
+        except ValueError:
+            pass
+    return name.strip(), parsed
+
+
+def add_training_options(parser: argparse.ArgumentParser) -> None:
+    """The fine-tuning preset and the SFTConfig and LoraConfig fields given over it."""
+    from mentalarena.training.finetune import PRESETS
+
+    parser.add_argument(
+        "--preset",
+        default="cpu-small",
+        help=f"{' or '.join(PRESETS)} (training/presets/), or a YAML file with 'sft' (SFTConfig) and 'lora' "
+        "(LoraConfig) sections",
+    )
+    parser.add_argument(
+        "--sft",
+        type=field_value,
+        action="append",
+        metavar="FIELD=VALUE",
+        help="a TRL SFTConfig field over the preset's, e.g. --sft learning_rate=2e-4 (repeatable)",
+    )
+    parser.add_argument(
+        "--lora",
+        type=field_value,
+        action="append",
+        metavar="FIELD=VALUE",
+        help="a PEFT LoraConfig field over the preset's, e.g. --lora r=16 (repeatable)",
+    )
 
 
 def make_parser(commands: argparse._SubParsersAction, mcq_evaluator: MCQEvaluator | None = None) -> None:
@@ -188,7 +235,7 @@ def make_parser(commands: argparse._SubParsersAction, mcq_evaluator: MCQEvaluato
     train.add_argument(
         "--out", required=True, help="folder for checkpoints, adapter, merged model, metrics and loss plot"
     )
-    train.add_argument("--preset", choices=("cpu-small", "mentalgpt"), default="cpu-small")
+    add_training_options(train)
     train.add_argument("--max-steps", type=int, default=-1, help="stop after this many steps (overrides epochs)")
     train.add_argument("--qlora", action="store_true", help="4-bit base model (needs a CUDA GPU and bitsandbytes)")
     train.add_argument("--no-merge", action="store_true", help="save only the adapter")
@@ -208,7 +255,7 @@ def make_parser(commands: argparse._SubParsersAction, mcq_evaluator: MCQEvaluato
     )
     loop.add_argument("--model", default="embedded", help="model 0: 'embedded' or a local Hugging Face folder")
     loop.add_argument("--budget", choices=("small", "full"), default=None)
-    loop.add_argument("--preset", choices=("cpu-small", "mentalgpt"), default="cpu-small")
+    add_training_options(loop)
     loop.add_argument(
         "--qlora",
         action="store_true",

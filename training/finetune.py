@@ -35,34 +35,43 @@ CHATML_WITH_GENERATION = (
     "{%- if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{%- endif %}"
 )
 
-PRESETS = {
-    # MentalGPT's hyperparameters, for a GPU.
-    "mentalgpt": dict(
-        lora_r=64,
-        lora_alpha=16,
-        lora_dropout=0.1,
-        learning_rate=2e-4,
-        epochs=5.0,
-        max_grad_norm=0.3,
-        warmup_ratio=0.03,
-        batch_size=4,
-        gradient_accumulation=4,
-        max_length=2048,
-    ),
-    # Sized for the embedded 135M model on a CPU: small rank, short sequences, few steps.
-    "cpu-small": dict(
-        lora_r=8,
-        lora_alpha=16,
-        lora_dropout=0.05,
-        learning_rate=1e-3,
-        epochs=1.0,
-        max_grad_norm=1.0,
-        warmup_ratio=0.03,
-        batch_size=4,
-        gradient_accumulation=1,
-        max_length=512,
-    ),
-}
+PRESET_FOLDER = Path(__file__).with_name("presets")
+PRESETS = tuple(sorted(path.stem for path in PRESET_FOLDER.glob("*.yaml")))
+
+
+class PresetError(ValueError):
+    """A preset or override that names no SFTConfig or LoraConfig field, or a preset file that cannot be read."""
+
+
+def load_preset(preset: str) -> dict[str, dict[str, Any]]:
+    """``{"sft": {...}, "lora": {...}}`` of a shipped preset (by name) or of a YAML file with the same two sections."""
+    import yaml
+
+    path = PRESET_FOLDER / f"{preset}.yaml" if preset in PRESETS else Path(preset)
+    if not path.is_file():
+        raise PresetError(f"preset {preset!r}: neither one of {', '.join(PRESETS)} nor a YAML file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise PresetError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict) or set(data) - {"sft", "lora"}:
+        raise PresetError(f"{path}: expected the sections 'sft' (SFTConfig fields) and 'lora' (LoraConfig fields)")
+    return {section: dict(data.get(section) or {}) for section in ("sft", "lora")}
+
+
+def check_fields(section: str, values: dict[str, Any], where: str) -> None:
+    """Raise :class:`PresetError` unless every key of ``values`` is a field of SFTConfig ('sft') or
+    LoraConfig ('lora')."""
+    import dataclasses
+
+    from peft import LoraConfig
+    from trl import SFTConfig
+
+    known = {field.name for field in dataclasses.fields(SFTConfig if section == "sft" else LoraConfig)}
+    for key in values:
+        if key not in known:
+            kind = "TRL's SFTConfig" if section == "sft" else "PEFT's LoraConfig"
+            raise PresetError(f"{where}: field {section}.{key}: not a field of {kind}")
 
 
 @dataclass
@@ -72,22 +81,23 @@ class TrainArgs:
     model: str  # 'embedded' or a local Hugging Face folder
     dataset: Path  # an export folder (train.jsonl, validation.jsonl)
     out: Path
-    preset: str = "cpu-small"
+    preset: str = "cpu-small"  # a shipped preset's name, or a YAML file with 'sft' and 'lora' sections
     max_steps: int = -1  # overrides epochs when > 0
     qlora: bool = False  # 4-bit base model (bitsandbytes); needs a CUDA GPU
     merge: bool = True  # also save the merged model, which the arena's model spec accepts
     resume: bool = False
     seed: int = 0
-    overrides: dict = field(default_factory=dict)  # any preset key
+    sft: dict[str, Any] = field(default_factory=dict)  # SFTConfig fields over the preset's
+    lora: dict[str, Any] = field(default_factory=dict)  # LoraConfig fields over the preset's
 
-    def hyperparameters(self) -> dict:
-        """The preset's hyperparameters with the overrides applied; an unknown preset or key is a ValueError."""
-        if self.preset not in PRESETS:
-            raise ValueError(f"preset {self.preset!r}: choose from {', '.join(PRESETS)}")
-        unknown = set(self.overrides) - set(PRESETS[self.preset])
-        if unknown:
-            raise ValueError(f"overrides: unknown keys {sorted(unknown)}")
-        return {**PRESETS[self.preset], **self.overrides}
+    def hyperparameters(self) -> dict[str, dict[str, Any]]:
+        """The preset's SFTConfig and LoraConfig fields with this run's own over them; a field that
+        neither class has is a :class:`PresetError`."""
+        preset = load_preset(self.preset)
+        merged = {section: {**preset[section], **getattr(self, section)} for section in ("sft", "lora")}
+        for section, values in merged.items():
+            check_fields(section, values, f"preset {self.preset!r}")
+        return merged
 
 
 def base_model_folder(spec: str) -> str:
@@ -148,23 +158,18 @@ def build_trainer(args: TrainArgs):
         }
     model = AutoModelForCausalLM.from_pretrained(folder, **model_kwargs)
     config = SFTConfig(
+        **{
+            "lr_scheduler_type": "cosine",
+            "logging_steps": 1,
+            "save_strategy": "steps",
+            "save_steps": max(1, args.max_steps // 2) if args.max_steps > 0 else 50,
+            "save_total_limit": 2,
+            "eval_strategy": "epoch" if validation is not None and args.max_steps <= 0 else "no",
+            **hp["sft"],
+        },
         output_dir=str(args.out / "checkpoints"),
         assistant_only_loss=True,
-        max_length=hp["max_length"],
-        per_device_train_batch_size=hp["batch_size"],
-        per_device_eval_batch_size=hp["batch_size"],
-        gradient_accumulation_steps=hp["gradient_accumulation"],
-        learning_rate=hp["learning_rate"],
-        num_train_epochs=hp["epochs"],
         max_steps=args.max_steps,
-        max_grad_norm=hp["max_grad_norm"],
-        warmup_steps=hp["warmup_ratio"],  # a float below 1 is a ratio of the total steps
-        lr_scheduler_type="cosine",
-        logging_steps=1,
-        save_strategy="steps",
-        save_steps=max(1, args.max_steps // 2) if args.max_steps > 0 else 50,
-        save_total_limit=2,
-        eval_strategy="epoch" if validation is not None and args.max_steps <= 0 else "no",
         report_to="none",
         seed=args.seed,
         use_cpu=not torch.cuda.is_available(),
@@ -173,13 +178,7 @@ def build_trainer(args: TrainArgs):
         bf16=torch.cuda.is_bf16_supported() if torch.cuda.is_available() else cpu_computes_bfloat16(),
         dataloader_num_workers=0,
     )
-    peft_config = LoraConfig(
-        r=hp["lora_r"],
-        lora_alpha=hp["lora_alpha"],
-        lora_dropout=hp["lora_dropout"],
-        target_modules="all-linear",
-        task_type="CAUSAL_LM",
-    )
+    peft_config = LoraConfig(**{"target_modules": "all-linear", **hp["lora"]}, task_type="CAUSAL_LM")
     return SFTTrainer(
         model=model,
         args=config,

@@ -50,7 +50,8 @@ class IterateArgs:
     validation_ratio: float = 0.1
     progress: bool = True
     concurrency: int = 1
-    train_overrides: dict = field(default_factory=dict)
+    train_sft: dict = field(default_factory=dict)  # SFTConfig fields over the preset's
+    train_lora: dict = field(default_factory=dict)  # LoraConfig fields over the preset's
     # Scores each trained model ({metric: value}, e.g. MCQ accuracy as a forgetting guard); the
     # metrics join the iteration's. The CLI passes the evaluation layer's MCQ scorer.
     evaluate: Callable[[str], dict[str, float]] | None = None
@@ -124,7 +125,8 @@ def run_iteration(args: IterateArgs, k: int, model: str) -> dict:
                 qlora=args.qlora,
                 resume=True,
                 seed=args.context.seed,
-                overrides=args.train_overrides,
+                sft=args.train_sft,
+                lora=args.train_lora,
             )
         )
     evaluation = evaluate_model(training["merged"], folder / "evaluation.json", args.evaluate) if args.evaluate else {}
