@@ -329,30 +329,6 @@ class RoundRobinChatModel(BaseChatModel):
         return await self._next()._agenerate(messages, stop=stop, **kwargs)
 
 
-# The packages whose versions a run's manifest and a benchmark's results line record.
-VERSIONED_PACKAGES = (
-    "mentalarena",
-    "langgraph",
-    "langchain-core",
-    "transformers",
-    "torch",
-    "sentence-transformers",
-    "peft",
-    "trl",
-)
-
-
-def package_versions() -> dict[str, str]:
-    """The installed version of each package the manifest records, or 'not installed'."""
-    versions = {}
-    for name in VERSIONED_PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
-
-
 def local_model_folder(spec: str) -> Path | None:
     """The folder of a local model spec: the embedded model's (converted on first use), or an existing
     folder's; None for any other spec."""

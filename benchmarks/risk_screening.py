@@ -20,15 +20,12 @@ from __future__ import annotations
 import argparse
 import importlib.resources
 import json
-import os
-import platform
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from mentalarena.agents.models import package_versions
+from mentalarena.agents.provenance import append_result
 from mentalarena.agents.risk_classifier import load_risk_classifier
 from mentalarena.agents.safety import SCREENS, screen_risk, screen_risks
 from mentalarena.training.risk_classifier import (
@@ -149,9 +146,6 @@ def main(argv: list[str] | None = None) -> int:
     card = load_risk_classifier(Path(args.classifier) if args.classifier else None).card
     result: dict = {
         "kind": "risk_screening",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "processor": platform.processor()},
-        "versions": package_versions(),
         "classifier": {
             "threshold": card["threshold"],
             "C": card["C"],
@@ -160,8 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "screens": {screen: evaluate_screen(screen, args.classifier, args.data) for screen in args.screens.split(",")},
     }
-    with open(RESULTS, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(result) + "\n")
+    append_result(RESULTS, result)
     for screen, figures in result["screens"].items():
         print(f"## {screen}")
         for name in ("corpus_test", "written_messages"):

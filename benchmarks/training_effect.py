@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shlex
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
-from mentalarena.agents.models import describe_model, package_versions
+from mentalarena.agents.models import describe_model
+from mentalarena.agents.provenance import append_result
 from mentalarena.benchmarks.qa import mcq_evaluator
 from mentalarena.training import cli as training_cli
 from mentalarena.training.heldout import markdown
@@ -39,12 +37,9 @@ def iterate_command(command: list[str]) -> int:
 
 
 def results_line(report: dict, command: list[str], seconds: float) -> dict:
-    """The line for ``benchmarks/results.jsonl``: the command, the machine, and the loop report's figures."""
+    """The line for ``benchmarks/results.jsonl``: the command and the loop report's figures."""
     return {
         "kind": "training_effect",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "processor": platform.processor()},
-        "versions": package_versions(),
         "command": shlex.join(["mentalarena", "iterate", *command]),
         "seconds": round(seconds, 1),  # of the invocation that finished the loop (a resumed run's last part)
         "student": describe_model(report["student"]),
@@ -79,8 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    with open(args.results, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(results_line(report, command, time.perf_counter() - started)) + "\n")
+    append_result(args.results, results_line(report, command, time.perf_counter() - started))
     print(markdown(report["heldout"], title="Held-out patients"))
     print(f"appended to {args.results}")
     return 0

@@ -17,18 +17,15 @@ a Markdown table.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from statistics import mean
 
 from mentalarena.agents.context import Context
-from mentalarena.agents.models import describe_model, package_versions
+from mentalarena.agents.models import describe_model
 from mentalarena.agents.profiles import builtin_profiles
+from mentalarena.agents.provenance import append_result
 from mentalarena.agents.schemas import diagnosis_vocabulary, vocabulary_name
 from mentalarena.graphs.cli import SMALL_BUDGET
 from mentalarena.graphs.run import run_sessions
@@ -143,9 +140,6 @@ def main() -> None:
     figures = validity(records)
     result = {
         "kind": "validity",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "processor": platform.processor()},
-        "versions": package_versions(),
         "model": describe_model(args.model),
         "structured_output": args.structured_output,
         "budget": args.budget,
@@ -153,8 +147,7 @@ def main() -> None:
         "seconds": round(seconds, 1),
         **figures,
     }
-    with open(RESULTS, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(result) + "\n")
+    append_result(RESULTS, result)
     print(markdown(figures))
     print(
         f"{len(records)} sessions in {seconds:.0f} s; failures by node: {figures['failures_by_node']}; "

@@ -19,7 +19,8 @@ from urllib.parse import unquote_plus, urlsplit
 
 from mentalarena.agents.context import Context
 from mentalarena.agents.jsonl import read_json_lines
-from mentalarena.agents.models import describe_model, package_versions
+from mentalarena.agents.models import describe_model
+from mentalarena.agents.provenance import package_versions
 
 RECORDS = "records.jsonl"
 MANIFEST = "manifest.json"

@@ -16,17 +16,13 @@ Appends a line to ``benchmarks/performance/results.jsonl``.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 from mentalarena.agents.context import Context
-from mentalarena.agents.models import package_versions
 from mentalarena.agents.profiles import builtin_profiles
+from mentalarena.agents.provenance import append_result
 from mentalarena.graphs.run import run_sessions
 from mentalarena.graphs.run_folder import redact_url
 
@@ -77,9 +73,6 @@ def main(argv: list[str] | None = None) -> None:
     }
     result = {
         "benchmark": "server_overhead",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "processor": platform.processor()},
-        "versions": package_versions(),
         "server": redact_url(args.server),
         "sessions": args.sessions,
         "concurrency": args.concurrency,
@@ -90,8 +83,7 @@ def main(argv: list[str] | None = None) -> None:
         "server_overhead_ms_per_session": round(per_session["server"] - per_session["local"], 1),
         "ratio_server_vs_local": round(sum(server) / sum(local), 2),
     }
-    with open(RESULTS, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(result) + "\n")
+    append_result(RESULTS, result)
     print(
         f"{args.sessions} scripted sessions at concurrency {args.concurrency}, {args.rounds} rounds a side: "
         f"local {per_session['local']} ms a session, server {per_session['server']} ms a session "

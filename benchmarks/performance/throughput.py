@@ -21,20 +21,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import platform
 import tempfile
 import time
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from mentalarena.agents.context import Context
 from mentalarena.agents.engine import local_generator
-from mentalarena.agents.models import embedded_model_dir, package_versions
+from mentalarena.agents.models import embedded_model_dir
 from mentalarena.agents.profiles import builtin_profiles
+from mentalarena.agents.provenance import append_result
 from mentalarena.agents.state import ArenaInput
 from mentalarena.graphs.arena import build_arena_graph
 from mentalarena.graphs.run import run_sessions
@@ -281,9 +279,6 @@ def main() -> None:
             round(c / f, 3) for c, f in zip(by_run_8, by_run_8_free)
         ]
     result = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "processor": platform.processor()},
-        "versions": package_versions(),
         "selfplay_concurrency_1": at_1,
         "selfplay_concurrency_8": at_8,
         "selfplay_concurrency_8_unconstrained": at_8_free,
@@ -291,8 +286,7 @@ def main() -> None:
         "ratios": ratios,
         "orchestration": overhead,
     }
-    with open(RESULTS, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(result) + "\n")
+    append_result(RESULTS, result)
     print(
         f"self-play, concurrency 1: {at_1['tokens_per_second']} tokens/s, {at_1['sessions_per_hour']} sessions/h "
         f"(tokens/s by run, in order: {by_run_1})"

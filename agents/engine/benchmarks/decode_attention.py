@@ -13,11 +13,9 @@ to ``agents/engine/benchmarks/decode_attention.jsonl``.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +26,8 @@ from mentalarena.agents.engine.generator import (
     local_generator,
     register_attention,
 )
-from mentalarena.agents.models import GenerationSettings, embedded_model_dir, package_versions
+from mentalarena.agents.models import GenerationSettings, embedded_model_dir
+from mentalarena.agents.provenance import append_result
 
 RESULTS = Path(__file__).with_name("decode_attention.jsonl")
 GROUPED = "mentalarena_grouped_always"
@@ -85,22 +84,6 @@ def arena_like_lengths(batch: int) -> list[int]:
     """Prompt lengths in tokens, spread as the arena's are from first to late turns."""
     spread = [320, 880, 540, 760, 410, 930, 650, 700]
     return (spread * (batch // len(spread) + 1))[:batch]
-
-
-def append_result(path: Path, result: dict) -> None:
-    """Append ``result`` to the JSONL file at ``path`` as one line, with the date and package versions."""
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(
-            json.dumps(
-                {
-                    "date": datetime.now(UTC).isoformat(timespec="seconds"),
-                    **result,
-                    "versions": package_versions(),
-                }
-            )
-            + "\n"
-        )
-    print(f"appended to {path}")
 
 
 def main() -> None:

@@ -16,9 +16,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mentalarena.agents.engine.benchmarks.decode_attention import append_result, arena_like_lengths, step_milliseconds
+from mentalarena.agents.engine.benchmarks.decode_attention import arena_like_lengths, step_milliseconds
 from mentalarena.agents.engine.packed_linear import PackedLinear, can_pack
 from mentalarena.agents.models import embedded_model_dir, load_local_model
+from mentalarena.agents.provenance import append_result
 
 RESULTS = Path(__file__).with_name("packed_linear.jsonl")
 
