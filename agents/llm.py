@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
@@ -22,6 +22,11 @@ from langgraph.types import interrupt
 from mentalarena.agents.models import GenerationSettings, load_chat_model
 from mentalarena.agents.parsing import ParseError
 from mentalarena.agents.schemas import Answer
+
+if TYPE_CHECKING:
+    from langchain_core.runnables import Runnable
+
+    from mentalarena.agents.context import Context
 
 T = TypeVar("T")
 ROLES = {"system": "system", "human": "user", "ai": "assistant"}  # langchain message types -> chat roles
@@ -87,7 +92,7 @@ class RoleModel:
         """Wraps ``model``; with ``structured`` False every answer is asked for as free text."""
         self.model, self.settings = model, settings
         self.support = structured_output_support(model) if structured else "none"
-        self._retry = (
+        self._retry: dict[str, Any] | None = (
             dict(
                 retry_if_exception_type=transient_errors(),
                 stop_after_attempt=call_retries + 1,
@@ -103,7 +108,7 @@ class RoleModel:
         """Whether the backend enforces an answer's schema."""
         return self.support != "none"
 
-    def _runnable(self, runnable):
+    def _runnable(self, runnable: Runnable[Any, Any]) -> Runnable[Any, Any]:
         if self._retry:
             runnable = runnable.with_retry(**self._retry)
         return runnable.with_config(**self._config) if self._config else runnable
@@ -140,7 +145,7 @@ class RoleModel:
         )
 
 
-def chat_model(context, role: str) -> RoleModel:
+def chat_model(context: Context, role: str) -> RoleModel:
     """The model playing ``role`` (patient, therapist, decoder) under the run's Context."""
     settings = context.generation()
     return RoleModel(
@@ -189,7 +194,9 @@ def _until_parsed(reply: Callable[[], str], parse: Callable[[str], T], attempts:
     return Reply(None, text, error, constrained=constrained, attempts=attempts)
 
 
-def speak(context, role: str, messages: list[BaseMessage], parse: Callable[[str], T], request: dict) -> Reply[T]:
+def speak(
+    context: Context, role: str, messages: list[BaseMessage], parse: Callable[[str], T], request: dict
+) -> Reply[T]:
     """One free-text turn of ``role``. When the Context gives the role to a person, the graph
     pauses with ``interrupt(request)`` and resumes with the person's text."""
     if context.human_role == role:
@@ -197,7 +204,7 @@ def speak(context, role: str, messages: list[BaseMessage], parse: Callable[[str]
     return ask_or_record(chat_model(context, role), messages, parse, context.parse_retries + 1)
 
 
-def answer(context, role: str, messages: list[BaseMessage], schema: type[A], request: dict) -> Reply[A]:
+def answer(context: Context, role: str, messages: list[BaseMessage], schema: type[A], request: dict) -> Reply[A]:
     """One machine-read answer of ``role`` in ``schema``; a person's answer is parsed leniently."""
     if context.human_role == role:
         return _person(role, request, schema.parse_text)

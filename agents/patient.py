@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from langgraph.config import get_stream_writer
 from langgraph.runtime import Runtime
 
@@ -13,6 +15,9 @@ from mentalarena.agents.profiles import PatientProfile
 from mentalarena.agents.safety import screen_turn
 from mentalarena.agents.schemas import DiagnosisReview, Rating
 from mentalarena.agents.state import ArenaState, Turn
+
+if TYPE_CHECKING:
+    from langchain_core.messages import BaseMessage
 
 
 def patient_system_prompt(state: ArenaState) -> str:
@@ -39,7 +44,7 @@ def dialogue(state: ArenaState) -> list[Turn]:
     return [turn for turn in state.get("transcript", []) if turn["phase"] in ("inquiry", "followup")]
 
 
-def patient_messages(state: ArenaState, task: str | None = None):
+def patient_messages(state: ArenaState, task: str | None = None) -> list[BaseMessage]:
     """The patient's prompt: its instructions, the dialogue so far from its side, then ``task`` if given."""
     return role_messages(
         patient_system_prompt(state), dialogue(state), me="patient", opening=prompts.PATIENT_OPENING, task=task

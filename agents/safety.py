@@ -31,7 +31,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from langchain_core.messages import HumanMessage, SystemMessage
@@ -41,6 +41,9 @@ from mentalarena.agents.embeddings import similarities_to_library
 from mentalarena.agents.llm import answer_or_record, chat_model
 from mentalarena.agents.risk_classifier import load_risk_classifier
 from mentalarena.agents.schemas import RiskVerdict
+
+if TYPE_CHECKING:
+    from mentalarena.agents.context import Context
 
 RISK_PHRASES = {
     "suicidal_ideation": [
@@ -255,7 +258,7 @@ def _exemplar_screen(text: str, threshold: float, margin: float, embedding_model
     )
 
 
-def screen_turn(text: str, context) -> RiskScreen:
+def screen_turn(text: str, context: Context) -> RiskScreen:
     """The Context's screen of one turn, with its guard model's second opinion when it names one."""
     screen = screen_risk(
         text,

@@ -14,8 +14,8 @@ served graph (``langgraph dev``, Studio) can run a whole session with no model a
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable
-from typing import Any, ClassVar
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, ClassVar, TypeVar
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
@@ -65,7 +65,10 @@ class ScriptedChatModel(BaseChatModel):
         return ChatResult(generations=[ChatGeneration(message=AIMessage(reply))])
 
 
-def _repeat_last(items: Iterable):
+T = TypeVar("T")
+
+
+def _repeat_last(items: Iterable[T]) -> Iterator[T]:
     items = list(items)
     return itertools.chain(items, itertools.repeat(items[-1]))
 
@@ -84,10 +87,10 @@ class RoleScript:
     def __init__(
         self,
         inferences: Iterable[Answer | str] = (UNRELATED_INFERENCE,),
-        treatment_scores=(9,),
-        medication_scores=(9,),
+        treatment_scores: Iterable[int] = (9,),
+        medication_scores: Iterable[int] = (9,),
         rating_reply: str | None = None,
-    ):
+    ) -> None:
         """Scripts the decoder inferences, the patient's treatment and medication scores, and its rating reply."""
         self.inferences = _repeat_last(inferences)
         self.scores = {"treatment": _repeat_last(treatment_scores), "medication": _repeat_last(medication_scores)}

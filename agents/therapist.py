@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
@@ -13,6 +15,9 @@ from mentalarena.agents.patient import dialogue
 from mentalarena.agents.schemas import PROPOSALS, Diagnosis
 from mentalarena.agents.state import ArenaState, trials_of
 
+if TYPE_CHECKING:
+    from langchain_core.messages import BaseMessage
+
 
 def next_question_task(state: ArenaState) -> str:
     """What the next question should be about, and the decoder's feedback when it redirected."""
@@ -23,7 +28,7 @@ def next_question_task(state: ArenaState) -> str:
     return task
 
 
-def therapist_messages(state: ArenaState, task: str | None = None):
+def therapist_messages(state: ArenaState, task: str | None = None) -> list[BaseMessage]:
     """The therapist's prompt: its instructions, the dialogue so far from its side, then ``task`` if given."""
     return role_messages(prompts.THERAPIST_SYSTEM, dialogue(state), me="therapist", task=task)
 

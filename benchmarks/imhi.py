@@ -21,7 +21,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from langchain_core.messages import HumanMessage, SystemMessage
@@ -30,6 +30,9 @@ from mentalarena.agents.models import GenerationSettings, describe_model, load_c
 from mentalarena.benchmarks import prompts
 from mentalarena.benchmarks.qa import DataError
 from mentalarena.training.statistics import wilson_interval
+
+if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
 
 QUERY, GOLD = "query", "gpt-3.5-turbo"
 NEGATIONS = {"not", "no", "never", "without", "nor", "neither", "nothing", "none"}
@@ -307,11 +310,11 @@ def imhi_prompt(item: IMHIItem) -> str:
     return prompts.IMHI_TASK.format(query=item.query.strip(), labels=", ".join(IMHI_SETS[item.set_name].labels))
 
 
-def answer_set(items: list[IMHIItem], model, progress: bool) -> list[tuple[str, str]]:
+def answer_set(items: list[IMHIItem], model: BaseChatModel, progress: bool) -> list[tuple[str, str]]:
     """(reply, extracted label or UNPARSED) per item."""
     from tqdm import tqdm
 
-    answers = []
+    answers: list[tuple[str, str]] = []
     for item in tqdm(items, desc=f"imhi {items[0].set_name if items else ''}", disable=not progress):
         reply = model.invoke([SystemMessage(prompts.IMHI_SYSTEM), HumanMessage(imhi_prompt(item))]).text
         answers.append((reply, extract_label(reply, IMHI_SETS[item.set_name]) or UNPARSED))

@@ -108,7 +108,7 @@ def answer_questions(spec: str, questions: list[dict], max_new_tokens: int, prog
 # --- metric scores --------------------------------------------------------------------------------
 
 
-def judge_metric(judge_model, exchange: Exchange, metric: str, attempts: int) -> dict:
+def judge_metric(judge_model: RoleModel, exchange: Exchange, metric: str, attempts: int) -> dict:
     """{"score": 1-10 or None, "reply": the judge's answer, "error": why it did not parse}."""
     title, rubric = METRICS[metric]
     prompt = prompts.JUDGE_METRIC.format(
@@ -130,7 +130,9 @@ def metric_summary(judgements: list[dict]) -> dict:
     }
 
 
-def score_exchanges(judge_model, exchanges: list[Exchange], attempts: int, progress: bool) -> tuple[dict, list[dict]]:
+def score_exchanges(
+    judge_model: RoleModel, exchanges: list[Exchange], attempts: int, progress: bool
+) -> tuple[dict, list[dict]]:
     """(per-metric summary with an overall mean of the metric means, per-exchange judgements)."""
     from tqdm import tqdm
 
@@ -156,7 +158,7 @@ def score_exchanges(judge_model, exchanges: list[Exchange], attempts: int, progr
 # --- pairwise -----------------------------------------------------------------------------------
 
 
-def ask_verdict(judge_model, message: str, first: str, second: str, attempts: int) -> tuple[str | None, str]:
+def ask_verdict(judge_model: RoleModel, message: str, first: str, second: str, attempts: int) -> tuple[str | None, str]:
     """(the better response: '1', '2', 'tie', or None when unparsed; the judge's reply) for two shown in order."""
     prompt = prompts.JUDGE_PAIRWISE.format(message=message, first=first, second=second)
     reply = answer_or_record(
@@ -165,7 +167,7 @@ def ask_verdict(judge_model, message: str, first: str, second: str, attempts: in
     return (reply.value.better if reply.value else None), reply.text
 
 
-def compare(judge_model, a: Exchange, b: Exchange, attempts: int) -> dict:
+def compare(judge_model: RoleModel, a: Exchange, b: Exchange, attempts: int) -> dict:
     """Ask with a shown first, then with b first; the outcome is 'a', 'b', 'tie', 'inconsistent' or 'unparsed'."""
     in_order, in_order_reply = ask_verdict(judge_model, a.message, a.response, b.response, attempts)
     swapped, swapped_reply = ask_verdict(judge_model, a.message, b.response, a.response, attempts)

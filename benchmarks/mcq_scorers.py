@@ -13,10 +13,10 @@ import argparse
 import time
 from pathlib import Path
 
-from mentalarena.benchmarks.qa import TASKS, QAArgs, accuracy_summary, load_items, predict
+from mentalarena.benchmarks.qa import TASKS, MCQItem, QAArgs, accuracy_summary, load_items, predict
 
 
-def timed_scores(items, spec: str, args: QAArgs) -> tuple[dict, float]:
+def timed_scores(items: list[MCQItem], spec: str, args: QAArgs) -> tuple[dict, float]:
     """(accuracy summary, seconds) of scoring ``items`` with the model ``spec`` and the scorer in ``args``."""
     started = time.perf_counter()
     predictions = predict(items, spec, args)

@@ -111,7 +111,7 @@ class QAArgs:
 # --- loading -------------------------------------------------------------------------------
 
 
-def require(record: dict, name: str, kind: type | tuple[type, ...], where: str):
+def require(record: dict, name: str, kind: type | tuple[type, ...], where: str) -> Any:
     """record[name], or a DataError naming where the record is and which field is wrong."""
     if not isinstance(record, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
@@ -392,7 +392,7 @@ def scoring_rows(context_ids: list[int], continuations: list[list[int]]) -> list
     ]
 
 
-def run_rows(model, pad_id: int, rows: list[ScoringRow]) -> list[list[float]]:
+def run_rows(model: Any, pad_id: int, rows: list[ScoringRow]) -> list[list[float]]:
     """Each row's option scores, from one left-padded forward pass over all rows."""
     import torch
 
@@ -412,7 +412,7 @@ def run_rows(model, pad_id: int, rows: list[ScoringRow]) -> list[list[float]]:
 
 
 def option_logprobs(
-    model, tokenizer, requests: list[tuple[str, list[str]]], batch_size: int, progress: bool = False
+    model: Any, tokenizer: Any, requests: list[tuple[str, list[str]]], batch_size: int, progress: bool = False
 ) -> list[list[float]]:
     """For each (context, continuations): the summed log-probability of every continuation."""
     from tqdm import tqdm

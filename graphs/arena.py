@@ -13,6 +13,7 @@ checkpointer and store; ``graph`` is compiled without a checkpointer for ``langg
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
@@ -38,7 +39,7 @@ def after_decoder(state: ArenaState) -> str:
     return "therapist" if state.get("feedback") else "diagnosis"
 
 
-def after_rating(kind: str, next_node: str):
+def after_rating(kind: str, next_node: str) -> Callable[[ArenaState, Runtime[Context]], str]:
     """The router after a ``kind`` rating: another proposal, until one meets the target score or the tries run out."""
 
     def route(state: ArenaState, runtime: Runtime[Context]) -> str:

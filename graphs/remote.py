@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from langgraph_sdk import get_client
@@ -22,6 +22,9 @@ from langgraph_sdk.schema import ThreadState
 
 from mentalarena.agents.context import Context
 from mentalarena.agents.profiles import PatientProfile
+
+if TYPE_CHECKING:
+    from langgraph_sdk.client import LangGraphClient
 
 IN_FLIGHT = ("pending", "running")
 # What has to match between the client's arena graph and the server's for their records to be
@@ -44,7 +47,7 @@ def session_thread_id(run_id: str, session_id: str) -> str:
     return str(uuid.uuid5(uuid.UUID(run_id), session_id))
 
 
-def graph_signature(drawing: dict, schemas: dict) -> dict:
+def graph_signature(drawing: dict, schemas: Mapping[str, Any]) -> dict:
     """The parts of a served graph that decide what its records hold, in a comparable form."""
     return {
         "nodes": sorted(node["id"] for node in drawing["nodes"]),
@@ -85,7 +88,7 @@ def describe_difference(client_side: dict, server_side: dict) -> str:
     return "; ".join(parts)
 
 
-async def resolve_assistant(client, url: str, assistant: str) -> str:
+async def resolve_assistant(client: LangGraphClient, url: str, assistant: str) -> str:
     """The id of ``assistant`` (an assistant id, or a graph id for its default assistant) on the server.
 
     Raises :class:`ServerError` when the server cannot be reached or serves no such assistant."""
@@ -124,7 +127,7 @@ def is_uuid(text: str) -> bool:
     return True
 
 
-async def check_server(client, url: str, assistant: str) -> str:
+async def check_server(client: LangGraphClient, url: str, assistant: str) -> str:
     """The assistant id to run sessions with, once ``url`` answers, serves ``assistant``, and its
     graph is this client's arena; otherwise :class:`ServerError`."""
     assistant_id = await resolve_assistant(client, url, assistant)
@@ -153,7 +156,7 @@ def failure_reason(run: Mapping[str, Any], joined: object) -> str:
     return f"the run ended with status {run['status']!r}"
 
 
-async def join(client, thread_id: str, run_id: str) -> object:
+async def join(client: LangGraphClient, thread_id: str, run_id: str) -> object:
     """Wait for a run however long it takes: a session on a slow model outlasts one read timeout."""
     while True:
         try:

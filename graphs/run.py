@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from tqdm import tqdm
@@ -42,6 +43,13 @@ from mentalarena.graphs.run_folder import (
     settle_records,
     write_manifest,
 )
+
+if TYPE_CHECKING:
+    from langchain_core.runnables import RunnableConfig
+    from langgraph.checkpoint.base import BaseCheckpointSaver
+    from langgraph.graph.state import CompiledStateGraph
+
+    from mentalarena.agents.state import ArenaInput, ArenaOutput, ArenaState
 
 MODEL_OPTIONS = (
     "model",
@@ -109,15 +117,22 @@ def session_plan(profiles: list[PatientProfile], sessions: int) -> list[tuple[st
     return [(f"{i:04d}-{profiles[i % len(profiles)].id}", profiles[i % len(profiles)]) for i in range(sessions)]
 
 
-async def run_session(compiled, session_id: str, profile: PatientProfile, context: Context) -> dict:
+async def run_session(
+    compiled: CompiledStateGraph[ArenaState, Context, ArenaInput, ArenaOutput],
+    session_id: str,
+    profile: PatientProfile,
+    context: Context,
+) -> dict:
     """Run or continue one session from its last checkpoint; returns its record."""
-    config = {"configurable": {"thread_id": session_id}}
+    config: RunnableConfig = {"configurable": {"thread_id": session_id}}
     snapshot = await compiled.aget_state(config)
     if snapshot.values.get("record"):
         return snapshot.values["record"]  # finished before a crash kept it from the records file
     # Pending tasks, not `next`, tell an unfinished session: a task whose writes were saved just
     # before a crash is no longer in `next`, though its step's checkpoint never came.
-    start = None if snapshot.tasks else {"profile": profile.to_patient_psi(), "session_id": session_id}
+    start: ArenaInput | None = (
+        None if snapshot.tasks else {"profile": profile.to_patient_psi(), "session_id": session_id}
+    )
     return (await compiled.ainvoke(start, config, context=context))["record"]
 
 
@@ -260,13 +275,13 @@ def check_run_options(
         )
 
 
-def run_sessions(*args, **kwargs) -> RunSummary:
+def run_sessions(*args: Any, **kwargs: Any) -> RunSummary:
     """Synchronous :func:`arun_sessions`, for scripts and the CLI."""
     return asyncio.run(arun_sessions(*args, **kwargs))
 
 
 @contextlib.asynccontextmanager
-async def open_checkpointer(folder: Path, checkpoint_url: str = ""):
+async def open_checkpointer(folder: Path, checkpoint_url: str = "") -> AsyncIterator[BaseCheckpointSaver[str]]:
     """The checkpointer :func:`check_run_options` has accepted ``checkpoint_url`` for."""
     if checkpoint_url:
         from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver

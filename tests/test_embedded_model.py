@@ -74,7 +74,8 @@ def test_sessions_that_start_together_share_one_model(tmp_path):
     """The first use is concurrent: one load, one generator, and sessions that finish."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from mentalarena.agents import embeddings, local, models
+    from mentalarena.agents import embeddings, models
+    from mentalarena.agents.engine import generator as local
 
     def forget_loaded_models():
         local._generators.clear()

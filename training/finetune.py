@@ -11,13 +11,16 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mentalarena.agents.models import (
     ModelSpecError,
     cpu_computes_bfloat16,
     local_model_folder,
 )
+
+if TYPE_CHECKING:
+    from trl import SFTTrainer
 
 # ChatML as SmolLM2 renders it, with the assistant's content marked for assistant-only loss.
 CHATML_WITH_GENERATION = (
@@ -108,7 +111,7 @@ def base_model_folder(spec: str) -> str:
     raise ModelSpecError(f"model {spec!r}: fine-tuning needs 'embedded' or a local Hugging Face folder")
 
 
-def load_tokenizer(folder: str):
+def load_tokenizer(folder: str) -> Any:
     """The folder's tokenizer with the ChatML template that marks assistant turns, and a pad token."""
     from transformers import AutoTokenizer
 
@@ -119,7 +122,7 @@ def load_tokenizer(folder: str):
     return tokenizer
 
 
-def load_datasets(folder: Path):
+def load_datasets(folder: Path) -> tuple[Any, Any | None]:
     """(train, validation or None) from an export folder; a missing or empty train.jsonl is a FileNotFoundError."""
     from datasets import load_dataset
 
@@ -134,7 +137,7 @@ def load_datasets(folder: Path):
     return data["train"], data.get("validation")
 
 
-def build_trainer(args: TrainArgs):
+def build_trainer(args: TrainArgs) -> SFTTrainer:
     """An SFTTrainer with a LoRA adapter on the base model (4-bit with ``qlora``), set up from the preset."""
     import torch
     from peft import LoraConfig
@@ -210,7 +213,7 @@ crisis line (https://findahelpline.com).
 """
 
 
-def save_outputs(trainer, args: TrainArgs) -> dict:
+def save_outputs(trainer: Any, args: TrainArgs) -> dict:
     """Save the adapter, and the merged model when asked, each with a model card; returns their paths."""
     adapter = args.out / "adapter"
     folders = [adapter]
@@ -231,7 +234,7 @@ def save_outputs(trainer, args: TrainArgs) -> dict:
     return paths
 
 
-def write_metrics(trainer, args: TrainArgs, paths: dict) -> dict:
+def write_metrics(trainer: SFTTrainer, args: TrainArgs, paths: dict) -> dict:
     """Write ``metrics.json`` (arguments, hyperparameters, losses, paths) and ``loss.png``; returns the metrics."""
     history = trainer.state.log_history
     losses = [(h["step"], h["loss"]) for h in history if "loss" in h]

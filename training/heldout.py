@@ -251,7 +251,7 @@ def _records(folder: Path) -> dict[str, dict]:
     return {record["session_id"]: record for record in read_records(folder)}
 
 
-def _scalar(value):
+def _scalar(value: float | tuple[int, int] | list[int] | None) -> float | None:
     """A session's value as one number (format adherence: its share of answers that parsed)."""
     if isinstance(value, (tuple, list)):
         parsed, answers = value

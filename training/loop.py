@@ -13,9 +13,10 @@ resumes where it stopped.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from mentalarena.agents.context import Context
 from mentalarena.agents.profiles import PatientProfile
@@ -68,7 +69,7 @@ def selfplay_metrics(folder: Path) -> dict:
     done = read_records(folder)
     finished = [r for r in done if r.get("status") == "done"]
 
-    def mean(values):
+    def mean(values: Iterable[Any]) -> float | None:
         values = [v for v in values if v is not None]
         return round(sum(values) / len(values), 3) if values else None
 

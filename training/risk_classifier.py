@@ -20,6 +20,7 @@ import importlib.resources
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -29,6 +30,9 @@ from mentalarena.agents.risk_classifier import NONE, RiskClassifier
 from mentalarena.agents.safety import phrase_hits
 from mentalarena.agents.schemas import RISK_CATEGORIES
 from mentalarena.training.statistics import proportion
+
+if TYPE_CHECKING:
+    from sklearn.linear_model import LogisticRegression
 
 CATEGORIES = (*RISK_CATEGORIES, NONE)
 REGULARISATION = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
@@ -97,7 +101,7 @@ def split_by_family(examples: list[Example], seed: int) -> dict[str, list[int]]:
     return split
 
 
-def risk_probability(classifier, vectors: np.ndarray) -> np.ndarray:
+def risk_probability(classifier: LogisticRegression, vectors: np.ndarray) -> np.ndarray:
     """Each vector's probability of any risk category: one minus that of no risk."""
     none = list(classifier.classes_).index(NONE)
     return 1.0 - classifier.predict_proba(vectors)[:, none]
@@ -130,7 +134,7 @@ def train_risk_classifier(
     labels = np.array([e.category for e in examples])
     at_risk = labels != NONE
 
-    def fit(c: float, rows: list[int]):
+    def fit(c: float, rows: list[int]) -> LogisticRegression:
         return LogisticRegression(C=c, class_weight="balanced", max_iter=5000, random_state=seed).fit(
             vectors[rows], labels[rows]
         )

@@ -40,7 +40,7 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
@@ -56,6 +56,8 @@ from mentalarena.agents.models import (
 )
 
 if TYPE_CHECKING:
+    import torch
+    from llguidance import LLMatcher
     from llguidance._lib import JsonCompileOptions
 
 ROLES = {"system": "system", "human": "user", "ai": "assistant"}
@@ -264,7 +266,7 @@ class LocalGenerator:
         if self.on_step is not None:
             self.on_step(len(tokens))
 
-    def _draw(self, logits, rows: list[_Row]):
+    def _draw(self, logits: torch.Tensor, rows: list[_Row]) -> torch.Tensor:
         """Each row's next token: the repetition penalty, then greedy or sampled at its temperature."""
         import torch
 
@@ -296,7 +298,7 @@ class LocalGenerator:
         reply = row.drawn[:-1] if row.drawn[-1] in self._reply_ends else row.drawn
         row.request.future.set_result(self.tokenizer.decode(reply, skip_special_tokens=True).strip())
 
-    def generate_plain(self, prompts: list[str], settings: GenerationSettings):
+    def generate_plain(self, prompts: list[str], settings: GenerationSettings) -> torch.Tensor:
         """The new tokens of transformers' own ``generate`` on the left-padded batch, without the
         prefix cache or continuous batching: the benchmark's baseline, and what one prompt alone
         must come to greedily."""
@@ -309,7 +311,7 @@ class LocalGenerator:
             output = self.model.generate(**inputs, **generation_options(settings, self.tokenizer.pad_token_id))
         return output[:, inputs["input_ids"].shape[1] :]
 
-    def decode(self, new_tokens) -> list[str]:
+    def decode(self, new_tokens: torch.Tensor) -> list[str]:
         """The text of each row of ``new_tokens``, without special tokens."""
         return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in new_tokens]
 
@@ -332,7 +334,7 @@ class JsonConstraint:
         "key_separator": ": ",
     }
 
-    def __init__(self, tokenizer, vocab_size: int):
+    def __init__(self, tokenizer: Any, vocab_size: int) -> None:
         """Takes ``tokenizer``'s vocabulary (``vocab_size`` entries, as the model's logits have) for llguidance."""
         import llguidance.hf
 
@@ -352,7 +354,7 @@ class JsonConstraint:
         """The llguidance grammar of ``json_schema``, built once per schema."""
         return self._grammar(json.dumps(json_schema, sort_keys=False))
 
-    def matcher(self, grammar: str):
+    def matcher(self, grammar: str) -> LLMatcher:
         """A new matcher for one row: it tracks the row's tokens against ``grammar``."""
         import llguidance
 
@@ -362,7 +364,7 @@ class JsonConstraint:
         return matcher
 
     @staticmethod
-    def allowed(matcher, vocab_size: int):
+    def allowed(matcher: LLMatcher, vocab_size: int) -> torch.Tensor:
         """[vocabulary] bool: the tokens the matcher accepts next (the end token once it accepts)."""
         import torch
 
@@ -381,14 +383,16 @@ class DecodingBatch:
     """
 
     CHUNK = 256  # positions added at a time when a row needs more
+    _token_slots: Any
+    _token_positions: Any
 
-    def __init__(self):
+    def __init__(self) -> None:
         """An empty batch: no rows, and no storage until the first one joins."""
         self.keys: list[Any] = []  # per layer: [slots, key/value heads, capacity, head_dim]
         self.values: list[Any] = []
-        self.lengths = None  # [rows], tokens with states in each row
+        self.lengths: Any = None  # [rows], tokens with states in each row
         self._width = 0  # positions attended in the current step
-        self._counts = None  # [rows], tokens each row feeds in the current step
+        self._counts: Any = None  # [rows], tokens each row feeds in the current step
         self.packed = False  # whether some row feeds several: then the step's tokens are one sequence
         self._token_slots = self._token_positions = None  # [tokens fed], where each one's states go
 
@@ -433,7 +437,7 @@ class DecodingBatch:
             self.lengths[slot] = self.lengths[last]
         self.lengths = self.lengths[:last]
 
-    def begin_step(self, counts: list[int]):
+    def begin_step(self, counts: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """The next step feeds ``counts[row]`` tokens to each row. Returns their positions, row after
         row ([tokens fed]), and the attention mask, [rows, 1, 1, positions]: True where a row may
         attend, its states and its new tokens (a row that feeds several attends causally among
@@ -452,7 +456,7 @@ class DecodingBatch:
         )
         return self._token_positions, (torch.arange(self._width) < ends.unsqueeze(1)).view(len(self), 1, 1, self._width)
 
-    def last_tokens(self):
+    def last_tokens(self) -> torch.Tensor:
         """Where each row's last fed token stands among the tokens fed: its logits draw the next."""
         import torch
 
@@ -462,7 +466,9 @@ class DecodingBatch:
         """The current step's layout, for :func:`packed_attention`."""
         return PackedRows(self.lengths.tolist(), self._counts.tolist())
 
-    def update(self, key_states, value_states, layer_idx: int, *args, **kwargs):
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The model's cache call: store the states of the tokens fed at their rows and positions
         (key_states: [rows, heads, 1, head_dim] for one token a row, [1, heads, tokens, head_dim]
         when packed); return every row's states up to the longest row."""
@@ -487,7 +493,7 @@ class DecodingBatch:
         old_slots, heads, old_positions, head_dim = self.keys[0].shape
         shape = (max(slots, old_slots), heads, max(old_positions, -(-positions // self.CHUNK) * self.CHUNK), head_dim)
 
-        def grown(tensor):  # zeros, not garbage: masked positions must hold finite numbers
+        def grown(tensor: Any) -> Any:  # zeros, not garbage: masked positions must hold finite numbers
             bigger = torch.zeros(shape, dtype=tensor.dtype)
             bigger[:old_slots, :, :old_positions] = tensor
             return bigger
@@ -504,7 +510,7 @@ class PackedRows:
     counts: list[int]
 
 
-def no_states(model) -> list[tuple[Any, Any]]:
+def no_states(model: Any) -> list[tuple[Any, Any]]:
     """Key/value states of no tokens, per layer: what a prompt the prefix cache knows nothing of joins with."""
     import torch
 
@@ -514,7 +520,7 @@ def no_states(model) -> list[tuple[Any, Any]]:
     return [(empty, empty)] * config.num_hidden_layers
 
 
-def check_full_attention(config, path: str) -> None:
+def check_full_attention(config: Any, path: str) -> None:
     """The decoding batch masks one way for every layer: full causal attention."""
     if getattr(config, "layer_types", None):
         field, kinds = "layer_types", set(config.layer_types) - {"full_attention"}
@@ -549,8 +555,16 @@ GROUPED_MIN_BATCH = (
 
 
 def grouped_decode_attention(
-    module, query, key, value, attention_mask, scaling=None, dropout=0.0, packed_rows=None, **kwargs
-):
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    packed_rows: PackedRows | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """SDPA, except for a batch of single new tokens in bfloat16 on a CPU that computes bfloat16
     natively, which goes to :func:`grouped_attention`, and for a packed step of a
     :class:`DecodingBatch`, which goes to :func:`packed_attention`.
@@ -563,8 +577,10 @@ def grouped_decode_attention(
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    if packed_rows is not None:
-        return packed_attention(module, query, key, value, attention_mask, packed_rows, scaling=scaling, **kwargs), None
+    if packed_rows is not None:  # a packed step comes with its DecodingBatch's mask
+        return packed_attention(
+            module, query, key, value, cast("torch.Tensor", attention_mask), packed_rows, scaling=scaling, **kwargs
+        ), None
     batch, _, new_tokens, head_dim = query.shape
     plain = not (kwargs.get("softcap") or kwargs.get("s_aux") is not None or kwargs.get("position_bias") is not None)
     if (
@@ -582,7 +598,15 @@ def grouped_decode_attention(
     return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
 
 
-def packed_attention(module, query, key, value, attention_mask, rows: PackedRows, **kwargs):
+def packed_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor,
+    rows: PackedRows,
+    **kwargs: Any,
+) -> torch.Tensor:
     """Attention of a packed step: ``query`` is [1, heads, tokens fed, head_dim], every row's
     tokens in turn; ``key`` and ``value`` are the batch's [rows, key/value heads, positions,
     head_dim]. The leading rows that feed one token each attend as one decoding batch (no
@@ -616,7 +640,9 @@ def packed_attention(module, query, key, value, attention_mask, rows: PackedRows
     return output
 
 
-def grouped_attention(query, key, value, attention_mask, scaling: float):
+def grouped_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: torch.Tensor | None, scaling: float
+) -> torch.Tensor:
     """Attention of one new token per row as two matmuls per key/value head, over the query heads
     that share it, with the softmax in float32. ``attention_mask``: boolean, True where a row may
     attend, or None. Returns [batch, 1, heads, head_dim], as transformers' attention functions do."""
@@ -632,7 +658,7 @@ def grouped_attention(query, key, value, attention_mask, scaling: float):
     return output.reshape(batch, 1, heads, head_dim)
 
 
-def register_attention(name: str, attention) -> None:
+def register_attention(name: str, attention: Callable[..., Any]) -> None:
     """Make ``attention`` selectable as ``model.set_attn_implementation(name)``, with SDPA's masks."""
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
@@ -654,7 +680,7 @@ class TopKNucleusSampler:
         """A sampler at ``temperature`` over the ``top_k`` likeliest tokens, within ``top_p`` of their mass."""
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
 
-    def draw(self, scores):
+    def draw(self, scores: torch.Tensor) -> torch.Tensor:
         """One token per row of ``scores`` ([rows, vocabulary]): [rows]."""
         import torch
 
@@ -664,14 +690,14 @@ class TopKNucleusSampler:
         probs = probs.masked_fill(probs.cumsum(dim=-1) - probs >= self.top_p, 0.0)
         return indices.gather(-1, torch.multinomial(probs, 1)).squeeze(-1)
 
-    def __call__(self, input_ids, scores):
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         """As a ``generate`` logits processor: scores under which only the drawn token is possible."""
         import torch
 
         return torch.full_like(scores, float("-inf")).scatter_(-1, self.draw(scores).unsqueeze(-1), 0.0)
 
 
-def _as_list(value) -> list:
+def _as_list(value: object) -> list:
     return [] if value is None else list(value) if isinstance(value, (list, tuple)) else [value]
 
 
@@ -706,7 +732,7 @@ class PrefixCache:
             self._recency.clear()
             self.nbytes = 0
 
-    def longest_prefix(self, ids) -> tuple[int, list[list[tuple[Any, Any]]]]:
+    def longest_prefix(self, ids: torch.Tensor) -> tuple[int, list[list[tuple[Any, Any]]]]:
         """(length, states of that many leading tokens): the states come in consecutive pieces,
         one per block, each a list of per-layer (keys, values) views [1, heads, tokens, head_dim]."""
         with self._lock:
@@ -716,7 +742,7 @@ class PrefixCache:
                 [(k[:, :, :used], v[:, :, :used]) for k, v in block.states] for block, used in path
             ]
 
-    def add(self, ids, states: list[tuple[Any, Any]]) -> None:
+    def add(self, ids: torch.Tensor, states: list[tuple[Any, Any]]) -> None:
         """Keep the states ([1, heads, len(ids), head_dim] per layer) of ``ids``; only the blocks
         not cached yet are copied, so ``states`` may be views of storage that is reused later."""
         tokens = ids.tolist()

@@ -24,13 +24,14 @@ import asyncio
 import tempfile
 import time
 from collections import Counter
+from concurrent.futures import Future
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from mentalarena.agents.context import Context
 from mentalarena.agents.engine import local_generator
-from mentalarena.agents.models import embedded_model_dir
+from mentalarena.agents.models import GenerationSettings, embedded_model_dir
 from mentalarena.agents.profiles import builtin_profiles
 from mentalarena.agents.provenance import append_result
 from mentalarena.agents.state import ArenaInput
@@ -74,7 +75,7 @@ def selfplay(
     submit = generator.submit
     if prompts is not None:
 
-        def recording_submit(prompt, settings, json_schema=None):
+        def recording_submit(prompt: str, settings: GenerationSettings, json_schema: dict | None = None) -> Future[str]:
             prompts.append(prompt)
             return submit(prompt, settings, json_schema)
 

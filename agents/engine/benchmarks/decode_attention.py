@@ -17,7 +17,7 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from mentalarena.agents.engine.generator import (
     DECODE_ATTENTION,
@@ -29,18 +29,30 @@ from mentalarena.agents.engine.generator import (
 from mentalarena.agents.models import GenerationSettings, embedded_model_dir
 from mentalarena.agents.provenance import append_result
 
+if TYPE_CHECKING:
+    import torch
+
 RESULTS = Path(__file__).with_name("decode_attention.jsonl")
 GROUPED = "mentalarena_grouped_always"
 ATTENTIONS = ("sdpa", GROUPED)
 
 
-def grouped_always(module, query, key, value, attention_mask, scaling=None, **kwargs):
+def grouped_always(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
     """The grouped matmuls for every decoding step (``generate`` after a full cache decodes only)."""
-    return grouped_attention(query, key, value, attention_mask, scaling), None
+    # transformers' attention layers always pass their scaling
+    return grouped_attention(query, key, value, attention_mask, cast(float, scaling)), None
 
 
 def step_milliseconds(
-    variants: dict[str, Callable[[], Any]], tokenizer, lengths: list[int], steps: int, rounds: int
+    variants: dict[str, Callable[[], Any]], tokenizer: Any, lengths: list[int], steps: int, rounds: int
 ) -> dict[str, float]:
     """Median milliseconds per decoding step of each variant on one padded batch. A variant is a
     callable that readies and returns the model to time; they take turns round by round, each from
@@ -99,8 +111,8 @@ def main() -> None:
     model = generator.model
     register_attention(GROUPED, grouped_always)
 
-    def attention(name: str):
-        def ready():
+    def attention(name: str) -> Callable[[], Any]:
+        def ready() -> Any:
             model.set_attn_implementation(name)
             return model
 
