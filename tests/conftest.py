@@ -46,7 +46,7 @@ def wait_until_up(url: str, process: subprocess.Popen, log_path, seconds: float 
     pytest.fail(f"server at {url} did not come up: {open(log_path).read()[-2000:]}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def langgraph_dev(tmp_path_factory):
     """The project's langgraph.json served by the real `langgraph dev` (in-memory), offline; yields its URL."""
     if not LANGGRAPH.exists():

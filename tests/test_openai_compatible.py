@@ -64,7 +64,8 @@ def test_the_endpoint_gets_its_own_dialect_and_budget(llama_server):
 
 
 def test_sessions_over_an_openai_compatible_endpoint_answer_in_their_schemas(llama_server, tmp_path):
-    # The same server under two names exercises the round-robin over replicas.
+    # The same server under two names exercises the round-robin over replicas: one session's calls
+    # alternate between them (the server answers one request at a time, so more sessions only add time).
     replicas = f"{llama_server},{llama_server.replace('127.0.0.1', 'localhost')}"
     context = Context(
         model="openai:smollm2",
@@ -77,9 +78,9 @@ def test_sessions_over_an_openai_compatible_endpoint_answer_in_their_schemas(lla
         parse_retries=2,
         request_timeout=120,
     )
-    summary = run_sessions(builtin_profiles()[:2], context, tmp_path, sessions=2, progress=False, concurrency=2)
+    summary = run_sessions(builtin_profiles()[:1], context, tmp_path, sessions=1, progress=False)
     records = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
-    assert summary.done == 2 and summary.failed == 0, records
+    assert summary.done == 1 and summary.failed == 0, records
     for record in records:
         assert record["failures"] == [], record["failures"]
         answers = record["answers"]
