@@ -182,12 +182,13 @@ def load_profiles(path: str | Path) -> list[PatientProfile]:
     """Load a Patient-Psi JSON file (a list of CCDs, or one CCD) or a JSONL file of CCDs."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".jsonl":
+            records: list[object] = [record for _, record in read_json_lines(path, ProfileError)]
+        else:
+            text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ProfileError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    if path.suffix == ".jsonl":
-        records: list[object] = [record for _, record in read_json_lines(path, ProfileError)]
-    else:
+    if path.suffix != ".jsonl":
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
