@@ -9,16 +9,18 @@ from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
-from mentalarena.benchmarks.imhi import IMHI_SETS
-from mentalarena.benchmarks.judges import DEFAULT_QUESTIONS
-from mentalarena.benchmarks.qa import SCORERS, TASKS
-
-MODELS_HELP = "comma-separated model specs to compare, e.g. 'embedded,models/psi/merged' (see `mentalarena run --help`)"
-
-
-def comma_list(text: str) -> list[str]:
-    """The stripped, non-empty items of a comma-separated argument."""
-    return [part.strip() for part in text.split(",") if part.strip()]
+from mentalarena.benchmarks.imhi import IMHIArgs
+from mentalarena.benchmarks.judges import JudgeArgs
+from mentalarena.benchmarks.qa import MODELS_HELP, QAArgs
+from mentalarena.graphs.cli import (
+    add_context_options,
+    add_dataclass_options,
+    comma_list,
+    dataclass_from_options,
+    share,
+    whole_number_at_least_one,
+)
+from mentalarena.training.heldout import HELDOUT_RATIO
 
 
 def results_folder(args: argparse.Namespace) -> Path:
@@ -28,21 +30,9 @@ def results_folder(args: argparse.Namespace) -> Path:
 
 def cmd_qa(args: argparse.Namespace) -> int:
     """Run `mentalarena eval qa`: multiple-choice accuracy of each model per task, printed and written to a report."""
-    from mentalarena.benchmarks.qa import QAArgs, evaluate_qa
+    from mentalarena.benchmarks.qa import evaluate_qa
 
-    results, rows = evaluate_qa(
-        QAArgs(
-            models=args.models,
-            tasks=args.tasks,
-            scorer=args.scorer,
-            data_root=Path(args.data) if args.data else None,
-            source=args.source or "",
-            limit=args.limit,
-            max_new_tokens=args.max_new_tokens,
-            batch_size=args.batch_size,
-            progress=not args.quiet,
-        )
-    )
+    results, rows = evaluate_qa(dataclass_from_options(QAArgs, args))
     for spec, model in results["models"].items():
         for task, s in model["tasks"].items():
             print(
@@ -54,18 +44,9 @@ def cmd_qa(args: argparse.Namespace) -> int:
 
 def cmd_imhi(args: argparse.Namespace) -> int:
     """Run `mentalarena eval imhi`: weighted F1 and accuracy of each model per IMHI set, printed and reported."""
-    from mentalarena.benchmarks.imhi import IMHIArgs, evaluate_imhi
+    from mentalarena.benchmarks.imhi import evaluate_imhi
 
-    results, rows = evaluate_imhi(
-        IMHIArgs(
-            models=args.models,
-            sets=args.sets,
-            data_root=Path(args.data),
-            limit=args.limit,
-            max_new_tokens=args.max_new_tokens,
-            progress=not args.quiet,
-        )
-    )
+    results, rows = evaluate_imhi(dataclass_from_options(IMHIArgs, args))
     for spec, model in results["models"].items():
         for name, s in model["sets"].items():
             print(
@@ -77,22 +58,9 @@ def cmd_imhi(args: argparse.Namespace) -> int:
 
 def cmd_judge(args: argparse.Namespace) -> int:
     """Run `mentalarena eval judge`: a judge model scores answers and arena records, optionally pair by pair."""
-    from mentalarena.benchmarks.judges import JudgeArgs, evaluate_judges
+    from mentalarena.benchmarks.judges import evaluate_judges
 
-    results, rows = evaluate_judges(
-        JudgeArgs(
-            judge=args.judge,
-            models=args.models or [],
-            questions=Path(args.questions),
-            records=[Path(p) for p in args.records],
-            pairwise=args.pairwise,
-            limit=args.limit,
-            max_new_tokens=args.max_new_tokens,
-            judge_max_new_tokens=args.judge_max_new_tokens,
-            parse_retries=args.parse_retries,
-            progress=not args.quiet,
-        )
-    )
+    results, rows = evaluate_judges(dataclass_from_options(JudgeArgs, args))
     for key, model in results["models"].items():
         overall = "-" if model["overall"] is None else f"{model['overall']:.2f}"
         print(
@@ -176,19 +144,14 @@ def finish(args: argparse.Namespace, results: dict, rows: list[dict]) -> int:
     return 0
 
 
-def common_options(parser: argparse.ArgumentParser, max_new_tokens: int) -> None:
-    """Add the options every eval kind shares: ``--out``, ``--limit``, ``--max-new-tokens`` and ``--quiet``."""
-    parser.add_argument("--out", default=None, help="results folder (default results/<kind>-<timestamp>)")
+def add_out_option(parser: argparse.ArgumentParser, kind: str, resumed: bool = False) -> None:
+    """Add ``--out``, the results folder of an eval kind."""
     parser.add_argument(
-        "--limit", type=int, default=None, help="evaluate only the first N items of each set (a quick look)"
+        "--out",
+        default=None,
+        help=f"results folder (default results/{kind}-<timestamp>)"
+        + ("; an existing one is resumed" if resumed else ""),
     )
-    parser.add_argument(
-        "--max-new-tokens",
-        type=int,
-        default=max_new_tokens,
-        help=f"generation budget per answer (default {max_new_tokens})",
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def make_parser(commands: argparse._SubParsersAction) -> None:
@@ -204,70 +167,21 @@ def make_parser(commands: argparse._SubParsersAction) -> None:
     qa = kinds.add_parser(
         "qa", help="MedQA, MedMCQA, PubMedQA, MMLU medical: accuracy with 95%% Wilson intervals, per subject"
     )
-    qa.add_argument("--models", type=comma_list, default=["embedded"], help=MODELS_HELP)
-    qa.add_argument(
-        "--tasks", type=comma_list, default=list(TASKS), help=f"comma-separated, from {', '.join(TASKS)} (default all)"
-    )
-    qa.add_argument(
-        "--scorer",
-        choices=SCORERS,
-        default="generate",
-        help="generate: any chat model answers, the letter is extracted; "
-        "loglik: local models only, the option letter with the highest log-likelihood",
-    )
-    qa.add_argument(
-        "--source",
-        choices=("local", "hub"),
-        default=None,
-        help="local JSONL under --data, or the full sets from the Hugging Face hub (network); "
-        "default: local when --data is given, else hub",
-    )
-    qa.add_argument("--data", default=None, help="folder holding {medqa,medmcqa,pubmedqa,mmlu}/*.jsonl")
-    qa.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass for --scorer loglik")
-    common_options(qa, max_new_tokens=16)
+    add_dataclass_options(qa, QAArgs)
+    add_out_option(qa, "qa")
     qa.set_defaults(func=cmd_qa)
 
     imhi = kinds.add_parser("imhi", help="IMHI (MentalLLaMA) nine test sets: weighted F1 and accuracy per set")
-    imhi.add_argument("--models", type=comma_list, default=["embedded"], help=MODELS_HELP)
-    imhi.add_argument(
-        "--sets",
-        type=comma_list,
-        default=list(IMHI_SETS),
-        help=f"comma-separated, from {', '.join(IMHI_SETS)} (default all)",
-    )
-    imhi.add_argument(
-        "--data", required=True, help="folder holding imhi-expert/<set>.csv (MentalLLaMA's IMHI test sets; see docs)"
-    )
-    common_options(imhi, max_new_tokens=48)
+    add_dataclass_options(imhi, IMHIArgs)
+    add_out_option(imhi, "imhi")
     imhi.set_defaults(func=cmd_imhi)
 
     judge = kinds.add_parser(
         "judge", help="counselling quality: seven metrics scored 1-10 by a judge model, optional pairwise comparison"
     )
-    judge.add_argument("--judge", required=True, help="the judge's model spec, e.g. 'openai:gpt-4o'")
-    judge.add_argument("--models", type=comma_list, default=None, help=MODELS_HELP + "; each answers the questions")
-    judge.add_argument(
-        "--questions",
-        default=str(DEFAULT_QUESTIONS),
-        help="JSON list of {id, message} help-seeking messages (default: the 25 shipped ones)",
-    )
-    judge.add_argument(
-        "--records", nargs="*", default=[], help="records.jsonl files of arena runs: judge their therapist turns"
-    )
-    judge.add_argument(
-        "--pairwise",
-        action="store_true",
-        help="also compare every pair of --models, asking twice with the order swapped",
-    )
-    judge.add_argument("--judge-max-new-tokens", type=int, default=64, help="generation budget per judge answer")
-    judge.add_argument(
-        "--parse-retries", type=int, default=0, help="re-ask the judge this many times when its answer cannot be parsed"
-    )
-    common_options(judge, max_new_tokens=160)
+    add_dataclass_options(judge, JudgeArgs)
+    add_out_option(judge, "judge")
     judge.set_defaults(func=cmd_judge)
-
-    from mentalarena.graphs.cli import add_context_options, share, whole_number_at_least_one
-    from mentalarena.training.heldout import HELDOUT_RATIO
 
     arena = kinds.add_parser(
         "arena",
@@ -291,9 +205,7 @@ def make_parser(commands: argparse._SubParsersAction) -> None:
     )
     arena.add_argument("--concurrency", type=whole_number_at_least_one, default=1)
     arena.add_argument("--budget", choices=("small", "full"), default=None)
-    arena.add_argument(
-        "--out", default=None, help="results folder (default results/arena-<timestamp>); an existing one is resumed"
-    )
+    add_out_option(arena, "arena", resumed=True)
     arena.add_argument("--quiet", action="store_true", help="no progress bars")
     add_context_options(arena)
     arena.set_defaults(func=cmd_arena)

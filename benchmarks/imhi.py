@@ -28,7 +28,8 @@ from langchain_core.messages import HumanMessage, SystemMessage
 
 from mentalarena.agents.models import GenerationSettings, describe_model, load_chat_model
 from mentalarena.benchmarks import prompts
-from mentalarena.benchmarks.qa import DataError
+from mentalarena.benchmarks.qa import LIMIT_OPTION, MODELS_HELP, QUIET_OPTION, DataError
+from mentalarena.graphs.cli import comma_list
 from mentalarena.training.statistics import wilson_interval
 
 if TYPE_CHECKING:
@@ -143,12 +144,23 @@ class IMHIItem:
 class IMHIArgs:
     """What `mentalarena eval imhi` evaluates: the models, the sets, where their data is, and the answer budget."""
 
-    models: list[str]
-    data_root: Path  # holds imhi-expert/<set>.csv
-    sets: list[str] = field(default_factory=lambda: list(IMHI_SETS))
-    limit: int | None = None  # first N rows of each set
-    max_new_tokens: int = 48
-    progress: bool = True
+    data_root: Path = field(
+        metadata={
+            "flag": "--data",
+            "metavar": "FOLDER",
+            "description": "folder holding imhi-expert/<set>.csv (MentalLLaMA's IMHI test sets; see docs)",
+        }
+    )
+    models: list[str] = field(
+        default_factory=lambda: ["embedded"], metadata={"type": comma_list, "description": MODELS_HELP}
+    )
+    sets: list[str] = field(
+        default_factory=lambda: list(IMHI_SETS),
+        metadata={"type": comma_list, "description": f"comma-separated, from {', '.join(IMHI_SETS)} (default all)"},
+    )
+    limit: int | None = field(default=None, metadata=LIMIT_OPTION)
+    max_new_tokens: int = field(default=48, metadata={"description": "generation budget per answer"})
+    progress: bool = field(default=True, metadata=QUIET_OPTION)
 
 
 # --- label extraction -------------------------------------------------------------------------

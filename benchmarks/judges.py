@@ -25,7 +25,8 @@ from mentalarena.agents.llm import RoleModel, answer_or_record
 from mentalarena.agents.models import GenerationSettings, describe_model, load_chat_model
 from mentalarena.agents.schemas import MetricScore, PairwiseVerdict
 from mentalarena.benchmarks import prompts
-from mentalarena.benchmarks.qa import DataError
+from mentalarena.benchmarks.qa import LIMIT_OPTION, MODELS_HELP, QUIET_OPTION, DataError
+from mentalarena.graphs.cli import comma_list
 from mentalarena.training.export import iter_records
 
 METRICS = prompts.COUNSELLING_METRICS
@@ -45,16 +46,32 @@ class Exchange:
 class JudgeArgs:
     """What `mentalarena eval judge` judges: the judge model, whose responses, and the answer budgets and retries."""
 
-    judge: str  # the judge's model spec
-    models: list[str] = field(default_factory=list)  # models that answer the questions
-    questions: Path = DEFAULT_QUESTIONS
-    records: list[Path] = field(default_factory=list)  # arena runs whose therapist turns are judged
-    pairwise: bool = False
-    limit: int | None = None  # first N questions (or turns of each run)
-    max_new_tokens: int = 160  # for the judged models' responses
-    judge_max_new_tokens: int = 64
-    parse_retries: int = 0
-    progress: bool = True
+    judge: str = field(metadata={"description": "the judge's model spec, e.g. 'openai:gpt-4o'"})
+    models: list[str] = field(
+        default_factory=list,
+        metadata={"type": comma_list, "description": MODELS_HELP + "; each answers the questions"},
+    )
+    questions: Path = field(
+        default=DEFAULT_QUESTIONS,
+        metadata={"description": "JSON list of {id, message} help-seeking messages (default: the 25 shipped ones)"},
+    )
+    records: list[Path] = field(
+        default_factory=list,
+        metadata={"nargs": "*", "description": "records.jsonl files of arena runs: judge their therapist turns"},
+    )
+    pairwise: bool = field(
+        default=False,
+        metadata={"description": "also compare every pair of --models, asking twice with the order swapped"},
+    )
+    limit: int | None = field(default=None, metadata=LIMIT_OPTION)
+    max_new_tokens: int = field(
+        default=160, metadata={"description": "generation budget per answer of the judged models"}
+    )
+    judge_max_new_tokens: int = field(default=64, metadata={"description": "generation budget per judge answer"})
+    parse_retries: int = field(
+        default=0, metadata={"description": "re-ask the judge this many times when its answer cannot be parsed"}
+    )
+    progress: bool = field(default=True, metadata=QUIET_OPTION)
 
 
 # --- what is judged ---------------------------------------------------------------------------

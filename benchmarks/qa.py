@@ -34,10 +34,14 @@ from mentalarena.agents.models import (
     local_model_folder,
 )
 from mentalarena.benchmarks import prompts
+from mentalarena.graphs.cli import comma_list
 from mentalarena.training.statistics import wilson_interval
 
 TASKS = ("medqa", "medmcqa", "pubmedqa", "mmlu")
 SCORERS = ("generate", "loglik")
+# Options every eval kind's arguments share.
+LIMIT_OPTION: dict[str, Any] = {"description": "evaluate only the first N items of each set (a quick look)"}
+QUIET_OPTION: dict[str, Any] = {"flag": "--quiet", "description": "no progress bars"}
 # The medical subjects of MMLU, as MultiMedQA and the MentalArena paper use them.
 MMLU_MEDICAL_SUBJECTS = (
     "anatomy",
@@ -88,19 +92,48 @@ class Prediction:
         return self.predicted == self.item.answer
 
 
+MODELS_HELP = "comma-separated model specs to compare, e.g. 'embedded,models/psi/merged' (see `mentalarena run --help`)"
+
+
 @dataclass
 class QAArgs:
     """What `mentalarena eval qa` evaluates: the models, the tasks and where they come from, and how to score."""
 
-    models: list[str]
-    tasks: list[str] = field(default_factory=lambda: list(TASKS))
-    scorer: str = "generate"
-    data_root: Path | None = None  # local JSONL under <data_root>/<task>/; without it, the hub
-    source: str = ""  # "local" or "hub" (needs the network); empty: local with a data_root, else hub
-    limit: int | None = None  # first N items of each task
-    max_new_tokens: int = 16
-    batch_size: int = 8
-    progress: bool = True
+    models: list[str] = field(
+        default_factory=lambda: ["embedded"], metadata={"type": comma_list, "description": MODELS_HELP}
+    )
+    tasks: list[str] = field(
+        default_factory=lambda: list(TASKS),
+        metadata={"type": comma_list, "description": f"comma-separated, from {', '.join(TASKS)} (default all)"},
+    )
+    scorer: str = field(
+        default="generate",
+        metadata={
+            "choices": SCORERS,
+            "description": "generate: any chat model answers, the letter is extracted; "
+            "loglik: local models only, the option letter with the highest log-likelihood",
+        },
+    )
+    data_root: Path | None = field(
+        default=None,
+        metadata={
+            "flag": "--data",
+            "metavar": "FOLDER",
+            "description": "folder holding {medqa,medmcqa,pubmedqa,mmlu}/*.jsonl",
+        },
+    )
+    source: str = field(
+        default="",
+        metadata={
+            "choices": ("local", "hub"),
+            "description": "local JSONL under --data, or the full sets from the Hugging Face hub (network); "
+            "default: local when --data is given, else hub",
+        },
+    )
+    limit: int | None = field(default=None, metadata=LIMIT_OPTION)
+    max_new_tokens: int = field(default=16, metadata={"description": "generation budget per answer"})
+    batch_size: int = field(default=8, metadata={"description": "sequences per forward pass for --scorer loglik"})
+    progress: bool = field(default=True, metadata=QUIET_OPTION)
 
     @property
     def data_source(self) -> str:

@@ -92,13 +92,26 @@ def apply_config(parser: argparse.ArgumentParser, path: str) -> None:
         return
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected option names and their values, found a {type(data).__name__}")
-    actions = {action.dest: action for action in parser._actions if action.dest not in ("help", "config")}
+    options = [action for action in parser._actions if action.dest not in ("help", "config")]
+    by_dest = {action.dest: action for action in options}
+    # A switch is also known by its flag: 'quiet: true' sets what --quiet sets (progress False).
+    by_flag = {
+        flag.lstrip("-").replace("-", "_"): action
+        for action in options
+        if isinstance(action, argparse._StoreConstAction)
+        for flag in action.option_strings
+    }
     defaults = {}
     for key, value in data.items():
-        action = actions.get(str(key).replace("-", "_"))
+        name = str(key).replace("-", "_")
+        action = by_dest.get(name) or by_flag.get(name)
         if action is None:
             raise ConfigError(f"{path}: field {key!r}: not an option of `{parser.prog}` (see its --help)")
         try:
+            if name in by_flag and name != action.dest:
+                if not isinstance(value, bool):
+                    raise ValueError(f"{value!r} is not true or false")
+                value = action.const if value else action.default
             defaults[action.dest] = _option_value(action, value)
         except (argparse.ArgumentTypeError, TypeError, ValueError) as exc:
             raise ConfigError(f"{path}: field {key!r}: {exc}") from None

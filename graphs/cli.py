@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import fields
+from collections.abc import Container
+from dataclasses import MISSING, fields
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from mentalarena.agents.context import Context
 from mentalarena.agents.models import EMBEDDED_SPECS
@@ -23,6 +25,7 @@ SMALL_BUDGET: dict[str, Any] = {
     "max_new_tokens": 64,
 }
 DEFAULT_SESSIONS = 2
+T = TypeVar("T")
 
 
 def whole_number_at_least_one(text: str) -> int:
@@ -47,29 +50,90 @@ def share(text: str) -> float:
     return value
 
 
+# Field metadata an option may carry beside its "description" (the help): argparse's own keywords.
+OPTION_KEYWORDS = ("type", "choices", "metavar", "nargs", "action", "flag")
+
+
+def comma_list(text: str) -> list[str]:
+    """argparse type of comma-separated lists: the stripped, non-empty items."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def add_dataclass_options(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    cls: type,
+    exclude: Container[str] = (),
+    unset: bool = False,
+) -> None:
+    """Add an option per field of the dataclass ``cls`` (``max_steps`` -> ``--max-steps``), as
+    `HfArgumentParser` does, from the field's type, default and metadata: "description" is the help,
+    and "type", "choices", "metavar", "nargs" and "action" go to argparse as they are. "flag" names
+    the option (``--format``, ``--quiet``; a name without dashes is a positional argument); "cli":
+    False leaves a field out. A field without a default is required. A bool is a switch away from its
+    default (``--no-merge`` for one that defaults to True). With ``unset`` every option defaults to
+    None, so that only what was given counts (bools then take ``--x`` and ``--no-x``)."""
+    # Not HfArgumentParser itself: it replaces a field's "type" with its annotation (so no checked
+    # types such as `share`), has no positional arguments, and is a parser class, not options added
+    # to a subcommand's parser.
+    hints = get_type_hints(cls)
+    for f in fields(cls):
+        meta = f.metadata
+        if f.name in exclude or meta.get("cli") is False:
+            continue
+        default = f.default_factory() if f.default_factory is not MISSING else f.default
+        kwargs: dict[str, Any] = {key: meta[key] for key in OPTION_KEYWORDS if key in meta and key != "flag"}
+        kwargs["help"] = meta.get("description")
+        hint = hints[f.name]
+        if hint is bool:
+            if unset:
+                kwargs["action"] = argparse.BooleanOptionalAction
+            else:
+                kwargs.setdefault("action", "store_false" if default else "store_true")
+            flag = meta.get("flag", ("--no-" if default and not unset else "--") + f.name.replace("_", "-"))
+        else:
+            if "type" not in kwargs and kwargs.get("action") != "append":
+                if get_origin(hint) in (Union, UnionType):  # Path | None: a Path, or nothing given
+                    hint = next(a for a in get_args(hint) if a is not type(None))
+                if get_origin(hint) is list:  # list[Path]: several values, each converted
+                    hint = get_args(hint)[0]
+                    kwargs.setdefault("nargs", "+")
+                kwargs["type"] = hint
+            flag = meta.get("flag", "--" + f.name.replace("_", "-"))
+        if unset or kwargs.get("action") == "append":  # argparse appends to a given default
+            kwargs["default"] = None
+        elif default is MISSING:
+            kwargs["required"] = flag.startswith("-")
+        else:
+            kwargs["default"] = default
+            said = "default" in (kwargs["help"] or "")
+            if default not in (None, "", [], {}) and not isinstance(default, bool) and not said:
+                shown = ",".join(map(str, default)) if isinstance(default, list) else default
+                kwargs["help"] = f"{kwargs['help'] or ''} (default {shown})".replace("%", "%%").lstrip()
+        if flag.startswith("-"):
+            parser.add_argument(flag, dest=f.name, **kwargs)
+        else:
+            kwargs.pop("required", None)
+            kwargs.setdefault("metavar", flag)
+            parser.add_argument(f.name, **kwargs)
+
+
+def dataclass_from_options(cls: type[T], args: argparse.Namespace, **values: Any) -> T:
+    """The ``cls`` of the parsed options its fields have (``values`` win); a FIELD=VALUE list becomes a dict."""
+    hints = get_type_hints(cls)
+    for f in fields(cls):  # type: ignore[arg-type]
+        if f.name in values or not hasattr(args, f.name):
+            continue
+        value = getattr(args, f.name)
+        if get_origin(hints[f.name]) is dict or hints[f.name] is dict:
+            value = dict(value or [])
+        values[f.name] = value
+    return cls(**values)
+
+
 def add_context_options(parser: argparse.ArgumentParser) -> None:
     """Add an option per Context setting but ``model`` (``--inquiry-turns`` ...), unset by default."""
     group = parser.add_argument_group("session settings (see the Context)")
-    for f in fields(Context):
-        if f.name == "model":
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        if isinstance(f.default, bool):
-            group.add_argument(
-                flag,
-                dest=f.name,
-                action=argparse.BooleanOptionalAction,
-                default=None,
-                help=f.metadata.get("description"),
-            )
-        else:
-            group.add_argument(
-                flag,
-                dest=f.name,
-                type=f.metadata.get("type", type(f.default)),
-                default=None,
-                help=f.metadata.get("description"),
-            )
+    add_dataclass_options(group, Context, exclude={"model"}, unset=True)
 
 
 def build_context(args: argparse.Namespace) -> Context:

@@ -1,10 +1,11 @@
 """`--config FILE.yaml`: any command's options from a file, checked as their flags are; flags win."""
 
 import json
+from pathlib import Path
 
 import pytest
 
-from mentalarena.cli import apply_config, command_parser, main, make_parser
+from mentalarena.cli import ConfigError, apply_config, command_parser, main, make_parser
 
 SESSION = "model: scripted\ninquiry-turns: 1\ntreatment_tries: 1\nmedication_tries: 1\nquiet: true\n"
 
@@ -44,7 +45,7 @@ def test_required_options_and_nested_commands_can_come_from_the_file(tmp_path):
     argv = ["train", "--config", str(config)]
     apply_config(command_parser(parser, argv), str(config))
     args = parser.parse_args(argv)
-    assert (args.dataset, args.out, args.max_steps) == ("data/psi", "models/psi", 5)
+    assert (args.dataset, args.out, args.max_steps) == (Path("data/psi"), Path("models/psi"), 5)
 
     parser = make_parser()
     config.write_text("tasks: [medqa, mmlu]\nlimit: 3\n")
@@ -83,3 +84,43 @@ def test_sft_and_lora_fields_from_flags_and_from_a_config_file(tmp_path):
     argv = ["train", "--config", str(config)]
     apply_config(command_parser(parser := make_parser(), argv), str(config))
     assert dict(parser.parse_args(argv).sft) == {"max_length": 256, "num_train_epochs": 2}
+
+
+def test_each_command_is_built_from_its_dataclass(tmp_path):
+    from mentalarena.benchmarks.judges import JudgeArgs
+    from mentalarena.benchmarks.qa import QAArgs
+    from mentalarena.graphs.cli import dataclass_from_options
+    from mentalarena.training.export import ExportArgs
+    from mentalarena.training.finetune import TrainArgs
+
+    parser = make_parser()
+    # Given only what is required, a command's options are its dataclass's defaults.
+    train = dataclass_from_options(TrainArgs, parser.parse_args(["train", "--dataset", "d", "--out", "o"]))
+    assert train == TrainArgs(dataset=Path("d"), out=Path("o"))
+    export = dataclass_from_options(ExportArgs, parser.parse_args(["export", "a.jsonl", "b.jsonl", "--out", "o"]))
+    assert export == ExportArgs(records=[Path("a.jsonl"), Path("b.jsonl")], out=Path("o"))
+    assert dataclass_from_options(QAArgs, parser.parse_args(["eval", "qa"])) == QAArgs()
+    # Flags named apart from their field, switches away from the default, checked types.
+    args = parser.parse_args(
+        ["train", "--dataset", "d", "--out", "o", "--no-merge", "--sft", "max_length=64", "--sft", "seed=3"]
+    )
+    assert dataclass_from_options(TrainArgs, args).merge is False
+    assert dataclass_from_options(TrainArgs, args).sft == {"max_length": 64, "seed": 3}
+    args = parser.parse_args(["export", "r.jsonl", "--out", "o", "--format", "records", "--validation-ratio", "0"])
+    assert (args.record_format, args.validation_ratio) == ("records", 0.0)
+    assert main(["export", "r.jsonl", "--out", str(tmp_path), "--validation-ratio", "1.5"]) == 2
+    judge = parser.parse_args(["eval", "judge", "--judge", "scripted", "--models", "a, b", "--quiet"])
+    assert dataclass_from_options(JudgeArgs, judge) == JudgeArgs(judge="scripted", models=["a", "b"], progress=False)
+
+
+def test_a_switch_in_a_config_file_is_known_by_its_flag_too(tmp_path):
+    parser = make_parser()
+    config = tmp_path / "loop.yaml"
+    config.write_text("out: loop\nquiet: true\nno-format-check: true\n")
+    argv = ["iterate", "--config", str(config)]
+    apply_config(command_parser(parser, argv), str(config))
+    args = parser.parse_args(argv)
+    assert (args.progress, args.format_check) == (False, False)
+    config.write_text("out: loop\nquiet: maybe\n")
+    with pytest.raises(ConfigError, match="field 'quiet': 'maybe' is not true or false"):
+        apply_config(command_parser(make_parser(), argv), str(config))

@@ -409,7 +409,7 @@ def test_the_command_reads_the_seed_format_and_refuses_a_file_of_another(tmp_pat
         f"error: {records}: line 1: field 'symptom': missing from a MentalArena seed record" in capsys.readouterr().err
     )
     assert main(["export", "--format", "seed", str(SEED_RECORDS), "--out", str(tmp_path / "x")]) == 2
-    assert "record_format (--format): unknown 'seed'; choose from auto, records, mentalarena" in capsys.readouterr().err
+    assert "argument --format: invalid choice: 'seed'" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
 

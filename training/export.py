@@ -40,6 +40,7 @@ from mentalarena.agents.jsonl import read_json_lines
 from mentalarena.agents.parsing import is_refusal
 from mentalarena.agents.patient import patient_system_prompt
 from mentalarena.agents.profiles import patient_identity
+from mentalarena.graphs.cli import share
 
 KINDS = ("diagnosis", "treatment", "medication", "therapist_dialogue", "patient_dialogue", "structured_answers")
 SPLITS = ("train", "validation")
@@ -62,19 +63,51 @@ class ExportError(ValueError):
 class ExportArgs:
     """What an export reads and writes: the records files, the dataset folder, the item kinds, split and filters."""
 
-    records: list[Path]
-    out: Path
-    kinds: tuple[str, ...] = KINDS
-    validation_ratio: float = 0.1
-    similarity_floor: float = 0.0  # drop sessions whose last decoder round's mean similarity is lower
-    keep_unsafe: bool = False  # keep sessions whose therapist turns failed the safety check
-    # keep sessions with recorded failures (an unparsed answer, ...); their unparsed fields still give no item
-    keep_failed: bool = False
-    empty_validation_ok: bool = False  # else a validation_ratio that leaves validation empty is an error
+    records: list[Path] = field(
+        metadata={
+            "flag": "FILE",
+            "description": "records.jsonl files of one or more runs, and/or MentalArena's released self-play records "
+            "(JSONL with symptom, illness, treatment, explain_t, medicine, explain_m)",
+        }
+    )
+    out: Path = field(metadata={"description": "dataset folder"})
+    kinds: tuple[str, ...] = field(default=KINDS, metadata={"cli": False})
+    validation_ratio: float = field(
+        default=0.1,
+        metadata={
+            "type": share,
+            "description": "share of patients held out for validation "
+            "(0: no validation split; otherwise an empty one is an error)",
+        },
+    )
+    similarity_floor: float = field(
+        default=0.0, metadata={"description": "drop sessions whose last decoder round's mean similarity is lower"}
+    )
+    keep_unsafe: bool = field(
+        default=False,
+        metadata={"description": "keep sessions whose therapist turns failed the safety check (dropped by default)"},
+    )
+    keep_failed: bool = field(
+        default=False,
+        metadata={
+            "description": "keep sessions with recorded failures, such as an unparsed answer (dropped by default); "
+            "unparsed fields still give no item"
+        },
+    )
+    # Else a validation_ratio that leaves validation empty is an error (the loop's small runs allow it).
+    empty_validation_ok: bool = field(default=False, metadata={"cli": False})
     seed: int = 0
-    record_format: str = "auto"  # one of RECORD_FORMATS, for every file
-    sharegpt: bool = False
-    hf_dataset: bool = True
+    record_format: str = field(
+        default="auto",
+        metadata={
+            "flag": "--format",
+            "choices": RECORD_FORMATS,
+            "description": "auto: each file's format is told by its first line, so both kinds mix in one export; "
+            "records or mentalarena: every file must be of that format",
+        },
+    )
+    sharegpt: bool = field(default=False, metadata={"description": "also write ShareGPT JSONL (LLaMA-Factory)"})
+    hf_dataset: bool = field(default=True, metadata={"cli": False})
 
 
 @dataclass

@@ -77,21 +77,63 @@ def check_fields(section: str, values: dict[str, Any], where: str) -> None:
             raise PresetError(f"{where}: field {section}.{key}: not a field of {kind}")
 
 
+def field_value(text: str) -> tuple[str, Any]:
+    """argparse type of ``FIELD=VALUE``: the value read as YAML ('2e-4', 'true', '[q_proj, v_proj]')."""
+    import argparse
+
+    import yaml
+
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not FIELD=VALUE")
+    parsed = yaml.safe_load(value)
+    if isinstance(parsed, str):  # YAML 1.1 reads '2e-4' (no dot) as text; a number is meant
+        try:
+            parsed = float(parsed)
+        except ValueError:
+            pass
+    return name.strip(), parsed
+
+
+# The preset and the fields given over it, shared by `train` and `iterate`.
+PRESET_OPTION: dict[str, Any] = {
+    "description": f"{' or '.join(PRESETS)} (training/presets/), or a YAML file with 'sft' (SFTConfig) and "
+    "'lora' (LoraConfig) sections"
+}
+SFT_OPTION: dict[str, Any] = {
+    "type": field_value,
+    "action": "append",
+    "metavar": "FIELD=VALUE",
+    "flag": "--sft",
+    "description": "a TRL SFTConfig field over the preset's, e.g. --sft learning_rate=2e-4 (repeatable)",
+}
+LORA_OPTION: dict[str, Any] = {
+    "type": field_value,
+    "action": "append",
+    "metavar": "FIELD=VALUE",
+    "flag": "--lora",
+    "description": "a PEFT LoraConfig field over the preset's, e.g. --lora r=16 (repeatable)",
+}
+
+
 @dataclass
 class TrainArgs:
     """What a fine-tuning run trains: the base model, the dataset, the output folder, the preset and its overrides."""
 
-    model: str  # 'embedded' or a local Hugging Face folder
-    dataset: Path  # an export folder (train.jsonl, validation.jsonl)
-    out: Path
-    preset: str = "cpu-small"  # a shipped preset's name, or a YAML file with 'sft' and 'lora' sections
-    max_steps: int = -1  # overrides epochs when > 0
-    qlora: bool = False  # 4-bit base model (bitsandbytes); needs a CUDA GPU
-    merge: bool = True  # also save the merged model, which the arena's model spec accepts
-    resume: bool = False
+    dataset: Path = field(metadata={"description": "folder written by `mentalarena export`"})
+    out: Path = field(metadata={"description": "folder for checkpoints, adapter, merged model, metrics and loss plot"})
+    model: str = field(default="embedded", metadata={"description": "'embedded' or a local Hugging Face folder"})
+    preset: str = field(default="cpu-small", metadata=PRESET_OPTION)
+    max_steps: int = field(default=-1, metadata={"description": "stop after this many steps (overrides epochs)"})
+    qlora: bool = field(default=False, metadata={"description": "4-bit base model (needs a CUDA GPU and bitsandbytes)"})
+    merge: bool = field(
+        default=True,
+        metadata={"description": "save only the adapter, not also the merged model the arena's model spec accepts"},
+    )
+    resume: bool = field(default=False, metadata={"description": "continue from the last checkpoint in --out"})
     seed: int = 0
-    sft: dict[str, Any] = field(default_factory=dict)  # SFTConfig fields over the preset's
-    lora: dict[str, Any] = field(default_factory=dict)  # LoraConfig fields over the preset's
+    sft: dict[str, Any] = field(default_factory=dict, metadata=SFT_OPTION)
+    lora: dict[str, Any] = field(default_factory=dict, metadata=LORA_OPTION)
 
     def hyperparameters(self) -> dict[str, dict[str, Any]]:
         """The preset's SFTConfig and LoraConfig fields with this run's own over them; a field that

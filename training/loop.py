@@ -20,11 +20,12 @@ from typing import Any
 
 from mentalarena.agents.context import Context
 from mentalarena.agents.profiles import PatientProfile
+from mentalarena.graphs.cli import DEFAULT_SESSIONS, share, whole_number_at_least_one
 from mentalarena.graphs.run import run_sessions
 from mentalarena.graphs.run_folder import RECORDS, read_records
 from mentalarena.training import heldout
 from mentalarena.training.export import ExportArgs, export, last_mean_similarity
-from mentalarena.training.finetune import TrainArgs, plot_series, train
+from mentalarena.training.finetune import LORA_OPTION, PRESET_OPTION, SFT_OPTION, TrainArgs, plot_series, train
 
 REPORT_METRICS = (
     "mean_treatment_score",
@@ -40,28 +41,51 @@ BASE = "base"
 class IterateArgs:
     """What the loop runs: its folder, iterations, patients and context, the training settings and held-out play."""
 
-    out: Path
-    iterations: int
-    profiles: list[PatientProfile]  # the training patients: self-play plays only these
-    context: Context
-    sessions: int = 4
-    preset: str = "cpu-small"
-    max_steps: int = -1
-    qlora: bool = False
-    validation_ratio: float = 0.1
-    progress: bool = True
-    concurrency: int = 1
-    train_sft: dict = field(default_factory=dict)  # SFTConfig fields over the preset's
-    train_lora: dict = field(default_factory=dict)  # LoraConfig fields over the preset's
+    out: Path = field(metadata={"description": "loop folder; an existing one is resumed"})
+    iterations: int = field(default=2, metadata={"type": whole_number_at_least_one})
+    # The training patients: self-play plays only these (the CLI sets the held-out ones apart first).
+    profiles: list[PatientProfile] = field(default_factory=list, metadata={"cli": False})
+    context: Context = field(default_factory=Context, metadata={"cli": False})
+    sessions: int = field(
+        default=DEFAULT_SESSIONS,
+        metadata={"type": whole_number_at_least_one, "description": "self-play sessions per iteration"},
+    )
+    preset: str = field(default="cpu-small", metadata=PRESET_OPTION)
+    sft: dict[str, Any] = field(default_factory=dict, metadata=SFT_OPTION)
+    lora: dict[str, Any] = field(default_factory=dict, metadata=LORA_OPTION)
+    max_steps: int = field(default=-1, metadata={"description": "training steps per iteration (overrides epochs)"})
+    qlora: bool = field(
+        default=False,
+        metadata={"description": "train each iteration on a 4-bit base model (needs a CUDA GPU and bitsandbytes)"},
+    )
+    validation_ratio: float = field(
+        default=0.1,
+        metadata={"type": share, "description": "share of each iteration's patients exported for validation"},
+    )
+    progress: bool = field(default=True, metadata={"flag": "--quiet", "description": "no progress bars"})
+    concurrency: int = field(
+        default=1, metadata={"type": whole_number_at_least_one, "description": "self-play sessions run at once"}
+    )
     # Scores each trained model ({metric: value}, e.g. MCQ accuracy as a forgetting guard); the
     # metrics join the iteration's. The CLI passes the evaluation layer's MCQ scorer.
-    evaluate: Callable[[str], dict[str, float]] | None = None
-    heldout_profiles: list[PatientProfile] = field(
-        default_factory=list
-    )  # played by the base model and after each iteration
-    heldout_sessions_per_patient: int = 1
-    format_check: bool = True  # also play the held-out patients with constraints off (format adherence)
-    teacher: str = ""  # a model spec that plays the self-play instead of the student
+    evaluate: Callable[[str], dict[str, float]] | None = field(default=None, metadata={"cli": False})
+    # Played by the base model and after each iteration.
+    heldout_profiles: list[PatientProfile] = field(default_factory=list, metadata={"cli": False})
+    heldout_sessions_per_patient: int = field(default=1, metadata={"type": whole_number_at_least_one})
+    format_check: bool = field(
+        default=True,
+        metadata={
+            "flag": "--no-format-check",
+            "description": "skip the held-out sessions with constraints off (format adherence)",
+        },
+    )
+    teacher: str = field(
+        default="",
+        metadata={
+            "flag": "--teacher-model",
+            "description": "a model spec that plays the self-play instead of the student (which still trains on it)",
+        },
+    )
 
 
 def selfplay_metrics(folder: Path) -> dict:
@@ -126,8 +150,8 @@ def run_iteration(args: IterateArgs, k: int, model: str) -> dict:
                 qlora=args.qlora,
                 resume=True,
                 seed=args.context.seed,
-                sft=args.train_sft,
-                lora=args.train_lora,
+                sft=args.sft,
+                lora=args.lora,
             )
         )
     evaluation = evaluate_model(training["merged"], folder / "evaluation.json", args.evaluate) if args.evaluate else {}
