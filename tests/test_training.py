@@ -95,6 +95,10 @@ def test_two_iterations_of_the_loop_from_the_command_line(tmp_path):
         "1",
         "--max-steps",
         "2",
+        "--sft",  # the loop's flow is under test, not what training learns: small steps
+        "per_device_train_batch_size=1",
+        "--sft",
+        "max_length=256",
         "--out",
         str(out),
         "--quiet",
@@ -115,6 +119,12 @@ def test_two_iterations_of_the_loop_from_the_command_line(tmp_path):
         "--parse-retries",
         "0",
         "--no-format-check",  # the unconstrained replay is held-out logic, tested on the scripted model
+        # A session whose 12-token medication answer names a dose (no room for a caveat) is flagged
+        # unsafe and not trained on; with one session an iteration would have nothing to train on.
+        # With this seed no session named one on the AVX2 CPU here (float32); a CPU that decodes in
+        # bfloat16 samples other replies, so the seed was chosen, not proven, to avoid it.
+        "--seed",
+        "1",
         *evaluation,
     ]
     assert main(args) == 0
