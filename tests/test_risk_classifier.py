@@ -11,6 +11,7 @@ from mentalarena.agents.safety import RISK_PHRASES, screen_risk, screen_turn
 from mentalarena.agents.schemas import RISK_CATEGORIES, RiskVerdict
 from mentalarena.training.risk_classifier import (
     CorpusError,
+    corpus_digest,
     default_corpus,
     load_corpus,
     split_by_family,
@@ -26,7 +27,7 @@ SAFE = "The weather was lovely so we had lunch in the garden."
 def test_the_shipped_classifier_loads_offline_and_is_deterministic():
     classifier = load_risk_classifier()
     assert set(classifier.classes) == {*RISK_CATEGORIES, "none"} and 0 < classifier.threshold < 1
-    assert classifier.embedding_model == "minilm"
+    assert classifier.embedding_model == "minilm" and classifier.adapter  # the tuned encoder's adapter ships too
     first = classifier.score([AT_RISK, SAFE])
     assert first == classifier.score([AT_RISK, SAFE])  # the same numbers every time
     assert first == [classifier.score([AT_RISK])[0], classifier.score([SAFE])[0]]  # and alone as in a batch
@@ -112,17 +113,38 @@ def test_a_bad_corpus_line_is_refused_by_file_line_and_field(tmp_path, line, rea
         load_corpus(tmp_path)
 
 
-def test_the_training_script_reproduces_the_shipped_classifier(tmp_path):
-    assert train_main(["--out", str(tmp_path)]) == 0
-    retrained, shipped = load_risk_classifier(tmp_path), load_risk_classifier()
-    assert retrained.classes == shipped.classes and retrained.threshold == pytest.approx(shipped.threshold, abs=1e-3)
-    assert np.allclose(retrained.weights, shipped.weights, atol=1e-3) and np.allclose(
-        retrained.bias, shipped.bias, atol=1e-3
-    )
-    card = json.loads((tmp_path / "risk_classifier.json").read_text())
-    assert card["corpus"] == shipped.card["corpus"] and card["phrases"] == shipped.card["phrases"]
+def test_the_shipped_classifier_was_trained_on_the_shipped_corpus():
+    card = load_risk_classifier().card
+    assert card["corpus"]["digest"] == corpus_digest(load_corpus(default_corpus()))
     validation = card["ablation"]["validation"]["classifier"]["recall"]
     assert validation["share"] >= card["target_recall"]  # the threshold was chosen for this
+
+
+def test_the_training_script_trains_the_same_classifier_twice_and_it_loads_back(tmp_path):
+    """On a small corpus cut from the shipped one (five families per category), one epoch: the
+    script's run is repeatable, and what it saves scores as the classifier it returned."""
+    by_category: dict[str, list] = {}
+    for line in (default_corpus() / "positives.jsonl").read_text().splitlines() + (
+        default_corpus() / "negatives.jsonl"
+    ).read_text().splitlines():
+        row = json.loads(line)
+        families = by_category.setdefault(row["category"], [])
+        if row["family"] in {f for f, _ in families} or len({f for f, _ in families}) < 5:
+            families.append((row["family"], line))
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "small.jsonl").write_text("\n".join(line for rows in by_category.values() for _, line in rows) + "\n")
+    runs = [tmp_path / "first", tmp_path / "second"]
+    for out in runs:
+        assert train_main(["--corpus", str(corpus), "--out", str(out), "--epochs", "1"]) == 0
+    first, second = (load_risk_classifier(out) for out in runs)
+    assert first.classes == second.classes and first.threshold == second.threshold
+    assert np.array_equal(first.weights, second.weights) and np.array_equal(first.bias, second.bias)
+    assert (runs[0] / "risk_classifier_adapter" / "adapter_config.json").is_file()
+    assert first.score([AT_RISK, SAFE]) == second.score([AT_RISK, SAFE])
+    card = json.loads((runs[0] / "risk_classifier.json").read_text())
+    assert card["epochs"] == 1 and len(card["validation_average_precision_by_epoch"]) == 1
+    assert card["ablation"]["validation"]["classifier"]["recall"]["share"] >= card["target_recall"]
 
 
 @pytest.mark.parametrize(

@@ -2,12 +2,16 @@
 
 The corpus (``agents/data/risk_corpus/*.jsonl``, see its README) is split by paraphrase family
 with scikit-learn's ``StratifiedGroupKFold`` (5 folds: one for test, one for validation, three to
-train on), so no situation is on two sides. A multinomial logistic regression (scikit-learn) is
-fitted on the training folds' sentence embeddings, its regularisation chosen on validation average
-precision; the threshold on the risk probability is the highest that keeps validation recall at
-``--target-recall``. The phrase layer (agents/safety.py) is kept beside it only if adding its hits
-raises validation recall without lowering validation precision: the card records that ablation on
-validation and test. Writes ``risk_classifier.npz`` and ``risk_classifier.json`` into ``--out``.
+train on), so no situation is on two sides. The encoder (the bundled MiniLM by default) gets a
+LoRA adapter on all its linear layers (PEFT), and a linear layer over its mean-pooled unit
+embeddings scores the categories; both are fitted together with class-weighted cross-entropy and
+torch's AdamW, with the learning rate warmed up and then decayed linearly (transformers' schedule).
+A frozen encoder with logistic regression on its embeddings could not tell "I would never hurt
+myself" from "I want to hurt myself" (docs/safety.md has the comparison). The threshold on the
+risk probability is the highest that keeps validation recall at ``--target-recall``. The phrase
+layer (agents/safety.py) is kept beside it only if adding its hits raises validation recall
+without lowering validation precision: the card records that ablation on validation and test.
+Writes ``risk_classifier.npz``, ``risk_classifier.json`` and the adapter folder into ``--out``.
 
     python -m mentalarena.training.risk_classifier --out agents/data
 """
@@ -18,24 +22,22 @@ import argparse
 import hashlib
 import importlib.resources
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mentalarena.agents.embeddings import BUNDLED, load_embeddings, unit_vectors
+from mentalarena.agents.embeddings import BUNDLED, embedding_folder
 from mentalarena.agents.jsonl import read_json_lines
-from mentalarena.agents.risk_classifier import NONE, RiskClassifier
+from mentalarena.agents.risk_classifier import ADAPTER, NONE, RiskClassifier, unit_embeddings
 from mentalarena.agents.safety import phrase_hits
 from mentalarena.agents.schemas import RISK_CATEGORIES
 from mentalarena.training.statistics import proportion
 
-if TYPE_CHECKING:
-    from sklearn.linear_model import LogisticRegression
-
 CATEGORIES = (*RISK_CATEGORIES, NONE)
-REGULARISATION = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+EPOCHS, LEARNING_RATE, LORA_RANK, BATCH_SIZE, WARMUP_STEPS = 4, 5e-4, 16, 32, 50
+SCALE = 20.0  # the layer scores unit vectors, whose dot products are small: logits are scaled up
 
 
 class CorpusError(ValueError):
@@ -101,10 +103,9 @@ def split_by_family(examples: list[Example], seed: int) -> dict[str, list[int]]:
     return split
 
 
-def risk_probability(classifier: LogisticRegression, vectors: np.ndarray) -> np.ndarray:
-    """Each vector's probability of any risk category: one minus that of no risk."""
-    none = list(classifier.classes_).index(NONE)
-    return 1.0 - classifier.predict_proba(vectors)[:, none]
+def risk_probability(probabilities: np.ndarray) -> np.ndarray:
+    """Each row's probability of any risk category: one minus that of no risk."""
+    return 1.0 - probabilities[:, CATEGORIES.index(NONE)]
 
 
 def threshold_for_recall(probabilities: np.ndarray, at_risk: np.ndarray, target: float) -> float:
@@ -123,35 +124,81 @@ def precision_recall(flagged: np.ndarray, at_risk: np.ndarray) -> dict:
 
 
 def train_risk_classifier(
-    examples: list[Example], embedding_model: str = BUNDLED, target_recall: float = 0.95, seed: int = 0
+    examples: list[Example],
+    out: Path,
+    embedding_model: str = BUNDLED,
+    target_recall: float = 0.95,
+    seed: int = 0,
+    epochs: int = EPOCHS,
+    learning_rate: float = LEARNING_RATE,
+    lora_rank: int = LORA_RANK,
+    log: Callable[[str], None] = print,
 ) -> RiskClassifier:
-    """The classifier fitted on the training families; its C, threshold and phrase layer are chosen on validation."""
-    from sklearn.linear_model import LogisticRegression
+    """The encoder's adapter and the layer fitted on the training families, saved into ``out``; the threshold
+    and the phrase layer are chosen on validation."""
+    import torch
+    from peft import LoraConfig, get_peft_model
     from sklearn.metrics import average_precision_score
+    from transformers import AutoModel, AutoTokenizer, get_linear_schedule_with_warmup
 
+    torch.manual_seed(seed)
     split = split_by_family(examples, seed)
-    vectors = unit_vectors(load_embeddings(embedding_model).embed_documents([e.text for e in examples]))
-    labels = np.array([e.category for e in examples])
-    at_risk = labels != NONE
+    texts = [e.text for e in examples]
+    labels = torch.tensor([CATEGORIES.index(e.category) for e in examples])
+    at_risk = np.array([e.category != NONE for e in examples])
+    folder = embedding_folder(embedding_model)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    lora = LoraConfig(r=lora_rank, lora_alpha=2 * lora_rank, lora_dropout=0.1, target_modules="all-linear")
+    encoder = get_peft_model(AutoModel.from_pretrained(folder).float(), lora)
+    layer = torch.nn.Linear(encoder.config.hidden_size, len(CATEGORIES))
+    train_rows = split["train"]
+    counts = torch.bincount(labels[train_rows], minlength=len(CATEGORIES)).float()
+    class_weights = counts.sum() / (len(CATEGORIES) * counts.clamp(min=1))  # as scikit-learn's "balanced"
+    optimizer = torch.optim.AdamW(
+        [p for p in encoder.parameters() if p.requires_grad] + list(layer.parameters()),
+        lr=learning_rate,
+        weight_decay=0.01,
+    )
+    steps_per_epoch = -(-len(train_rows) // BATCH_SIZE)
+    schedule = get_linear_schedule_with_warmup(optimizer, WARMUP_STEPS, epochs * steps_per_epoch)
+    order = torch.Generator().manual_seed(seed)
 
-    def fit(c: float, rows: list[int]) -> LogisticRegression:
-        return LogisticRegression(C=c, class_weight="balanced", max_iter=5000, random_state=seed).fit(
-            vectors[rows], labels[rows]
-        )
+    def probabilities(rows: list[int]) -> np.ndarray:
+        encoder.eval()
+        by_length = sorted(rows, key=lambda i: len(texts[i]))
+        result = np.zeros((len(examples), len(CATEGORIES)))
+        with torch.inference_mode():
+            for start in range(0, len(by_length), 64):
+                batch = by_length[start : start + 64]
+                logits = layer(unit_embeddings(encoder, tokenizer, [texts[i] for i in batch])) * SCALE
+                result[batch] = torch.softmax(logits, dim=-1).numpy()
+        return result[rows]
 
     validation, test = split["validation"], split["test"]
-    quality = {
-        c: average_precision_score(at_risk[validation], risk_probability(fit(c, split["train"]), vectors[validation]))
-        for c in REGULARISATION
-    }
-    best_c = max(REGULARISATION, key=lambda c: (round(quality[c], 6), -c))
-    model = fit(best_c, split["train"])
-    threshold = threshold_for_recall(risk_probability(model, vectors[validation]), at_risk[validation], target_recall)
+    quality = []
+    for epoch in range(epochs):
+        encoder.train()
+        total = 0.0
+        shuffled = [train_rows[i] for i in torch.randperm(len(train_rows), generator=order).tolist()]
+        for start in range(0, len(shuffled), BATCH_SIZE):
+            batch = shuffled[start : start + BATCH_SIZE]
+            logits = layer(unit_embeddings(encoder, tokenizer, [texts[i] for i in batch])) * SCALE
+            loss = torch.nn.functional.cross_entropy(logits, labels[batch], weight=class_weights)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total += loss.item() * len(batch)
+        quality.append(
+            round(float(average_precision_score(at_risk[validation], risk_probability(probabilities(validation)))), 4)
+        )
+        log(f"epoch {epoch + 1}/{epochs}: training loss {total / len(shuffled):.4f}, validation AP {quality[-1]}")
+    threshold = threshold_for_recall(risk_probability(probabilities(validation)), at_risk[validation], target_recall)
 
     phrase_flags = np.array([bool(phrase_hits(e.text)[0]) for e in examples])
     ablation = {}
     for name, rows in (("validation", validation), ("test", test)):
-        by_model = risk_probability(model, vectors[rows]) >= threshold
+        by_model = risk_probability(probabilities(rows)) >= threshold
         ablation[name] = {
             "classifier": precision_recall(by_model, at_risk[rows]),
             "classifier_or_phrases": precision_recall(by_model | phrase_flags[rows], at_risk[rows]),
@@ -169,22 +216,36 @@ def train_risk_classifier(
             "digest": corpus_digest(examples),
             "split": {name: len(rows) for name, rows in split.items()},
         },
-        "model": "scikit-learn LogisticRegression (multinomial, class_weight=balanced)",
-        "C": best_c,
-        "validation_average_precision": {str(c): round(q, 4) for c, q in quality.items()},
+        "model": (
+            "LoRA on every linear layer of the encoder (PEFT) and a linear layer over its mean-pooled unit "
+            "embeddings, fitted together: class-weighted cross-entropy, AdamW, linear warm-up and decay"
+        ),
+        "epochs": epochs,
+        "learning_rate": learning_rate,
+        "lora_rank": lora_rank,
+        "batch_size": BATCH_SIZE,
+        "validation_average_precision_by_epoch": quality,
         "target_recall": target_recall,
         "seed": seed,
         "phrases": keep_phrases,
         "ablation": ablation,
     }
-    return RiskClassifier(
-        tuple(str(c) for c in model.classes_),
-        model.coef_.astype(np.float32),
-        model.intercept_.astype(np.float32),
+    # The adapter names its encoder by spec, not by this machine's path; the card (risk_classifier.json)
+    # describes it, so PEFT's template model card is not kept.
+    encoder.peft_config["default"].base_model_name_or_path = embedding_model
+    encoder.save_pretrained(str(out / ADAPTER))
+    (out / ADAPTER / "README.md").unlink(missing_ok=True)
+    classifier = RiskClassifier(
+        CATEGORIES,
+        (layer.weight.detach().numpy() * SCALE).astype(np.float32),
+        (layer.bias.detach().numpy() * SCALE).astype(np.float32),
         round(threshold, 4),
         embedding_model,
         card,
+        str(out / ADAPTER),
     )
+    classifier.save(out)
+    return classifier
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,17 +261,27 @@ def main(argv: list[str] | None = None) -> int:
         "--embedding-model", default=BUNDLED, help="'minilm' (bundled) or a local sentence-transformers folder"
     )
     parser.add_argument("--target-recall", type=float, default=0.95)
+    parser.add_argument("--epochs", type=int, default=EPOCHS)
+    parser.add_argument("--learning-rate", type=float, default=LEARNING_RATE)
+    parser.add_argument("--lora-rank", type=int, default=LORA_RANK)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     classifier = train_risk_classifier(
-        load_corpus(args.corpus or default_corpus()), args.embedding_model, args.target_recall, args.seed
+        load_corpus(args.corpus or default_corpus()),
+        args.out,
+        args.embedding_model,
+        args.target_recall,
+        args.seed,
+        args.epochs,
+        args.learning_rate,
+        args.lora_rank,
     )
-    classifier.save(args.out)
     for name, rows in classifier.card["ablation"].items():
         for variant, figures in rows.items():
             print(f"{name} {variant}: precision {figures['precision']['share']}, recall {figures['recall']['share']}")
     print(
-        f"threshold {classifier.threshold}, C {classifier.card['C']}, "
+        f"threshold {classifier.threshold}, "
+        f"validation AP by epoch {classifier.card['validation_average_precision_by_epoch']}, "
         f"phrase layer kept: {classifier.card['phrases']}; wrote {args.out}"
     )
     return 0
