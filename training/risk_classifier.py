@@ -6,8 +6,7 @@ train on), so no situation is on two sides. The encoder (the bundled MiniLM by d
 LoRA adapter on all its linear layers (PEFT), and a linear layer over its mean-pooled unit
 embeddings scores the categories; both are fitted together with class-weighted cross-entropy and
 torch's AdamW, with the learning rate warmed up and then decayed linearly (transformers' schedule).
-A frozen encoder with logistic regression on its embeddings could not tell "I would never hurt
-myself" from "I want to hurt myself" (docs/safety.md has the comparison). The threshold on the
+The encoder is tuned rather than frozen (docs/safety.md compares the two). The threshold on the
 risk probability is the highest that keeps validation recall at ``--target-recall``. The phrase
 layer (agents/safety.py) is kept beside it only if adding its hits raises validation recall
 without lowering validation precision: the card records that ablation on validation and test.
