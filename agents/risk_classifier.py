@@ -57,6 +57,22 @@ def unit_embeddings(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, 
     return torch.nn.functional.normalize((states * mask).sum(1) / mask.sum(1), dim=-1)
 
 
+def embed_in_batches(
+    model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, texts: list[str], dimension: int
+) -> np.ndarray:
+    """:func:`unit_embeddings` of many texts without gradients, in batches of similar length (little
+    padding), returned in the texts' order: (texts, dimension)."""
+    import torch
+
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    vectors = np.zeros((len(texts), dimension), dtype=np.float32)
+    with torch.inference_mode():
+        for start in range(0, len(order), BATCH):
+            rows = order[start : start + BATCH]
+            vectors[rows] = unit_embeddings(model, tokenizer, [texts[i] for i in rows]).numpy()
+    return vectors
+
+
 @dataclass(frozen=True)
 class RiskClassifier:
     """A fitted classifier: its classes, linear layer, threshold, encoder, adapter and training card."""
@@ -70,18 +86,9 @@ class RiskClassifier:
     adapter: str = ""  # folder of the encoder's LoRA adapter; empty: the encoder as it ships
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        """Each text's unit embedding by the tuned encoder: (texts, dimension), batched by length."""
-        import torch
-
+        """Each text's unit embedding by the tuned encoder: (texts, dimension)."""
         model, tokenizer = tuned_encoder(self.embedding_model, self.adapter)
-        texts = [t or " " for t in texts]
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # little padding in each batch
-        vectors = np.zeros((len(texts), self.weights.shape[1]), dtype=np.float32)
-        with torch.inference_mode():
-            for start in range(0, len(order), BATCH):
-                rows = order[start : start + BATCH]
-                vectors[rows] = unit_embeddings(model, tokenizer, [texts[i] for i in rows]).numpy()
-        return vectors
+        return embed_in_batches(model, tokenizer, [t or " " for t in texts], self.weights.shape[1])
 
     def probabilities(self, texts: list[str]) -> np.ndarray:
         """Each text's probability of each class: (texts, classes), rows summing to 1."""

@@ -29,7 +29,7 @@ import numpy as np
 
 from mentalarena.agents.embeddings import BUNDLED, embedding_folder
 from mentalarena.agents.jsonl import read_json_lines
-from mentalarena.agents.risk_classifier import ADAPTER, NONE, RiskClassifier, unit_embeddings
+from mentalarena.agents.risk_classifier import ADAPTER, NONE, RiskClassifier, embed_in_batches, unit_embeddings
 from mentalarena.agents.safety import phrase_hits
 from mentalarena.agents.schemas import RISK_CATEGORIES
 from mentalarena.training.statistics import proportion
@@ -162,16 +162,11 @@ def train_risk_classifier(
     schedule = get_linear_schedule_with_warmup(optimizer, WARMUP_STEPS, epochs * steps_per_epoch)
     order = torch.Generator().manual_seed(seed)
 
-    def probabilities(rows: list[int]) -> np.ndarray:
+    def risk(rows: list[int]) -> np.ndarray:
         encoder.eval()
-        by_length = sorted(rows, key=lambda i: len(texts[i]))
-        result = np.zeros((len(examples), len(CATEGORIES)))
+        vectors = torch.from_numpy(embed_in_batches(encoder, tokenizer, [texts[i] for i in rows], layer.in_features))
         with torch.inference_mode():
-            for start in range(0, len(by_length), 64):
-                batch = by_length[start : start + 64]
-                logits = layer(unit_embeddings(encoder, tokenizer, [texts[i] for i in batch])) * SCALE
-                result[batch] = torch.softmax(logits, dim=-1).numpy()
-        return result[rows]
+            return risk_probability(torch.softmax(layer(vectors) * SCALE, dim=-1).numpy())
 
     validation, test = split["validation"], split["test"]
     quality = []
@@ -188,16 +183,15 @@ def train_risk_classifier(
             optimizer.step()
             schedule.step()
             total += loss.item() * len(batch)
-        quality.append(
-            round(float(average_precision_score(at_risk[validation], risk_probability(probabilities(validation)))), 4)
-        )
+        validation_risk = risk(validation)
+        quality.append(round(float(average_precision_score(at_risk[validation], validation_risk)), 4))
         log(f"epoch {epoch + 1}/{epochs}: training loss {total / len(shuffled):.4f}, validation AP {quality[-1]}")
-    threshold = threshold_for_recall(risk_probability(probabilities(validation)), at_risk[validation], target_recall)
+    threshold = threshold_for_recall(validation_risk, at_risk[validation], target_recall)
 
     phrase_flags = np.array([bool(phrase_hits(e.text)[0]) for e in examples])
     ablation = {}
-    for name, rows in (("validation", validation), ("test", test)):
-        by_model = risk_probability(probabilities(rows)) >= threshold
+    for name, rows, risks in (("validation", validation, validation_risk), ("test", test, risk(test))):
+        by_model = risks >= threshold
         ablation[name] = {
             "classifier": precision_recall(by_model, at_risk[rows]),
             "classifier_or_phrases": precision_recall(by_model | phrase_flags[rows], at_risk[rows]),
