@@ -2,7 +2,8 @@
 
 A message is embedded by the encoder the classifier was trained with (the bundled MiniLM by
 default, or a local sentence-transformers folder) with the LoRA adapter that training fitted
-merged into its weights: the mean of its token states, scaled to length 1. A linear layer scores
+merged into its weights: the mean of its token states, scaled to length 1. Links are removed and
+@-handles made ``@user`` first; a message left with no words is no risk. A linear layer scores
 that embedding against each risk category and ``none``. The risk probability is ``1 - P(none)``;
 a message counts as a risk at or above the threshold, which
 ``python -m mentalarena.training.risk_classifier`` chose on validation data for recall (see
@@ -17,6 +18,7 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,6 +38,8 @@ CARD = "risk_classifier.json"
 ADAPTER = "risk_classifier_adapter"  # the encoder's LoRA adapter, a PEFT folder
 MAX_TOKENS = 256  # longer messages are cut, as sentence-transformers cuts them for MiniLM
 BATCH = 64
+LINK = re.compile(r"(?:https?://|www\.|pic\.twitter\.com/)\S+", re.I)
+HANDLE = re.compile(r"(?<!\w)@\w+")
 
 
 @dataclass(frozen=True)
@@ -47,11 +51,22 @@ class RiskScore:
     category_probability: float
 
 
+def normalise(text: str) -> str:
+    """``text`` with links removed and @-handles made ``@user``, as tweet classifiers commonly prepare posts.
+
+    A link or a handle says nothing about risk, but the corpus's few links are all in safe messages
+    (news shares), so a classifier that saw them would learn that a link means safety."""
+    return HANDLE.sub("@user", LINK.sub("", text)).strip()
+
+
 def unit_embeddings(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> torch.Tensor:
-    """The mean of each text's token states, scaled to length 1: (texts, hidden size). Training and scoring share it."""
+    """The mean of each text's token states once :func:`normalise` has prepared it, scaled to length 1:
+    (texts, hidden size). Training and scoring share it."""
     import torch
 
-    batch = tokenizer(texts, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt")
+    batch = tokenizer(
+        [normalise(t) for t in texts], padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt"
+    )
     states = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
     mask = batch["attention_mask"].unsqueeze(-1).to(states.dtype)
     return torch.nn.functional.normalize((states * mask).sum(1) / mask.sum(1), dim=-1)
@@ -88,14 +103,18 @@ class RiskClassifier:
     def embed(self, texts: list[str]) -> np.ndarray:
         """Each text's unit embedding by the tuned encoder: (texts, dimension)."""
         model, tokenizer = tuned_encoder(self.embedding_model, self.adapter)
-        return embed_in_batches(model, tokenizer, [t or " " for t in texts], self.weights.shape[1])
+        return embed_in_batches(model, tokenizer, texts, self.weights.shape[1])
 
     def probabilities(self, texts: list[str]) -> np.ndarray:
-        """Each text's probability of each class: (texts, classes), rows summing to 1."""
+        """Each text's probability of each class: (texts, classes), rows summing to 1. A text left with no words
+        by :func:`normalise` (empty, or only a link) states no risk: it is ``none`` for certain."""
         logits = self.embed(texts).astype(np.float64) @ self.weights.T + self.bias
         logits -= logits.max(axis=1, keepdims=True)
         exp = np.exp(logits)
-        return exp / exp.sum(axis=1, keepdims=True)
+        probabilities = exp / exp.sum(axis=1, keepdims=True)
+        wordless = [i for i, text in enumerate(texts) if not normalise(text)]
+        probabilities[wordless] = np.eye(len(self.classes))[self.classes.index(NONE)]
+        return probabilities
 
     def score(self, texts: list[str]) -> list[RiskScore]:
         """A :class:`RiskScore` per text, rounded to 4 places."""

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mentalarena.agents.context import Context
-from mentalarena.agents.risk_classifier import load_risk_classifier
+from mentalarena.agents.risk_classifier import load_risk_classifier, normalise
 from mentalarena.agents.safety import RISK_PHRASES, screen_risk, screen_turn
 from mentalarena.agents.schemas import RISK_CATEGORIES, RiskVerdict
 from mentalarena.training.risk_classifier import (
@@ -34,6 +34,16 @@ def test_the_shipped_classifier_loads_offline_and_is_deterministic():
     assert (
         first[0].probability >= classifier.threshold > first[1].probability and first[0].category == "suicidal_ideation"
     )
+
+
+def test_links_and_handles_do_not_change_a_score_and_a_wordless_message_is_no_risk():
+    classifier = load_risk_classifier()
+    assert normalise("@sam_k im done pic.twitter.com/x1Y https://t.co/abc") == "@user im done"
+    plain, shared, handle = classifier.score([AT_RISK, f"{AT_RISK} https://example.org/a?b=1", f"@jo {AT_RISK}"])
+    assert plain == shared and handle == classifier.score([f"@user {AT_RISK}"])[0]
+    for wordless in ("", "   ", "https://example.org/photo.jpg"):
+        assert classifier.score([wordless])[0].probability == 0.0
+        assert not screen_risk(wordless, "classifier", threshold=0.0001).risk
 
 
 def test_the_classifier_threshold_decides_as_documented():

@@ -35,7 +35,10 @@ from mentalarena.agents.schemas import RISK_CATEGORIES
 from mentalarena.training.statistics import proportion
 
 CATEGORIES = (*RISK_CATEGORIES, NONE)
-EPOCHS, LEARNING_RATE, LORA_RANK, BATCH_SIZE, WARMUP_STEPS = 4, 5e-4, 16, 32, 50
+EPOCHS, LEARNING_RATE, LORA_RANK, BATCH_SIZE, WARMUP_STEPS = 6, 5e-4, 16, 32, 50
+# Validation recall the threshold keeps. Above the 0.95 asked of unseen text: a threshold set at
+# exactly 0.95 on validation landed below it on the test split twice (0.933, 0.937: docs/safety.md).
+TARGET_RECALL = 0.97
 SCALE = 20.0  # the layer scores unit vectors, whose dot products are small: logits are scaled up
 
 
@@ -126,7 +129,7 @@ def train_risk_classifier(
     examples: list[Example],
     out: Path,
     embedding_model: str = BUNDLED,
-    target_recall: float = 0.95,
+    target_recall: float = TARGET_RECALL,
     seed: int = 0,
     epochs: int = EPOCHS,
     learning_rate: float = LEARNING_RATE,
@@ -253,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--embedding-model", default=BUNDLED, help="'minilm' (bundled) or a local sentence-transformers folder"
     )
-    parser.add_argument("--target-recall", type=float, default=0.95)
+    parser.add_argument("--target-recall", type=float, default=TARGET_RECALL)
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--learning-rate", type=float, default=LEARNING_RATE)
     parser.add_argument("--lora-rank", type=int, default=LORA_RANK)
