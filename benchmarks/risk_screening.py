@@ -7,12 +7,15 @@ by side), with 95% Wilson intervals:
 - on T-SID, MentalLLaMA's complete test set (``--data``: the folder holding ``imhi-complete/``):
   recall on posts labelled suicide or self-harm tendency, and the share of posts labelled with no
   mental disorder that it flags (depression and PTSD posts' flag rates are reported too);
-- the time to screen 1,000 messages in one batch, and one at a time.
+- the time to screen 1,000 messages in one batch, and one at a time;
+- with ``--runs``, on self-play run folders: the share of patient turns the screen flags, and the
+  share of sessions the export would drop (a flagged turn the therapist's next reply does not take
+  up is a safety flag), which is what a screen costs self-play's yield.
 
 Appends a line to ``benchmarks/results.jsonl``.
 
     python -m mentalarena.benchmarks.risk_screening [--data ../shared/data] [--screens exemplars,classifier] \\
-        [--classifier folder]
+        [--classifier folder] [--runs runs/a runs/b]
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ import numpy as np
 
 from mentalarena.agents.provenance import append_result
 from mentalarena.agents.risk_classifier import load_risk_classifier
-from mentalarena.agents.safety import SCREENS, screen_risk, screen_risks
+from mentalarena.agents.safety import SCREENS, check_therapist_turns, screen_risk, screen_risks
+from mentalarena.graphs.run_folder import read_records
 from mentalarena.training.risk_classifier import (
     corpus_digest,
     default_corpus,
@@ -93,6 +97,25 @@ def t_sid(data_root: Path, screen: str, classifier: str) -> dict:
     }
 
 
+def selfplay_yield(runs: list[Path], screen: str, classifier: str) -> dict:
+    """The patient turns of the runs' sessions that ``screen`` flags, and the sessions that would then
+    carry a safety flag (agents/safety.py ``check_therapist_turns``), which the export drops."""
+    turns = flagged = dropped = 0
+    records = [record for run in runs for record in read_records(run) if record.get("transcript")]
+    for record in records:
+        transcript = record["transcript"]
+        patient = [i for i, turn in enumerate(transcript) if turn["speaker"] == "patient"]
+        verdicts = screen_risks([transcript[i]["text"] for i in patient], screen, classifier=classifier)
+        risk = {i: verdict.as_event(transcript[i]["text"]) for i, verdict in zip(patient, verdicts) if verdict.risk}
+        turns, flagged = turns + len(patient), flagged + len(risk)
+        dropped += bool(check_therapist_turns(transcript, risk))
+    return {
+        "sessions": len(records),
+        "patient_turns_flagged": proportion(flagged, turns),
+        "sessions_with_a_safety_flag": proportion(dropped, len(records)),
+    }
+
+
 def timing(screen: str, classifier: str) -> dict:
     """Seconds the screen takes on 1,000 corpus messages in one batch, and one at a time."""
     texts = [e.text for e in load_corpus(default_corpus())]
@@ -118,8 +141,9 @@ def _line(name: str, figures: dict) -> str:
     return f"{name}: precision {cell(figures['precision'])}, recall {cell(figures['recall'])}, F1 {figures['f1']}"
 
 
-def evaluate_screen(screen: str, classifier: str, data: Path | None) -> dict:
-    """A screen's figures on the corpus test split, the written messages, T-SID when present, and its timing."""
+def evaluate_screen(screen: str, classifier: str, data: Path | None, runs: list[Path] | None = None) -> dict:
+    """A screen's figures on the corpus test split, the written messages, T-SID when present, self-play
+    ``runs`` when given, and its timing."""
     figures: dict = {"corpus_test": corpus_test_split(screen, classifier)}
     messages = risk_messages()
     figures["written_messages"] = scores(
@@ -127,6 +151,8 @@ def evaluate_screen(screen: str, classifier: str, data: Path | None) -> dict:
     )
     if data and (data / "imhi-complete" / "t-sid.csv").exists():
         figures["t_sid"] = t_sid(data, screen, classifier)
+    if runs:
+        figures["selfplay"] = selfplay_yield(runs, screen, classifier)
     figures["timing"] = timing(screen, classifier)
     return figures
 
@@ -142,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--classifier", default="", help="folder of a retrained classifier (default: the shipped one)")
     parser.add_argument("--show-errors", action="store_true", help="print every false positive and false negative")
+    parser.add_argument(
+        "--runs", type=Path, nargs="*", default=[], help="self-play run folders whose patient turns to screen again"
+    )
     args = parser.parse_args(argv)
     card = load_risk_classifier(Path(args.classifier) if args.classifier else None).card
     result: dict = {
@@ -152,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
             "phrases": card["phrases"],
             "corpus": card["corpus"],
         },
-        "screens": {screen: evaluate_screen(screen, args.classifier, args.data) for screen in args.screens.split(",")},
+        "screens": {
+            screen: evaluate_screen(screen, args.classifier, args.data, args.runs) for screen in args.screens.split(",")
+        },
     }
     append_result(RESULTS, result)
     for screen, figures in result["screens"].items():
@@ -170,6 +201,16 @@ def main(argv: list[str] | None = None) -> int:
                 f"({recall['k']}/{recall['n']}); "
                 f"no-disorder posts flagged {flags['share']} [{flags['ci_low']}, {flags['ci_high']}] "
                 f"({flags['k']}/{flags['n']})"
+            )
+        if "selfplay" in figures:
+            turns, dropped = (
+                figures["selfplay"]["patient_turns_flagged"],
+                figures["selfplay"]["sessions_with_a_safety_flag"],
+            )
+            print(
+                f"self-play ({figures['selfplay']['sessions']} sessions): patient turns flagged {turns['share']} "
+                f"({turns['k']}/{turns['n']}); sessions the export would drop {dropped['share']} "
+                f"({dropped['k']}/{dropped['n']})"
             )
         timed = figures["timing"]
         print(
