@@ -88,6 +88,33 @@ def embed_in_batches(
     return vectors
 
 
+def class_probabilities(
+    vectors: np.ndarray, texts: list[str], classes: tuple[str, ...], weights: np.ndarray, bias: np.ndarray
+) -> np.ndarray:
+    """The softmax of the linear layer over the texts' unit embeddings: (texts, classes), rows summing to 1.
+    A text left with no words by :func:`normalise` (empty, or only a link) states no risk: it is ``none`` for
+    certain. Training chooses the threshold with it, and scoring uses it, so the two agree."""
+    logits = vectors.astype(np.float64) @ np.asarray(weights, dtype=np.float64).T + bias
+    logits -= logits.max(axis=1, keepdims=True)
+    exp = np.exp(logits)
+    probabilities = exp / exp.sum(axis=1, keepdims=True)
+    wordless = [i for i, text in enumerate(texts) if not normalise(text)]
+    probabilities[wordless] = np.eye(len(classes))[classes.index(NONE)]
+    return probabilities
+
+
+def risk_scores(probabilities: np.ndarray, classes: tuple[str, ...]) -> list[RiskScore]:
+    """A :class:`RiskScore` per row of class probabilities, rounded to 4 places, so that a text scores the
+    same alone or in any batch. Training chooses the threshold on these numbers."""
+    none = classes.index(NONE)
+    risky = [i for i in range(len(classes)) if i != none]
+    scores = []
+    for row in probabilities:
+        best = max(risky, key=lambda i: row[i])
+        scores.append(RiskScore(round(float(1.0 - row[none]), 4), classes[best], round(float(row[best]), 4)))
+    return scores
+
+
 @dataclass(frozen=True)
 class RiskClassifier:
     """A fitted classifier: its classes, linear layer, threshold, encoder, adapter and training card."""
@@ -106,25 +133,12 @@ class RiskClassifier:
         return embed_in_batches(model, tokenizer, texts, self.weights.shape[1])
 
     def probabilities(self, texts: list[str]) -> np.ndarray:
-        """Each text's probability of each class: (texts, classes), rows summing to 1. A text left with no words
-        by :func:`normalise` (empty, or only a link) states no risk: it is ``none`` for certain."""
-        logits = self.embed(texts).astype(np.float64) @ self.weights.T + self.bias
-        logits -= logits.max(axis=1, keepdims=True)
-        exp = np.exp(logits)
-        probabilities = exp / exp.sum(axis=1, keepdims=True)
-        wordless = [i for i, text in enumerate(texts) if not normalise(text)]
-        probabilities[wordless] = np.eye(len(self.classes))[self.classes.index(NONE)]
-        return probabilities
+        """Each text's probability of each class: (texts, classes), rows summing to 1."""
+        return class_probabilities(self.embed(texts), texts, self.classes, self.weights, self.bias)
 
     def score(self, texts: list[str]) -> list[RiskScore]:
-        """A :class:`RiskScore` per text, rounded to 4 places."""
-        none = self.classes.index(NONE)
-        risky = [i for i in range(len(self.classes)) if i != none]
-        scores = []
-        for row in self.probabilities(texts):
-            best = max(risky, key=lambda i: row[i])
-            scores.append(RiskScore(round(float(1.0 - row[none]), 4), self.classes[best], round(float(row[best]), 4)))
-        return scores
+        """A :class:`RiskScore` per text."""
+        return risk_scores(self.probabilities(texts), self.classes)
 
     def save(self, folder: Path) -> None:
         """Writes the layer and the card into ``folder``, as :func:`load_risk_classifier` reads them.

@@ -29,7 +29,15 @@ import numpy as np
 
 from mentalarena.agents.embeddings import BUNDLED, embedding_folder
 from mentalarena.agents.jsonl import read_json_lines
-from mentalarena.agents.risk_classifier import ADAPTER, NONE, RiskClassifier, embed_in_batches, unit_embeddings
+from mentalarena.agents.risk_classifier import (
+    ADAPTER,
+    NONE,
+    RiskClassifier,
+    class_probabilities,
+    embed_in_batches,
+    risk_scores,
+    unit_embeddings,
+)
 from mentalarena.agents.safety import phrase_hits
 from mentalarena.agents.schemas import RISK_CATEGORIES
 from mentalarena.training.statistics import proportion
@@ -105,11 +113,6 @@ def split_by_family(examples: list[Example], seed: int) -> dict[str, list[int]]:
     return split
 
 
-def risk_probability(probabilities: np.ndarray) -> np.ndarray:
-    """Each row's probability of any risk category: one minus that of no risk."""
-    return 1.0 - probabilities[:, CATEGORIES.index(NONE)]
-
-
 def threshold_for_recall(probabilities: np.ndarray, at_risk: np.ndarray, target: float) -> float:
     """The highest threshold at which at least ``target`` of the risk messages score at or above it."""
     scores = np.sort(probabilities[at_risk])[::-1]
@@ -166,10 +169,20 @@ def train_risk_classifier(
     order = torch.Generator().manual_seed(seed)
 
     def risk(rows: list[int]) -> np.ndarray:
+        """The rows' risk probabilities, as the saved classifier will score them."""
         encoder.eval()
-        vectors = torch.from_numpy(embed_in_batches(encoder, tokenizer, [texts[i] for i in rows], layer.in_features))
-        with torch.inference_mode():
-            return risk_probability(torch.softmax(layer(vectors) * SCALE, dim=-1).numpy())
+        chosen = [texts[i] for i in rows]
+        vectors = embed_in_batches(encoder, tokenizer, chosen, layer.in_features)
+        weights, bias = scaled_layer()
+        scores = risk_scores(class_probabilities(vectors, chosen, CATEGORIES, weights, bias), CATEGORIES)
+        return np.array([score.probability for score in scores])
+
+    def scaled_layer() -> tuple[np.ndarray, np.ndarray]:
+        """The layer's weights and bias with ``SCALE`` folded in, in float32, as they are saved."""
+        return (
+            (layer.weight.detach().numpy() * SCALE).astype(np.float32),
+            (layer.bias.detach().numpy() * SCALE).astype(np.float32),
+        )
 
     validation, test = split["validation"], split["test"]
     quality = []
@@ -233,9 +246,8 @@ def train_risk_classifier(
     (out / ADAPTER / "README.md").unlink(missing_ok=True)
     classifier = RiskClassifier(
         CATEGORIES,
-        (layer.weight.detach().numpy() * SCALE).astype(np.float32),
-        (layer.bias.detach().numpy() * SCALE).astype(np.float32),
-        round(threshold, 4),
+        *scaled_layer(),
+        threshold,
         embedding_model,
         card,
         str(out / ADAPTER),
